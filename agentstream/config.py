@@ -1,0 +1,203 @@
+"""Settings: one pydantic-settings model, read from ``AGENTSTREAM_*`` variables and an optional TOML file.
+
+Precedence (highest first): init arguments, environment variables, ``.env``, the TOML file named by
+``AGENTSTREAM_CONFIG_FILE`` (or ``agentstream.toml`` in the working directory), defaults.
+Nested groups use ``__`` in variable names, e.g. ``AGENTSTREAM_TOPICS__REQUESTS=my.requests``.
+Secrets are ``SecretStr`` and :meth:`Settings.safe_dump` masks them (and passwords inside URLs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "AGENTSTREAM_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = "agentstream.toml"
+
+
+class TopicSettings(BaseModel):
+    """Topic names and partition counts."""
+
+    requests: str = "agent.requests"
+    generation: str = "agent.generation"
+    tool_calls: str = "agent.tool-calls"
+    responses: str = "agent.responses"
+    errors: str = "agent.errors"
+    metrics: str = "agent.metrics"
+    dlq_suffix: str = ".dlq"
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    def dlq(self, topic: str) -> str:
+        return f"{topic}{self.dlq_suffix}"
+
+    @property
+    def stage_topics(self) -> list[str]:
+        return [self.requests, self.generation, self.tool_calls]
+
+    def all_topics(self) -> list[str]:
+        """Every topic the pipeline uses, dead-letter topics included."""
+        return [
+            *self.stage_topics,
+            self.responses,
+            self.errors,
+            self.metrics,
+            *(self.dlq(t) for t in self.stage_topics),
+        ]
+
+
+class KafkaSecurity(BaseModel):
+    """Kafka client security; maps onto aiokafka's connection arguments."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+
+
+class Timeouts(BaseModel):
+    """Timeouts in seconds."""
+
+    llm_call_s: float = Field(default=60.0, gt=0)
+    tool_call_s: float = Field(default=30.0, gt=0)
+    kafka_request_s: float = Field(default=30.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+
+
+class Limits(BaseModel):
+    """Validation and runaway-loop limits."""
+
+    max_message_bytes: int = Field(default=32 * 1024, ge=1)
+    max_metadata_entries: int = Field(default=64, ge=0)
+    max_metadata_value_bytes: int = Field(default=4096, ge=1)
+    max_allowed_tools: int = Field(default=64, ge=0)
+    max_turns: int = Field(default=8, ge=1)
+    history_token_budget: int = Field(default=6000, ge=100)
+    tool_concurrency: int = Field(default=8, ge=1)
+    max_in_flight: int = Field(default=500, ge=1)
+
+
+class StateSettings(BaseModel):
+    """Redis-held state: key prefix and lifetimes."""
+
+    key_prefix: str = "agentstream"
+    context_ttl_s: int = Field(default=3600, ge=1)
+    dedupe_ttl_s: int = Field(default=24 * 3600, ge=1)
+
+
+class LLMSettings(BaseModel):
+    """Model selection. ``local`` is the rule-based offline stand-in (not a language model)."""
+
+    model: str = "local"
+    system_prompt: str = "You are a helpful assistant. Use tools when they help."
+    local_latency_s: float = Field(default=0.0, ge=0)
+    local_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    local_seed: int = 0
+
+
+class Settings(BaseSettings):
+    """All agentstream settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTSTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    env: Literal["dev", "production"] = "dev"
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    run_dir: Path = Path(".agentstream")
+
+    kafka_bootstrap_servers: str | None = None
+    kafka_security: KafkaSecurity = KafkaSecurity()
+    # Flat aliases for the most common security settings, so plain variables work too.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    redis_url: str | None = None
+    schema_registry_url: str | None = None
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+
+    consumer_group: str = "agentstream"
+    topics: TopicSettings = TopicSettings()
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    state: StateSettings = StateSettings()
+    llm: LLMSettings = LLMSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    def effective_security(self) -> KafkaSecurity:
+        """The nested security group with the flat ``AGENTSTREAM_KAFKA_*`` aliases applied."""
+        overrides: dict[str, Any] = {
+            "security_protocol": self.kafka_security_protocol,
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_username": self.kafka_sasl_username,
+            "sasl_password": self.kafka_sasl_password,
+            "ssl_cafile": self.kafka_ssl_cafile,
+            "ssl_certfile": self.kafka_ssl_certfile,
+            "ssl_keyfile": self.kafka_ssl_keyfile,
+        }
+        present = {k: v for k, v in overrides.items() if v is not None}
+        return self.kafka_security.model_copy(update=present)
+
+    def safe_dump(self) -> dict[str, Any]:
+        """A JSON-able view with every secret masked (for ``agentstream config`` and logs)."""
+        data = self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        for key in ("redis_url", "schema_registry_url", "kafka_bootstrap_servers"):
+            if isinstance(data.get(key), str):
+                data[key] = mask_url(data[key])
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Replace the password part of a URL with ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

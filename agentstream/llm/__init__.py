@@ -1,0 +1,1 @@
+"""LLM clients: the ``LLMClient`` interface, providers and wrappers."""

@@ -1,0 +1,1 @@
+"""Tools: the ``ToolExecutor`` interface, the registry and built-in tools."""
