@@ -69,6 +69,19 @@ class KafkaSecurity(BaseModel):
     ssl_password: SecretStr | None = None
 
 
+class KafkaTuning(BaseModel):
+    """Consumer-group timing. Tansu joins a group in about session_timeout/2; tests use 2 s."""
+
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    rebalance_timeout_s: float = Field(default=10.0, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    # Longest time a fetch waits for data. Real Kafka answers early when data arrives; Tansu (the
+    # embedded dev broker) does not, so the dev stack and tests lower this to 5 ms.
+    fetch_max_wait_ms: int = Field(default=500, ge=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
 class Timeouts(BaseModel):
     """Timeouts in seconds."""
 
@@ -89,6 +102,8 @@ class Limits(BaseModel):
     history_token_budget: int = Field(default=6000, ge=100)
     tool_concurrency: int = Field(default=8, ge=1)
     max_in_flight: int = Field(default=500, ge=1)
+    double_text: Literal["queue", "reject"] = "queue"
+    session_busy_timeout_s: float = Field(default=900.0, gt=0)
 
 
 class StateSettings(BaseModel):
@@ -141,6 +156,7 @@ class Settings(BaseSettings):
     schema_registry_password: SecretStr | None = None
 
     consumer_group: str = "agentstream"
+    kafka: KafkaTuning = KafkaTuning()
     topics: TopicSettings = TopicSettings()
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()

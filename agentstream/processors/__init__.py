@@ -1,0 +1,1 @@
+"""Stage processors: ``Inbound -> StageResult`` handlers; the stream runner publishes the records."""

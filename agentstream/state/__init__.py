@@ -1,0 +1,1 @@
+"""Redis-held state: session context, request dedupe (later: journal, rate limits, caches)."""

@@ -1,0 +1,97 @@
+"""``agentstream dev``: local broker and Redis (where settings name none) until Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from agentstream.config import Settings, mask_url
+from agentstream.embedded import DevStack
+from agentstream.exceptions import AgentStreamError
+
+console = Console(highlight=False, soft_wrap=True)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+# --- PIPELINE HOOK ----------------------------------------------------------------------------
+# Replaced by the real pipeline (processors, workers, demo traffic). It runs once the stack is up
+# and the topics exist, and is cancelled on Ctrl-C/SIGTERM before the stack stops.
+async def run_pipeline(settings: Settings, demo: bool) -> None:
+    """Placeholder: waits until cancelled."""
+    await asyncio.Event().wait()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def dev(
+    demo: Annotated[bool, typer.Option("--demo", help="Also send demo requests.")] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the logs go (default: <run_dir>/run-<time>-<pid>)."),
+    ] = None,
+) -> None:
+    """Start a local Kafka-protocol broker (Tansu) and Redis and run the pipeline on them."""
+    settings = Settings()
+    try:
+        asyncio.run(_serve(settings, demo, run_dir))
+    except AgentStreamError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+async def _serve(settings: Settings, demo: bool, run_dir: Path | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        stack = DevStack(settings, run_dir)
+        async with stack as live:
+            _print_stack(stack, live)
+            await _run_until(stop, run_pipeline(live, demo))
+            console.print("Stopping ...")
+            stopping_since = time.monotonic()
+        console.print(f"Stopped in {time.monotonic() - stopping_since:.2f}s.")
+    finally:
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def _run_until(stop: asyncio.Event, pipeline_coro: Coroutine[Any, Any, None]) -> None:
+    """Run the pipeline until it ends or ``stop`` is set; a pipeline failure propagates."""
+    pipeline = asyncio.create_task(pipeline_coro)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({pipeline, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (pipeline, stopper):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stopper
+    with contextlib.suppress(asyncio.CancelledError):
+        await pipeline  # re-raises a pipeline failure
+
+
+def _print_stack(stack: DevStack, live: Settings) -> None:
+    kafka = (
+        f"embedded Tansu, pid {stack.kafka.pid}"
+        if stack.kafka is not None
+        else "external (AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    redis = (
+        f"embedded redis-server, pid {stack.redis.pid}"
+        if stack.redis is not None
+        else "external (AGENTSTREAM_REDIS_URL)"
+    )
+    console.print(f"[bold]Kafka[/bold]  {live.kafka_bootstrap_servers}  ({kafka})")
+    console.print(f"[bold]Redis[/bold]  {mask_url(live.redis_url or '')}  ({redis})")
+    if stack.pids:
+        console.print(f"[bold]Logs[/bold]   {stack.run_dir}")
+    console.print(f"Topics: {len(stack.created_topics)} created. Ctrl-C to stop.")

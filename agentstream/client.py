@@ -1,0 +1,202 @@
+"""Client side: publish AgentRequests and await their AgentResponses.
+
+``AgentClient`` reads ``agent.responses`` from its own position (no consumer group: every client
+sees every response), correlates by request_id, and drops repeated responses (the pipeline may
+republish a response after a redelivery; the response_id is stable so copies are recognisable).
+
+    async with AgentClient(settings) as client:
+        response = await client.ask("add 2 and 3", session_id="s1", user_id="u1", tenant_id="t1")
+        print(response.content)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agentstream.config import Settings
+from agentstream.schemas.codec import AvroCodec, codec_from_settings
+from agentstream.schemas.exceptions import SerializationError
+from agentstream.streams.kafka_config import client_kwargs
+
+_SEEN_LIMIT = 100_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentResponse:
+    response_id: str
+    request_id: str
+    session_id: str
+    user_id: str
+    tenant_id: str
+    content: str
+    state: str
+    confidence: float
+    execution_time_ms: int
+    error_code: str | None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETED"
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AgentResponse:
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__})
+
+
+def new_request(
+    message: str,
+    *,
+    session_id: str,
+    user_id: str,
+    tenant_id: str,
+    request_id: str | None = None,
+    allowed_tools: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+    deadline: datetime | None = None,
+) -> dict[str, Any]:
+    """An AgentRequest record (dict) with a fresh request_id unless one is given."""
+    return {
+        "request_id": request_id or uuid.uuid4().hex,
+        "session_id": session_id,
+        "user_id": user_id,
+        "tenant_id": tenant_id,
+        "message": message,
+        "allowed_tools": list(allowed_tools),
+        "metadata": dict(metadata or {}),
+        "created_at": datetime.now(UTC),
+        "deadline": deadline,
+    }
+
+
+class AgentClient:
+    def __init__(self, settings: Settings, *, codec: AvroCodec | None = None) -> None:
+        self.settings = settings
+        self._codec = codec or codec_from_settings(settings)
+        kwargs = client_kwargs(settings)
+        self._producer = AIOKafkaProducer(**kwargs, acks="all", linger_ms=0)
+        self._consumer = AIOKafkaConsumer(
+            **kwargs, enable_auto_commit=False,
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        )
+        self._waiters: dict[str, asyncio.Future[AgentResponse]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._subscribers: list[asyncio.Queue[AgentResponse]] = []
+        self._reader: asyncio.Task[None] | None = None
+        self.duplicates_dropped = 0
+        self.undecodable = 0
+
+    async def start(self) -> None:
+        await self._codec.prepare()
+        await self._producer.start()
+        await self._consumer.start()
+        topic = self.settings.topics.responses
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve positions now, before anything is submitted
+            await self._consumer.position(tp)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._consumer.stop()
+        await self._producer.stop()
+        await self._codec.aclose()
+
+    async def __aenter__(self) -> AgentClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def submit(self, request: Mapping[str, Any]) -> str:
+        """Publish an AgentRequest (see :func:`new_request`); returns its request_id."""
+        value = self._codec.encode("AgentRequest", request)
+        await self._producer.send_and_wait(
+            self.settings.topics.requests, value=value, key=str(request["session_id"]).encode()
+        )
+        return str(request["request_id"])
+
+    async def ask(
+        self,
+        message: str,
+        *,
+        session_id: str,
+        user_id: str,
+        tenant_id: str,
+        timeout: float = 30.0,
+        **fields: Any,
+    ) -> AgentResponse:
+        """Submit a request and wait for its response (TimeoutError after ``timeout`` s)."""
+        request = new_request(message, session_id=session_id, user_id=user_id,
+                              tenant_id=tenant_id, **fields)
+        return await self.request(request, timeout=timeout)
+
+    async def request(self, request: Mapping[str, Any], *, timeout: float = 30.0) -> AgentResponse:
+        request_id = str(request["request_id"])
+        future = self.expect(request_id)
+        try:
+            await self.submit(request)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiters.pop(request_id, None)
+
+    def expect(self, request_id: str) -> asyncio.Future[AgentResponse]:
+        """A future for the response to ``request_id`` (register before submitting)."""
+        future: asyncio.Future[AgentResponse] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = future
+        return future
+
+    async def responses(self) -> AsyncIterator[AgentResponse]:
+        """Every response read from now on, without duplicates."""
+        queue: asyncio.Queue[AgentResponse] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    self._dispatch(record.value)
+
+    def _dispatch(self, value: bytes) -> None:
+        try:
+            response = AgentResponse.from_record(self._codec.decode("AgentResponse", value))
+        except SerializationError:
+            self.undecodable += 1
+            return
+        if response.response_id in self._seen:
+            self.duplicates_dropped += 1
+            return
+        self._seen[response.response_id] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        waiter = self._waiters.pop(response.request_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+        for queue in self._subscribers:
+            queue.put_nowait(response)

@@ -1,0 +1,213 @@
+"""Generation stage: agent.generation -> agent.tool-calls or agent.responses.
+
+Appends tool results to the session history, builds the model input within the token budget,
+calls the LLM, records usage and the assistant turn, then either publishes a tool-call batch
+(state EXECUTING) or the final response (state COMPLETED). A request may use at most
+``limits.max_turns`` LLM turns.
+
+Redelivery safety: history entries are tagged with (request_id, turn); an assistant entry already
+recorded for this turn is reused instead of calling the model again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentstream.exceptions import AgentStreamError
+from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult, ToolCall, Usage
+from agentstream.llm.exceptions import LLMTimeoutError
+from agentstream.observability.logging import bind_request, get_logger
+from agentstream.processors.base import (
+    Inbound,
+    Outbound,
+    RequestIds,
+    StageDeps,
+    StageResult,
+    ms_since,
+    utcnow,
+)
+from agentstream.processors.outcomes import Failure, finish
+from agentstream.processors.progress import add_stage_time, add_usage
+from agentstream.processors.prompt import build_messages, canonical_arguments, history_entry
+from agentstream.processors.signals import DeadLetter
+from agentstream.schemas.exceptions import SerializationError
+from agentstream.state.context import AgentContext
+
+STAGE = "generation"
+log = get_logger(__name__)
+
+
+class GenerationStage:
+    def __init__(self, deps: StageDeps) -> None:
+        self.deps = deps
+
+    async def __call__(self, msg: Inbound) -> StageResult:
+        started = utcnow()
+        try:
+            event = await self.deps.codec.decode_async("GenerationTurn", msg.value)
+        except SerializationError as exc:
+            raise DeadLetter("UNDECODABLE", f"cannot decode GenerationTurn: {exc}") from exc
+        ids = RequestIds.of(event)
+        with bind_request(request_id=ids.request_id, session_id=ids.session_id, stage=STAGE):
+            return await self._run(msg, event, ids, started)
+
+    async def _run(
+        self, msg: Inbound, event: dict[str, Any], ids: RequestIds, started: Any
+    ) -> StageResult:
+        deps = self.deps
+        progress: dict[str, Any] = event["progress"]
+        turn: int = event["turn"]
+        progress["turn"] = turn
+
+        async def release() -> None:
+            await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
+
+        def fail(code: str, text: str, *, retriable: bool = False) -> StageResult:
+            failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
+            records = finish(deps, ids=ids, progress=progress, content=text, failure=failure,
+                             origin=msg)
+            return StageResult(records=records, then=release)
+
+        if turn >= deps.settings.limits.max_turns:
+            await self._set_state(ids, "ERROR")
+            return fail("MAX_TURNS_EXCEEDED",
+                        f"stopped after {deps.settings.limits.max_turns} model turns without "
+                        "a final answer")
+        ctx = await deps.contexts.update(
+            ids.tenant_id, ids.session_id, lambda c: _with_tool_results(c, ids, turn, event)
+        )
+        if ctx is None:
+            return fail("CONTEXT_LOST", "Your conversation context has expired. "
+                        "Please restate your request.")
+        result = _recorded_result(ctx, ids.request_id, turn)
+        if result is None:
+            try:
+                result = await self._call_model(ctx, event)
+            except AgentStreamError as exc:
+                log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
+                await self._set_state(ids, "ERROR")
+                return fail(exc.code, f"The model call failed ({exc.code}).",
+                            retriable=exc.retriable)
+            add_usage(progress, result.usage)
+            state = "EXECUTING" if result.tool_calls else "COMPLETED"
+            entry = history_entry(
+                ChatMessage(role="assistant", content=result.content, tool_calls=result.tool_calls),
+                request_id=ids.request_id, turn=turn,
+            )
+            ctx = await deps.contexts.update(
+                ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state)
+            )
+            if ctx is None:
+                return fail("CONTEXT_LOST", "Your conversation context has expired. "
+                            "Please restate your request.")
+        add_stage_time(progress, STAGE, ms_since(started))
+        if result.tool_calls:
+            batch = {
+                **ids.as_fields(),
+                "turn": turn,
+                "allowed_tools": event["allowed_tools"],
+                "metadata": event["metadata"],
+                "calls": [
+                    {"call_id": c.call_id, "name": c.name,
+                     "arguments_json": canonical_arguments(c.arguments)}
+                    for c in result.tool_calls
+                ],
+                "progress": progress,
+                "deadline": event["deadline"],
+            }
+            value = deps.codec.encode("ToolCallBatch", batch)
+            topic = deps.settings.topics.tool_calls
+            return StageResult(
+                records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
+            )
+        records = finish(deps, ids=ids, progress=progress, content=result.content,
+                         metadata={"model": result.model or deps.llm.name})
+        return StageResult(records=records, then=release)
+
+    async def _call_model(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
+        deps = self.deps
+        messages = build_messages(
+            deps.settings.llm.system_prompt, ctx.history, deps.settings.limits.history_token_budget
+        )
+        allowed: list[str] = event["allowed_tools"]
+        request = LLMRequest(
+            messages=messages,
+            tools=tuple(deps.tools.specs(allowed or None)),
+            metadata=dict(event["metadata"]),
+        )
+        timeout_s = deps.settings.timeouts.llm_call_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await deps.llm.complete(request)
+        except TimeoutError as exc:
+            raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
+
+    async def _set_state(self, ids: RequestIds, state: str) -> None:
+        def change(ctx: AgentContext | None) -> AgentContext | None:
+            if ctx is None or ctx.state == state:
+                return None
+            ctx.state = state
+            return ctx
+
+        await self.deps.contexts.update(ids.tenant_id, ids.session_id, change)
+
+
+def _with_tool_results(
+    ctx: AgentContext | None, ids: RequestIds, turn: int, event: dict[str, Any]
+) -> AgentContext | None:
+    if ctx is None:
+        return None
+    present = {
+        e["tool_call_id"]
+        for e in ctx.history
+        if e["role"] == "tool" and e["request_id"] == ids.request_id
+    }
+    new = [r for r in event["tool_results"] if r["call_id"] not in present]
+    if not new:
+        if ctx.state == "THINKING":
+            return None
+        ctx.state = "THINKING"
+        return ctx
+    for r in new:
+        ctx.history.append(
+            history_entry(
+                ChatMessage(role="tool", content=r["content"], tool_call_id=r["call_id"],
+                            name=r["name"]),
+                request_id=ids.request_id, turn=turn,
+            )
+        )
+    ctx.state = "THINKING"
+    return ctx
+
+
+def _with_assistant(
+    ctx: AgentContext | None, entry: dict[str, Any], state: str
+) -> AgentContext | None:
+    if ctx is None:
+        return None
+    if not any(_same_turn(e, entry["request_id"], entry["turn"]) for e in ctx.history):
+        ctx.history.append(entry)
+    ctx.state = state
+    return ctx
+
+
+def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
+    return bool(
+        entry["role"] == "assistant"
+        and entry["request_id"] == request_id
+        and entry["turn"] == turn
+    )
+
+
+def _recorded_result(ctx: AgentContext, request_id: str, turn: int) -> LLMResult | None:
+    """The assistant turn already recorded for (request_id, turn), if this is a redelivery."""
+    for e in reversed(ctx.history):
+        if _same_turn(e, request_id, turn):
+            calls = tuple(
+                ToolCall(call_id=c["call_id"], name=c["name"], arguments=c["arguments"])
+                for c in e["tool_calls"]
+            )
+            return LLMResult(content=e["content"], tool_calls=calls, usage=Usage())
+    return None
+

@@ -1,0 +1,17 @@
+"""Control-flow signals a handler raises to tell the runner what to do (not failures)."""
+
+from __future__ import annotations
+
+
+class DeadLetter(Exception):  # noqa: N818 - a signal, not an error
+    """Send the inbound record to its stage's dead-letter topic with this reason.
+
+    Raised for records that cannot be answered at all (undecodable bytes, wrong schema): there is
+    no request to respond to, so the original bytes are kept for an operator.
+    """
+
+    def __init__(self, code: str, reason: str, *, request_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.request_id = request_id

@@ -1,0 +1,185 @@
+"""Validation stage: agent.requests -> agent.generation.
+
+Decode (undecodable -> dead letter), validate, sanitize, dedupe by request_id, load or create the
+session context, set THINKING, publish turn 0. A request that fails validation is answered with
+an ERROR response and an ErrorEvent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from agentstream.observability.logging import bind_request, get_logger
+from agentstream.processors.base import (
+    Inbound,
+    Outbound,
+    RequestIds,
+    StageDeps,
+    StageResult,
+    ms_since,
+    utcnow,
+)
+from agentstream.processors.outcomes import Failure, error_event, finish
+from agentstream.processors.progress import add_stage_time, new_progress
+from agentstream.processors.sanitize import sanitize_text, valid_id
+from agentstream.processors.signals import DeadLetter
+from agentstream.schemas.exceptions import SerializationError
+from agentstream.state.context import AgentContext, now_ms
+
+STAGE = "validation"
+log = get_logger(__name__)
+
+
+class RequestRejected(Exception):  # noqa: N818 - internal control flow
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ValidationStage:
+    def __init__(self, deps: StageDeps) -> None:
+        self.deps = deps
+
+    async def __call__(self, msg: Inbound) -> StageResult:
+        started = utcnow()
+        try:
+            request = await self.deps.codec.decode_async("AgentRequest", msg.value)
+        except SerializationError as exc:
+            raise DeadLetter("UNDECODABLE", f"cannot decode AgentRequest: {exc}") from exc
+        ids = RequestIds.of(request)
+        with bind_request(request_id=ids.request_id, session_id=ids.session_id, stage=STAGE):
+            progress = new_progress(started, len(request["message"].encode()))
+            try:
+                message, allowed = self._validate(request)
+            except RequestRejected as rej:
+                log.info("request rejected", code=rej.code)
+                failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
+                return StageResult(records=finish(self.deps, ids=ids, progress=progress,
+                                                   content=rej.message, failure=failure,
+                                                   origin=msg))
+            if not await self.deps.dedupe.first_sighting(
+                ids.tenant_id, ids.request_id, msg.position
+            ):
+                log.info("duplicate request dropped")
+                dup = Failure(code="DUPLICATE_REQUEST", stage=STAGE,
+                              message="request_id already accepted; the repeat was not run")
+                return StageResult(records=[error_event(
+                    self.deps, request_id=ids.request_id, failure=dup,
+                    session_id=ids.session_id, tenant_id=ids.tenant_id, origin=msg)])
+            try:
+                await self._record_user_turn(ids, message, allowed, request["metadata"])
+            except RequestRejected as rej:
+                log.info("request rejected", code=rej.code)
+                failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
+                return StageResult(records=finish(self.deps, ids=ids, progress=progress,
+                                                   content=rej.message, failure=failure,
+                                                   origin=msg))
+            add_stage_time(progress, STAGE, ms_since(started))
+            turn = {
+                **ids.as_fields(),
+                "turn": 0,
+                "allowed_tools": allowed,
+                "metadata": request["metadata"],
+                "tool_results": [],
+                "progress": progress,
+                "deadline": request["deadline"],
+            }
+            topic = self.deps.settings.topics.generation
+            value = self.deps.codec.encode("GenerationTurn", turn)
+            return StageResult(
+                records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
+            )
+
+    def _validate(self, request: dict[str, Any]) -> tuple[str, list[str]]:
+        limits = self.deps.settings.limits
+        for field in ("request_id", "session_id", "user_id", "tenant_id"):
+            if not valid_id(request[field]):
+                raise RequestRejected(
+                    "INVALID_REQUEST",
+                    f"{field} must be 1-128 characters of letters, digits and ._:@- "
+                    "starting with a letter or digit",
+                )
+        size = len(request["message"].encode())
+        if size > limits.max_message_bytes:
+            raise RequestRejected(
+                "MESSAGE_TOO_LARGE",
+                f"message is {size} bytes; the limit is {limits.max_message_bytes} bytes",
+            )
+        message = sanitize_text(request["message"])
+        if not message:
+            raise RequestRejected("EMPTY_MESSAGE", "message is empty")
+        metadata: dict[str, str] = request["metadata"]
+        if len(metadata) > limits.max_metadata_entries or any(
+            len(k.encode()) + len(v.encode()) > limits.max_metadata_value_bytes
+            for k, v in metadata.items()
+        ):
+            raise RequestRejected("INVALID_REQUEST", "metadata has too many or too large entries")
+        allowed: list[str] = list(dict.fromkeys(request["allowed_tools"]))
+        if len(allowed) > limits.max_allowed_tools:
+            raise RequestRejected("INVALID_REQUEST", "too many allowed_tools")
+        unknown = [t for t in allowed if not self.deps.tools.has(t)]
+        if unknown:
+            raise RequestRejected("UNKNOWN_TOOL", f"unknown tool(s): {', '.join(unknown)}")
+        deadline: datetime | None = request["deadline"]
+        if deadline is not None and deadline <= utcnow():
+            raise RequestRejected("DEADLINE_EXCEEDED", "the request's deadline has already passed")
+        return message, allowed
+
+    async def _record_user_turn(
+        self, ids: RequestIds, message: str, allowed: list[str], metadata: dict[str, str]
+    ) -> None:
+        owner_mismatch = busy = False
+        limits = self.deps.settings.limits
+        stale_ms = int(limits.session_busy_timeout_s * 1000)
+
+        def change(ctx: AgentContext | None) -> AgentContext | None:
+            nonlocal owner_mismatch, busy
+            owner_mismatch = busy = False
+            if ctx is None:
+                ctx = AgentContext(
+                    session_id=ids.session_id, user_id=ids.user_id, tenant_id=ids.tenant_id
+                )
+            elif ctx.user_id != ids.user_id:
+                owner_mismatch = True
+                return None
+            if any(
+                e["request_id"] == ids.request_id and e["role"] == "user" for e in ctx.history
+            ):
+                return ctx  # redelivery: the user turn is already recorded
+            if (
+                ctx.active_request not in (None, ids.request_id)
+                and now_ms() - ctx.active_since < stale_ms
+            ):
+                busy = True
+                return None
+            ctx.active_request = ids.request_id
+            ctx.active_since = now_ms()
+            ctx.history.append(
+                {"role": "user", "content": message, "tool_calls": [], "tool_call_id": None,
+                 "name": None, "request_id": ids.request_id, "turn": 0}
+            )
+            ctx.available_tools = allowed
+            ctx.state = "THINKING"
+            ctx.metadata = {**ctx.metadata, **metadata}
+            return ctx
+
+        delay = 0.005
+        while True:
+            await self.deps.contexts.update(ids.tenant_id, ids.session_id, change)
+            if owner_mismatch:
+                raise RequestRejected("SESSION_FORBIDDEN", "this session belongs to another user")
+            if not busy:
+                return
+            if limits.double_text == "reject":
+                raise RequestRejected(
+                    "SESSION_BUSY",
+                    "this session is still answering an earlier request; send again when "
+                    "it has finished",
+                )
+            # Queue policy: this session's later requests wait behind the active one; other
+            # sessions keep flowing (the runner holds only this key).
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)

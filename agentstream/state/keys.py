@@ -1,0 +1,20 @@
+"""Redis key layout. Every key is tenant-scoped where it holds tenant data.
+
+``{prefix}:ctx:{tenant}:{session}``   AgentContext (hash: v = version, data = JSON)
+``{prefix}:req:{request_id}``          request dedupe marker (first sighting's topic/partition/offset)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def context(self, tenant_id: str, session_id: str) -> str:
+        return f"{self.prefix}:ctx:{tenant_id}:{session_id}"
+
+    def request(self, tenant_id: str, request_id: str) -> str:
+        return f"{self.prefix}:req:{tenant_id}:{request_id}"

@@ -1,0 +1,135 @@
+"""Topic administration: create the pipeline's topics (idempotently) and list what exists.
+
+Topics are looked up through an all-topics metadata request only: a metadata request that names a
+missing topic makes brokers with auto-creation on (Tansu, and Kafka's default) create it with
+their default partition count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka.admin import (  # type: ignore[import-untyped,unused-ignore]
+    AIOKafkaAdminClient,
+    NewTopic,
+)
+from aiokafka.errors import (  # type: ignore[import-untyped,unused-ignore]
+    TopicAlreadyExistsError,
+    for_code,
+)
+
+from agentstream.config import Settings
+from agentstream.exceptions import AgentStreamError
+from agentstream.streams.kafka_config import client_kwargs
+
+log = logging.getLogger(__name__)
+
+_VISIBLE_POLL_S = 0.05
+
+
+class TopicAdminError(AgentStreamError):
+    """The broker refused to create a topic, or a created topic never showed up in metadata."""
+
+    code = "TOPIC_ADMIN_ERROR"
+    retriable = True
+
+
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[Any]:
+    """A started ``AIOKafkaAdminClient`` for ``settings``, closed on exit."""
+    client = AIOKafkaAdminClient(
+        **client_kwargs(settings),
+        client_id="agentstream-admin",
+        request_timeout_ms=int(settings.timeouts.kafka_request_s * 1000),
+    )
+    try:
+        await client.start()
+        yield client
+    finally:
+        await client.close()
+
+
+async def list_topics(settings: Settings) -> dict[str, int]:
+    """Every non-internal topic on the cluster mapped to its partition count."""
+    async with admin_client(settings) as admin:
+        return await _partition_counts(admin)
+
+
+async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
+    """Create the missing ones of ``topics`` (default: every pipeline topic); return those created.
+
+    New topics get ``settings.topics.partitions`` partitions and the configured replication
+    factor. Topics that already exist are left alone (a differing partition count is logged).
+    """
+    names = list(dict.fromkeys(settings.topics.all_topics() if topics is None else topics))
+    partitions = settings.topics.partitions
+    async with admin_client(settings) as admin:
+        existing = await _partition_counts(admin)
+        for name in names:
+            if name in existing and existing[name] != partitions:
+                log.warning(
+                    "topic %s has %d partitions, settings ask for %d; leaving it as it is",
+                    name,
+                    existing[name],
+                    partitions,
+                )
+        missing = [name for name in names if name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=name,
+                    num_partitions=partitions,
+                    replication_factor=settings.topics.replication_factor,
+                )
+                for name in missing
+            ]
+        )
+        created = _created_topics(response.topic_errors)
+        await _wait_visible(admin, created, settings.timeouts.kafka_request_s)
+    if created:
+        log.info("created %d topic(s) with %d partitions: %s", len(created), partitions, created)
+    return created
+
+
+async def _partition_counts(admin: Any) -> dict[str, int]:
+    described = await admin.describe_topics()  # no names: never auto-creates anything
+    return {
+        topic["topic"]: len(topic["partitions"])
+        for topic in described
+        if not topic.get("is_internal") and topic.get("error_code", 0) == 0
+    }
+
+
+def _created_topics(topic_errors: list[tuple[Any, ...]]) -> list[str]:
+    created: list[str] = []
+    failures: list[str] = []
+    for entry in topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code == 0:
+            created.append(name)
+        elif code != TopicAlreadyExistsError.errno:  # lost a race with another creator: fine
+            failures.append(f"{name}: {for_code(code).__name__} {message or ''}".rstrip())
+    if failures:
+        raise TopicAdminError("could not create topic(s): " + "; ".join(failures))
+    return created
+
+
+async def _wait_visible(admin: Any, names: list[str], timeout_s: float) -> None:
+    """Wait until metadata lists every topic in ``names`` (real Kafka propagates asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        pending -= set(await _partition_counts(admin))
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicAdminError(f"created topics not visible after {timeout_s:g}s: {pending}")
+        await asyncio.sleep(_VISIBLE_POLL_S)

@@ -1,0 +1,80 @@
+"""The dead-letter convention.
+
+A dead-letter record keeps the original key, value bytes and headers, and adds headers that name
+where it came from and why it failed. Names follow Spring Kafka's ``kafka_dlt-*`` convention;
+values are UTF-8 text (Spring writes partition/offset as big-endian ints; text is easier to read
+with any tool and is what ``agentstream tail`` and ``dlq`` expect). agentstream adds its own
+``agentstream-*`` headers with the stable error code, stage and attempt count.
+
+=====================================  ==================================================
+header                                 value
+=====================================  ==================================================
+kafka_dlt-original-topic               origin topic
+kafka_dlt-original-partition           origin partition
+kafka_dlt-original-offset              origin offset
+kafka_dlt-original-timestamp           origin record timestamp (ms since epoch)
+kafka_dlt-original-consumer-group      the consumer group that failed it
+kafka_dlt-exception-fqcn               error class (fully qualified)
+kafka_dlt-exception-message            error message (never the payload)
+agentstream-error-code                 stable code, e.g. UNDECODABLE, INTERNAL_ERROR
+agentstream-stage                      validation | generation | tools
+agentstream-attempt                    attempts made before dead-lettering
+agentstream-dlt-time                   when it was dead-lettered (ms since epoch)
+=====================================  ==================================================
+"""
+
+from __future__ import annotations
+
+import time
+
+from agentstream.processors.base import Inbound, Outbound
+
+ORIGINAL_TOPIC = "kafka_dlt-original-topic"
+ORIGINAL_PARTITION = "kafka_dlt-original-partition"
+ORIGINAL_OFFSET = "kafka_dlt-original-offset"
+ORIGINAL_TIMESTAMP = "kafka_dlt-original-timestamp"
+ORIGINAL_GROUP = "kafka_dlt-original-consumer-group"
+EXCEPTION_FQCN = "kafka_dlt-exception-fqcn"
+EXCEPTION_MESSAGE = "kafka_dlt-exception-message"
+ERROR_CODE = "agentstream-error-code"
+STAGE = "agentstream-stage"
+ATTEMPT = "agentstream-attempt"
+DLT_TIME = "agentstream-dlt-time"
+
+DLQ_HEADERS = (
+    ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP, ORIGINAL_GROUP,
+    EXCEPTION_FQCN, EXCEPTION_MESSAGE, ERROR_CODE, STAGE, ATTEMPT, DLT_TIME,
+)
+MAX_MESSAGE_CHARS = 1000
+
+
+def dead_letter(
+    msg: Inbound,
+    *,
+    dlq_topic: str,
+    group: str,
+    stage: str,
+    code: str,
+    error: BaseException,
+    attempt: int,
+) -> Outbound:
+    own = {
+        ORIGINAL_TOPIC: msg.topic,
+        ORIGINAL_PARTITION: str(msg.partition),
+        ORIGINAL_OFFSET: str(msg.offset),
+        ORIGINAL_TIMESTAMP: str(msg.timestamp_ms),
+        ORIGINAL_GROUP: group,
+        EXCEPTION_FQCN: f"{type(error).__module__}.{type(error).__qualname__}",
+        EXCEPTION_MESSAGE: str(error)[:MAX_MESSAGE_CHARS],
+        ERROR_CODE: code,
+        STAGE: stage,
+        ATTEMPT: str(attempt),
+        DLT_TIME: str(int(time.time() * 1000)),
+    }
+    kept = [(k, v) for k, v in msg.headers if k not in own]
+    headers = kept + [(k, v.encode()) for k, v in own.items()]
+    return Outbound(topic=dlq_topic, key=msg.key, value=msg.value, headers=headers)
+
+
+def header_map(headers: list[tuple[str, bytes]]) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in headers}

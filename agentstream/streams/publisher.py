@@ -1,0 +1,39 @@
+"""Produces a handler's records and waits until the broker acknowledged every one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agentstream.config import Settings
+from agentstream.processors.base import Outbound
+from agentstream.streams.kafka_config import client_kwargs
+
+
+class Publisher:
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        kwargs: dict[str, Any] = {
+            **client_kwargs(settings),
+            "acks": "all",
+            "linger_ms": 0,
+            "request_timeout_ms": int(settings.timeouts.kafka_request_s * 1000),
+            **overrides,
+        }
+        self._producer = AIOKafkaProducer(**kwargs)
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, records: list[Outbound]) -> None:
+        """Send all records (in order per partition) and wait for every broker acknowledgement."""
+        futures = [
+            await self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers or None)
+            for r in records
+        ]
+        if futures:
+            await asyncio.gather(*futures)

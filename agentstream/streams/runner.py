@@ -1,0 +1,189 @@
+"""Key-ordered concurrent stage runner.
+
+Events with different keys (session ids) run concurrently; events with the same key run one at a
+time in offset order. At most ``max_in_flight`` events are held (queued or running); ``submit``
+blocks when full, which stops the consuming loop and lets the consumer's own buffer pause
+fetching, so nothing is buffered without bound. Heartbeats continue in the background because the
+consuming loop only waits on a semaphore.
+
+For every event the runner calls the stage handler, publishes its records and waits for the
+broker's acknowledgement, runs the handler's ``then`` step, and only then marks the offset done;
+offsets are acked to the consumer strictly in order (``PartitionAcks``).
+
+Failures: a handler's ``DeadLetter`` signal sends the original record to the stage's dead-letter
+topic with headers and emits an ErrorEvent. An unexpected error is retried (``max_attempts``,
+exponential backoff) and then dead-lettered the same way, so a poison record never stalls its
+partition. Publishing itself is retried until it succeeds or the runner stops: if the broker is
+unreachable no later offset can complete anyway, and an unacked offset is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from agentstream.exceptions import AgentStreamError
+from agentstream.observability.logging import get_logger
+from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
+from agentstream.processors.signals import DeadLetter
+from agentstream.streams.acks import PartitionAcks
+
+log = get_logger(__name__)
+
+AckFn = Callable[[], object]
+DeadLetterFactory = Callable[[Inbound, str, BaseException, int], list[Outbound]]
+
+
+@dataclass(kw_only=True)
+class RunnerStats:
+    processed: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    publish_retries: int = 0
+
+
+@dataclass(kw_only=True)
+class _Item:
+    msg: Inbound
+    ack: AckFn
+
+
+@dataclass(kw_only=True)
+class _Chain:
+    items: deque[_Item] = field(default_factory=deque)
+
+
+class StageRunner:
+    def __init__(
+        self,
+        *,
+        stage: str,
+        handler: Handler,
+        publish: Callable[[list[Outbound]], Awaitable[None]],
+        dead_letter: DeadLetterFactory,
+        max_in_flight: int,
+        max_attempts: int = 3,
+        retry_base_s: float = 0.1,
+    ) -> None:
+        self.stage = stage
+        self._handler = handler
+        self._publish = publish
+        self._dead_letter = dead_letter
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._max_attempts = max_attempts
+        self._retry_base_s = retry_base_s
+        self._chains: dict[tuple[str, bytes], _Chain] = {}
+        self._partitions: dict[tuple[str, int], PartitionAcks] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self.stats = RunnerStats()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def submit(self, msg: Inbound, ack: AckFn) -> None:
+        """Hand over one consumed event; waits while the runner is full."""
+        await self._slots.acquire()
+        self._in_flight += 1
+        self._idle.clear()
+        tp = (msg.topic, msg.partition)
+        self._partitions.setdefault(tp, PartitionAcks()).track(msg.offset, ack)
+        key = (msg.topic, msg.key if msg.key is not None else b"\x00p%d" % msg.partition)
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = self._chains[key] = _Chain()
+            chain.items.append(_Item(msg=msg, ack=ack))
+            task = asyncio.get_running_loop().create_task(self._run_chain(key, chain))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            chain.items.append(_Item(msg=msg, ack=ack))
+
+    async def _run_chain(self, key: tuple[str, bytes], chain: _Chain) -> None:
+        try:
+            while chain.items:
+                item = chain.items[0]
+                await self._process(item.msg)
+                chain.items.popleft()
+                self._partitions[(item.msg.topic, item.msg.partition)].complete(item.msg.offset)
+                self._in_flight -= 1
+                self._slots.release()
+                if self._in_flight == 0:
+                    self._idle.set()
+        finally:
+            self._chains.pop(key, None)
+
+    async def _process(self, msg: Inbound) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self._handler(msg)
+                break
+            except DeadLetter as signal:
+                result = StageResult(
+                    records=self._dead_letter(msg, signal.code, signal, attempt)
+                )
+                self.stats.dead_lettered += 1
+                log.warning("dead-lettered", topic=msg.topic, partition=msg.partition,
+                            offset=msg.offset, code=signal.code)
+                break
+            except Exception as exc:  # noqa: BLE001 - a poison record must not stall the partition
+                code = exc.code if isinstance(exc, AgentStreamError) else "INTERNAL_ERROR"
+                if attempt < self._max_attempts and not self._closing:
+                    self.stats.retries += 1
+                    delay = random.uniform(0, self._retry_base_s * 2 ** (attempt - 1))
+                    log.warning("stage error, retrying", topic=msg.topic, partition=msg.partition,
+                                offset=msg.offset, error=type(exc).__name__, attempt=attempt)
+                    await asyncio.sleep(delay)
+                    continue
+                log.exception("stage error, dead-lettering", topic=msg.topic,
+                              partition=msg.partition, offset=msg.offset, code=code)
+                result = StageResult(records=self._dead_letter(msg, code, exc, attempt))
+                self.stats.dead_lettered += 1
+                break
+        await self._publish_with_retry(msg, result.records)
+        if result.then is not None:
+            try:
+                await result.then()
+            except Exception as exc:  # noqa: BLE001 - outputs are out; do not redo the event
+                log.warning("post-publish step failed", topic=msg.topic, partition=msg.partition,
+                            offset=msg.offset, error=type(exc).__name__)
+        self.stats.processed += 1
+
+    async def _publish_with_retry(self, msg: Inbound, records: list[Outbound]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._publish(records)
+                return
+            except Exception as exc:  # noqa: BLE001 - broker trouble: keep the offset unacked
+                if self._closing:
+                    raise
+                self.stats.publish_retries += 1
+                log.warning("publish failed, retrying", topic=msg.topic, partition=msg.partition,
+                            offset=msg.offset, error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop retrying, wait up to ``timeout_s`` for in-flight work; True if all finished."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,49 @@
+"""Tool errors, each with a stable ``code`` that ends up in error outcomes and events.
+
+::
+
+    ToolError                 TOOL_ERROR
+    ├── ToolNotFoundError     TOOL_NOT_FOUND
+    ├── ToolArgumentsError    TOOL_INVALID_ARGUMENTS
+    ├── ToolDeniedError       TOOL_ACCESS_DENIED
+    ├── ToolTimeoutError      TOOL_TIMEOUT            retriable = True
+    ├── ToolExecutionError    TOOL_FAILED
+    └── DuplicateToolError    TOOL_DUPLICATE          (a registration error, not a call failure)
+"""
+
+from __future__ import annotations
+
+from agentstream.exceptions import AgentStreamError
+
+
+class ToolError(AgentStreamError):
+    code = "TOOL_ERROR"
+
+
+class ToolNotFoundError(ToolError):
+    code = "TOOL_NOT_FOUND"
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments do not match the tool's input schema, or are otherwise unusable."""
+
+    code = "TOOL_INVALID_ARGUMENTS"
+
+
+class ToolDeniedError(ToolError):
+    """The tool exists but is not allowed for this request."""
+
+    code = "TOOL_ACCESS_DENIED"
+
+
+class ToolTimeoutError(ToolError):
+    code = "TOOL_TIMEOUT"
+    retriable = True
+
+
+class ToolExecutionError(ToolError):
+    code = "TOOL_FAILED"
+
+
+class DuplicateToolError(ToolError):
+    code = "TOOL_DUPLICATE"
