@@ -5,7 +5,8 @@
     AgentStreamError
     ├── ConfigError                      (agentstream.exceptions)
     ├── SerializationError               (agentstream.schemas.exceptions)
-    │   └── SchemaNotFoundError
+    │   ├── SchemaNotFoundError
+    │   └── SchemaRegistryError          retriable = True
     ├── EmbeddedStackError               (agentstream.embedded)
     ├── StateError                       (agentstream.state.exceptions)
     │   ├── ContextLostError
@@ -15,8 +16,9 @@
     │   └── LLMBadRequestError                       retriable = False
     └── ToolError                        (agentstream.tools.exceptions)
         ├── ToolNotFoundError / ToolArgumentsError / ToolDeniedError
-        ├── ToolTimeoutError
-        └── ToolExecutionError
+        ├── ToolTimeoutError                         retriable = True
+        ├── ToolExecutionError
+        └── DuplicateToolError
 
 Each error says whether retrying could help (``retriable``) and carries a stable ``code`` that
 ends up in ErrorEvents and ERROR responses.

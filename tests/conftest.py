@@ -91,7 +91,7 @@ def _kafka_container() -> Iterator[str]:
     container = (
         DockerContainer(KAFKA_IMAGE)
         .with_bind_ports(9092, port)
-        .with_env("CLUSTER_ID", "agentstream-test-cluster")
+        .with_env("CLUSTER_ID", "ziRU-galSvG2USJS0cSWhw")  # a base64 UUID, as KRaft requires
         .with_env("KAFKA_NODE_ID", "1")
         .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
         .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")

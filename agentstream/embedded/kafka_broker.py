@@ -14,8 +14,8 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped,unused-ignore]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped,unused-ignore]
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from agentstream.embedded.exceptions import EmbeddedStackError
 from agentstream.embedded.server import HOST, EmbeddedServer

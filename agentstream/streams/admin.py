@@ -14,14 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka.admin import (  # type: ignore[import-untyped,unused-ignore]
-    AIOKafkaAdminClient,
-    NewTopic,
-)
-from aiokafka.errors import (  # type: ignore[import-untyped,unused-ignore]
-    TopicAlreadyExistsError,
-    for_code,
-)
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError

@@ -15,7 +15,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
 def _consumer_thread_class(fetch_max_wait_ms: int) -> type[Any]:
-    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
@@ -24,7 +24,7 @@ def _consumer_thread_class(fetch_max_wait_ms: int) -> type[Any]:
     return ConsumerThread
 
 
-class TunedApp(faust.App):  # type: ignore[misc]
+class TunedApp(faust.App):
     """``faust.App`` plus ``fetch_max_wait_ms``."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 500, **kwargs: Any) -> None:
@@ -34,11 +34,11 @@ class TunedApp(faust.App):  # type: ignore[misc]
     def _new_transport(self) -> Any:
         thread_cls = _consumer_thread_class(self._fetch_max_wait_ms)
 
-        class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+        class Consumer(faust_aiokafka.Consumer):
             def _new_consumer_thread(self) -> Any:
                 return thread_cls(self, loop=self.loop, beacon=self.beacon)
 
-        class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+        class Transport(faust_aiokafka.Transport):
             pass
 
         Transport.Consumer = Consumer

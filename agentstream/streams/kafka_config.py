@@ -68,7 +68,7 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
 
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext:
     """A client TLS context: the CA file if given (else system CAs), and a client cert if given."""
-    from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped,unused-ignore]
+    from aiokafka.helpers import create_ssl_context
 
     if (security.ssl_certfile is None) != (security.ssl_keyfile is None):
         raise ConfigError("ssl_certfile and ssl_keyfile must be given together")

@@ -1,0 +1,65 @@
+"""``agentstream send``: publish one request, optionally wait for and print its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+import typer
+
+from agentstream.cli.runtime import console, err_console, load_cli_settings
+from agentstream.client import AgentClient, AgentResponse, new_request
+from agentstream.exceptions import AgentStreamError
+
+
+def send(
+    message: Annotated[str, typer.Argument(help="The user message.")],
+    session: Annotated[str | None, typer.Option(help="Session id (default: a new one).")] = None,
+    user: Annotated[str, typer.Option(help="User id.")] = "cli-user",
+    tenant: Annotated[str, typer.Option(help="Tenant id.")] = "default",
+    tool: Annotated[
+        list[str] | None, typer.Option("--tool", help="Allow only this tool (repeatable).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the answer.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
+) -> None:
+    """Publish an AgentRequest to the requests topic."""
+    settings = load_cli_settings()
+    request = new_request(
+        message,
+        session_id=session or f"cli-{uuid.uuid4().hex[:12]}",
+        user_id=user,
+        tenant_id=tenant,
+        allowed_tools=tool or (),
+    )
+
+    async def run() -> AgentResponse | None:
+        async with AgentClient(settings) as client:
+            if not wait:
+                await client.submit(request)
+                return None
+            return await client.request(request, timeout=timeout)
+
+    try:
+        response = asyncio.run(run())
+    except TimeoutError as exc:
+        err_console.print(f"[red]no answer within {timeout}s[/red] (request {request['request_id']})")
+        raise typer.Exit(2) from exc
+    except AgentStreamError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if response is None:
+        console.print(f"sent request {request['request_id']} (session {request['session_id']})")
+        return
+    style = "green" if response.ok else "red"
+    console.print(f"[{style}]{response.state}[/{style}] {response.content}")
+    if response.error_code:
+        console.print(f"error code: {response.error_code}")
+    tools = ", ".join(c["name"] for c in response.tool_calls) or "none"
+    console.print(
+        f"[dim]request {response.request_id} · session {response.session_id} · "
+        f"{response.execution_time_ms} ms · tools: {tools}[/dim]"
+    )
+    if not response.ok:
+        raise typer.Exit(1)

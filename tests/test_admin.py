@@ -1,0 +1,216 @@
+"""Kafka client configuration (no broker needed) and topic administration (real broker)."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import certifi
+import faust
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from agentstream.config import KafkaSecurity, Settings
+from agentstream.exceptions import ConfigError
+from agentstream.streams.admin import ensure_topics, list_topics
+from agentstream.streams.kafka_config import client_kwargs, faust_broker_kwargs
+
+SettingsFactory = Callable[..., Settings]
+
+
+def _settings(**values: Any) -> Settings:
+    return Settings(kafka_bootstrap_servers="k1:9092, k2:9093", **values)
+
+
+@pytest.fixture(scope="module")
+def client_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "client.pem", folder / "client.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=agentstream-test", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+# --- aiokafka keyword args --------------------------------------------------------------------
+
+
+def test_plaintext_maps_to_bootstrap_and_protocol_only() -> None:
+    assert client_kwargs(_settings()) == {
+        "bootstrap_servers": "k1:9092,k2:9093",
+        "security_protocol": "PLAINTEXT",
+    }
+
+
+def test_missing_bootstrap_servers_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS"):
+        client_kwargs(Settings(kafka_bootstrap_servers=None))
+
+
+async def test_sasl_scram_from_flat_aliases() -> None:
+    settings = _settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="s3cret",
+    )
+    kwargs = client_kwargs(settings)
+    assert kwargs["security_protocol"] == "SASL_PLAINTEXT"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kwargs["sasl_plain_username"] == "svc"
+    assert kwargs["sasl_plain_password"] == "s3cret"
+    assert "ssl_context" not in kwargs
+    await AIOKafkaAdminClient(**kwargs).close()  # aiokafka accepts every key
+
+
+def test_sasl_defaults_to_plain_mechanism() -> None:
+    security = KafkaSecurity(
+        security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p"
+    )
+    assert client_kwargs(_settings(kafka_security=security))["sasl_mechanism"] == "PLAIN"
+
+
+def test_sasl_without_password_is_a_config_error() -> None:
+    settings = _settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="u")
+    with pytest.raises(ConfigError, match="sasl_password"):
+        client_kwargs(settings)
+
+
+async def test_sasl_ssl_builds_a_verifying_tls_context() -> None:
+    security = KafkaSecurity(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="u",
+        sasl_password="p",
+        ssl_cafile=Path(certifi.where()),
+    )
+    kwargs = client_kwargs(_settings(kafka_security=security))
+    context = kwargs["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    await AIOKafkaAdminClient(**kwargs).close()
+
+
+def test_ssl_with_client_certificate(client_cert: tuple[Path, Path]) -> None:
+    cert, key = client_cert
+    settings = _settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=cert,
+        kafka_ssl_certfile=cert,
+        kafka_ssl_keyfile=key,
+    )
+    kwargs = client_kwargs(settings)
+    assert kwargs["security_protocol"] == "SSL"
+    assert isinstance(kwargs["ssl_context"], ssl.SSLContext)
+    assert "sasl_mechanism" not in kwargs
+
+
+def test_unreadable_tls_file_is_a_config_error(tmp_path: Path) -> None:
+    settings = _settings(kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "missing.pem")
+    with pytest.raises(ConfigError, match="TLS"):
+        client_kwargs(settings)
+
+
+def test_certfile_without_keyfile_is_a_config_error(client_cert: tuple[Path, Path]) -> None:
+    settings = _settings(kafka_security_protocol="SSL", kafka_ssl_certfile=client_cert[0])
+    with pytest.raises(ConfigError, match="together"):
+        client_kwargs(settings)
+
+
+# --- Faust App kwargs -------------------------------------------------------------------------
+
+
+def test_faust_plaintext_has_broker_urls_and_no_credentials() -> None:
+    assert faust_broker_kwargs(_settings()) == {"broker": "kafka://k1:9092;kafka://k2:9093"}
+
+
+def test_faust_sasl_credentials() -> None:
+    settings = _settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="s3cret",
+    )
+    credentials = faust_broker_kwargs(settings)["broker_credentials"]
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.protocol.value == "SASL_PLAINTEXT"
+    assert credentials.mechanism.value == "SCRAM-SHA-256"
+    assert (credentials.username, credentials.password) == ("svc", "s3cret")
+    assert "s3cret" not in repr(credentials)
+
+
+def test_faust_sasl_ssl_credentials_carry_a_tls_context() -> None:
+    settings = _settings(
+        kafka_security_protocol="SASL_SSL", kafka_sasl_username="u", kafka_sasl_password="p"
+    )
+    credentials = faust_broker_kwargs(settings)["broker_credentials"]
+    assert credentials.protocol.value == "SASL_SSL"
+    assert isinstance(credentials.ssl_context, ssl.SSLContext)
+
+
+def test_faust_ssl_credentials() -> None:
+    settings = _settings(kafka_security_protocol="SSL", kafka_ssl_cafile=Path(certifi.where()))
+    credentials = faust_broker_kwargs(settings)["broker_credentials"]
+    assert isinstance(credentials, faust.SSLCredentials)
+    assert credentials.protocol.value == "SSL"
+
+
+# --- topic administration on a real broker -----------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_ensure_topics_is_idempotent(settings_factory: SettingsFactory) -> None:
+    settings = settings_factory()
+    wanted = settings.topics.all_topics()
+
+    assert sorted(await ensure_topics(settings)) == sorted(wanted)
+    assert await ensure_topics(settings) == []
+
+    topics = await list_topics(settings)
+    assert {name: topics[name] for name in wanted} == dict.fromkeys(wanted, 4)
+
+
+@pytest.mark.integration
+async def test_ensure_topics_creates_only_the_given_topics(
+    settings_factory: SettingsFactory, unique_prefix: str
+) -> None:
+    settings = settings_factory(topics={"partitions": 3})
+    extra = f"{unique_prefix}.extra"
+
+    created = await ensure_topics(settings, [settings.topics.requests, extra, extra])
+
+    assert sorted(created) == sorted([settings.topics.requests, extra])
+    topics = await list_topics(settings)
+    assert topics[extra] == 3
+    assert topics[settings.topics.requests] == 3
+    assert settings.topics.responses not in topics
+
+
+@pytest.mark.integration
+async def test_existing_topic_keeps_its_partition_count(
+    settings_factory: SettingsFactory, unique_prefix: str
+) -> None:
+    name = f"{unique_prefix}.fixed"
+    assert await ensure_topics(settings_factory(topics={"partitions": 2}), [name]) == [name]
+
+    assert await ensure_topics(settings_factory(topics={"partitions": 6}), [name]) == []
+
+    assert (await list_topics(settings_factory()))[name] == 2
+
+
+@pytest.mark.integration
+async def test_pipeline_settings_fixture_has_its_topics(pipeline_settings: Settings) -> None:
+    topics = await list_topics(pipeline_settings)
+    assert set(pipeline_settings.topics.all_topics()) <= set(topics)
