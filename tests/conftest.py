@@ -50,30 +50,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # --- backends ---------------------------------------------------------------------------------
 
 
-def _use_containers(config: pytest.Config) -> bool:
-    if config.getoption("--kafka") != "container":
-        return False
+_CONTAINERS = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_CONTAINERS] = config.getoption("--kafka") == "container" and _docker_works()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    wanted = config.getoption("--kafka")
+    used = "container" if config.stash[_CONTAINERS] else "embedded"
+    note = "" if wanted == used else " (no Docker engine reachable)"
+    kafka = os.environ.get("AGENTSTREAM_TEST_KAFKA") or used
+    redis = os.environ.get("AGENTSTREAM_TEST_REDIS") or used
+    return [f"agentstream backends: kafka={kafka}, redis={redis}{note}"]
+
+
+def _docker_works() -> bool:
     try:
         import docker
         from docker.errors import DockerException
-
-        try:
-            client = docker.from_env(timeout=5)
-            client.ping()
-            client.close()
-        except (DockerException, OSError):
-            _note(config, "--kafka=container: no Docker engine reachable; using embedded binaries")
-            return False
     except ImportError:
-        _note(config, "--kafka=container: testcontainers/docker not installed; using embedded")
+        return False
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.close()
+    except (DockerException, OSError):
         return False
     return True
-
-
-def _note(config: pytest.Config, text: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(text)
 
 
 @contextmanager
@@ -135,7 +140,7 @@ def kafka_bootstrap(
     from_env = os.environ.get("AGENTSTREAM_TEST_KAFKA")
     if from_env:
         yield from_env
-    elif _use_containers(request.config):
+    elif request.config.stash[_CONTAINERS]:
         with _kafka_container() as address:
             yield address
     else:
@@ -151,7 +156,7 @@ def redis_url(
     from_env = os.environ.get("AGENTSTREAM_TEST_REDIS")
     if from_env:
         yield from_env
-    elif _use_containers(request.config):
+    elif request.config.stash[_CONTAINERS]:
         with _redis_container() as url:
             yield url
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from agentstream.config import KafkaSecurity, Settings
 from agentstream.exceptions import ConfigError
-from agentstream.streams.admin import ensure_topics, list_topics
+from agentstream.streams.admin import KafkaUnavailableError, ensure_topics, list_topics
 from agentstream.streams.kafka_config import client_kwargs, faust_broker_kwargs
 
 SettingsFactory = Callable[..., Settings]
@@ -168,6 +169,16 @@ def test_faust_ssl_credentials() -> None:
 
 
 # --- topic administration on a real broker -----------------------------------------------------
+
+
+async def test_unreachable_cluster_is_a_retriable_project_error(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", run_dir=tmp_path)
+    with pytest.raises(KafkaUnavailableError, match="failed") as caught:
+        await list_topics(settings)
+    assert caught.value.retriable
 
 
 @pytest.mark.integration

@@ -44,7 +44,7 @@ def dev(
     try:
         asyncio.run(_serve(settings, demo, run_dir))
     except AgentStreamError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
 
 

@@ -8,7 +8,10 @@ import typer
 
 from agentstream import __version__
 from agentstream.cli.dev import dev
+from agentstream.cli.send import send
+from agentstream.cli.tail import tail
 from agentstream.cli.topics import topics_app
+from agentstream.cli.worker import worker
 
 app = typer.Typer(
     name="agentstream",
@@ -38,3 +41,6 @@ def main(
 
 app.add_typer(topics_app, name="topics")
 app.command("dev")(dev)
+app.command("worker")(worker)
+app.command("send")(send)
+app.command("tail")(tail)

@@ -49,7 +49,7 @@ def create(
     try:
         created = asyncio.run(ensure_topics(settings, topic or None))
     except AgentStreamError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
     wanted = topic or settings.topics.all_topics()
     console.print(
@@ -67,7 +67,7 @@ def list_() -> None:
     try:
         topics = asyncio.run(list_topics(settings))
     except AgentStreamError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
     table = Table("name", "partitions", title=f"Topics on {settings.kafka_bootstrap_servers}")
     for name in sorted(topics):

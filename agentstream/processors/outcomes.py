@@ -7,6 +7,8 @@ redelivered final step republishes the *same* response and clients drop the copy
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +18,9 @@ from agentstream.processors.base import Inbound, Outbound, RequestIds, StageDeps
 
 _RESPONSE_NS = uuid.UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
 _ERROR_NS = uuid.UUID("0b7e5c3a-1d2f-4e6a-8b9c-0d1e2f3a4b5c")
+
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def response_id_for(request_id: str) -> str:
@@ -83,6 +88,7 @@ def finish(
     state = "ERROR" if failure else "COMPLETED"
     meta = dict(metadata or {})
     meta.setdefault("model", deps.llm.name)
+    meta["worker"] = WORKER_ID
     if progress.get("degraded"):
         meta.setdefault("degraded", "true")
     usage = progress["usage"]

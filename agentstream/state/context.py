@@ -8,7 +8,9 @@ refreshes the TTL (activity keeps a session alive).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -67,7 +69,7 @@ class AgentContext:
 
 
 class ContextStore:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int, max_attempts: int = 20) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int, max_attempts: int = 50) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
@@ -96,7 +98,9 @@ class ContextStore:
         """Apply ``change`` atomically. ``change`` gets the current context (or None) and returns
         the new one, or None to leave it untouched. It may run more than once: keep it pure."""
         key = self._keys.context(tenant_id, session_id)
-        for _ in range(self._max_attempts):
+        for attempt in range(self._max_attempts):
+            if attempt:  # lost a race: back off a little, with jitter, before re-reading
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
             current = await self.get(tenant_id, session_id)
             expected = current.version if current else 0
             new = change(current)

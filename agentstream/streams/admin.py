@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError
@@ -27,15 +27,26 @@ _VISIBLE_POLL_S = 0.05
 
 
 class TopicAdminError(AgentStreamError):
-    """The broker refused to create a topic, or a created topic never showed up in metadata."""
+    """The broker refused a topic request, or a created topic never showed up in metadata."""
 
     code = "TOPIC_ADMIN_ERROR"
+    retriable = False
+
+
+class KafkaUnavailableError(TopicAdminError):
+    """The cluster could not be reached or timed out; trying again later may work."""
+
+    code = "KAFKA_UNAVAILABLE"
     retriable = True
 
 
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[Any]:
-    """A started ``AIOKafkaAdminClient`` for ``settings``, closed on exit."""
+    """A started ``AIOKafkaAdminClient`` for ``settings``, closed on exit.
+
+    aiokafka errors inside the block become :class:`KafkaUnavailableError` (retriable ones, e.g.
+    connection failures) or :class:`TopicAdminError`.
+    """
     client = AIOKafkaAdminClient(
         **client_kwargs(settings),
         client_id="agentstream-admin",
@@ -44,6 +55,11 @@ async def admin_client(settings: Settings) -> AsyncIterator[Any]:
     try:
         await client.start()
         yield client
+    except KafkaError as exc:
+        kind = KafkaUnavailableError if exc.retriable else TopicAdminError
+        raise kind(
+            f"Kafka admin request to {settings.kafka_bootstrap_servers} failed: {exc}"
+        ) from exc
     finally:
         await client.close()
 
@@ -125,5 +141,7 @@ async def _wait_visible(admin: Any, names: list[str], timeout_s: float) -> None:
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise TopicAdminError(f"created topics not visible after {timeout_s:g}s: {pending}")
+            raise KafkaUnavailableError(
+                f"created topics not visible after {timeout_s:g}s: {sorted(pending)}"
+            )
         await asyncio.sleep(_VISIBLE_POLL_S)

@@ -138,7 +138,7 @@ class StageRunner:
                 break
             except Exception as exc:  # noqa: BLE001 - a poison record must not stall the partition
                 code = exc.code if isinstance(exc, AgentStreamError) else "INTERNAL_ERROR"
-                if attempt < self._max_attempts and not self._closing:
+                if attempt < self._max_attempts:
                     self.stats.retries += 1
                     delay = random.uniform(0, self._retry_base_s * 2 ** (attempt - 1))
                     log.warning("stage error, retrying", topic=msg.topic, partition=msg.partition,

@@ -1,0 +1,5 @@
+"""``python -m agentstream.cli``."""
+
+from agentstream.cli.main import app
+
+app()

@@ -1,0 +1,115 @@
+"""The key-ordered runner and in-order acks (pure asyncio; no broker involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from agentstream.processors.base import Inbound, Outbound, StageResult
+from agentstream.processors.signals import DeadLetter
+from agentstream.streams.acks import PartitionAcks
+from agentstream.streams.runner import StageRunner
+
+
+def test_partition_acks_hold_later_completions_until_earlier_ones_finish() -> None:
+    acked: list[int] = []
+    acks = PartitionAcks()
+    for offset in range(5):
+        acks.track(offset, lambda o=offset: acked.append(o))
+    assert acks.complete(3) == 0
+    assert acks.complete(1) == 0
+    assert acked == []
+    assert acks.complete(0) == 2
+    assert acked == [0, 1]
+    acks.complete(4)
+    acks.complete(2)
+    assert acked == [0, 1, 2, 3, 4]
+    assert acks.acked_through == 4 and len(acks) == 0
+
+
+def _msg(offset: int, key: str, partition: int = 0) -> Inbound:
+    return Inbound(topic="t", partition=partition, offset=offset, timestamp_ms=0,
+                   key=key.encode(), value=str(offset).encode())
+
+
+async def test_same_key_in_order_different_keys_concurrently_acks_in_offset_order() -> None:
+    rng = random.Random(1)
+    running: dict[bytes | None, int] = {}
+    seen: dict[bytes | None, list[int]] = {}
+    max_parallel = 0
+    published: list[Outbound] = []
+    acked: list[int] = []
+
+    async def handler(msg: Inbound) -> StageResult:
+        nonlocal max_parallel
+        assert running.get(msg.key, 0) == 0, "two events of one key ran at once"
+        running[msg.key] = 1
+        max_parallel = max(max_parallel, sum(running.values()))
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        seen.setdefault(msg.key, []).append(msg.offset)
+        running[msg.key] = 0
+        return StageResult(records=[Outbound(topic="o", key=msg.key, value=msg.value)])
+
+    async def publish(records: list[Outbound]) -> None:
+        published.extend(records)
+
+    runner = StageRunner(stage="s", handler=handler, publish=publish,
+                         dead_letter=lambda *a: [], max_in_flight=50)
+    for offset in range(300):
+        await runner.submit(_msg(offset, f"k{offset % 30}"), lambda o=offset: acked.append(o))
+    assert await runner.drain(10)
+    assert acked == list(range(300))
+    for key, offsets in seen.items():
+        assert offsets == sorted(offsets), key
+    assert max_parallel > 10
+    assert len(published) == 300
+
+
+async def test_backpressure_bounds_in_flight() -> None:
+    gate = asyncio.Event()
+
+    async def handler(msg: Inbound) -> StageResult:
+        await gate.wait()
+        return StageResult()
+
+    async def publish(records: list[Outbound]) -> None:
+        return None
+
+    runner = StageRunner(stage="s", handler=handler, publish=publish,
+                         dead_letter=lambda *a: [], max_in_flight=5)
+    for offset in range(5):
+        await runner.submit(_msg(offset, f"k{offset}"), lambda: None)
+    blocked = asyncio.create_task(runner.submit(_msg(5, "k5"), lambda: None))
+    await asyncio.sleep(0.05)
+    assert not blocked.done() and runner.in_flight == 5
+    gate.set()
+    await asyncio.wait_for(blocked, 5)
+    assert await runner.drain(5)
+
+
+async def test_poison_record_is_dead_lettered_and_the_partition_moves_on() -> None:
+    acked: list[int] = []
+    dead: list[tuple[int, str, int]] = []
+
+    async def handler(msg: Inbound) -> StageResult:
+        if msg.offset == 1:
+            raise RuntimeError("boom")
+        if msg.offset == 2:
+            raise DeadLetter("UNDECODABLE", "bad bytes")
+        return StageResult()
+
+    async def publish(records: list[Outbound]) -> None:
+        return None
+
+    def to_dlq(msg: Inbound, code: str, exc: BaseException, attempt: int) -> list[Outbound]:
+        dead.append((msg.offset, code, attempt))
+        return []
+
+    runner = StageRunner(stage="s", handler=handler, publish=publish, dead_letter=to_dlq,
+                         max_in_flight=10, retry_base_s=0.001)
+    for offset in range(4):
+        await runner.submit(_msg(offset, "same"), lambda o=offset: acked.append(o))
+    assert await runner.drain(5)
+    assert acked == [0, 1, 2, 3]
+    assert dead == [(1, "INTERNAL_ERROR", 3), (2, "UNDECODABLE", 1)]
+    assert runner.stats.retries == 2
