@@ -87,7 +87,8 @@ class AgentClient:
         kwargs = client_kwargs(settings)
         self._producer = AIOKafkaProducer(**kwargs, acks="all", linger_ms=0)
         self._consumer = AIOKafkaConsumer(
-            **kwargs, enable_auto_commit=False,
+            **kwargs,
+            enable_auto_commit=False,
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
         self._waiters: dict[str, asyncio.Future[AgentResponse]] = {}
@@ -143,15 +144,21 @@ class AgentClient:
         session_id: str,
         user_id: str,
         tenant_id: str,
-        timeout: float = 30.0,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the documented client API
         **fields: Any,
     ) -> AgentResponse:
         """Submit a request and wait for its response (TimeoutError after ``timeout`` s)."""
-        request = new_request(message, session_id=session_id, user_id=user_id,
-                              tenant_id=tenant_id, **fields)
+        request = new_request(
+            message, session_id=session_id, user_id=user_id, tenant_id=tenant_id, **fields
+        )
         return await self.request(request, timeout=timeout)
 
-    async def request(self, request: Mapping[str, Any], *, timeout: float = 30.0) -> AgentResponse:
+    async def request(
+        self,
+        request: Mapping[str, Any],
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> AgentResponse:
         request_id = str(request["request_id"])
         future = self.expect(request_id)
         try:

@@ -1,4 +1,4 @@
-"""Settings: one pydantic-settings model, read from ``AGENTSTREAM_*`` variables and an optional TOML file.
+"""Settings: one pydantic-settings model from ``AGENTSTREAM_*`` variables and an optional TOML file.
 
 Precedence (highest first): init arguments, environment variables, ``.env``, the TOML file named by
 ``AGENTSTREAM_CONFIG_FILE`` (or ``agentstream.toml`` in the working directory), defaults.

@@ -23,6 +23,7 @@ async def test_two_writers_lose_no_update(redis_url: str, unique_prefix: str) ->
             ctx = ctx or AgentContext(session_id="s", user_id="u", tenant_id="t")
             ctx.history.append({"n": n})
             return ctx
+
         return change
 
     await asyncio.gather(*(stores[i % 2].update("t", "s", append(i)) for i in range(60)))
@@ -41,8 +42,9 @@ async def test_two_writers_lose_no_update(redis_url: str, unique_prefix: str) ->
 async def test_keys_are_tenant_scoped(redis_url: str, unique_prefix: str) -> None:
     redis = Redis.from_url(redis_url)
     store = ContextStore(redis, Keys(unique_prefix), ttl_s=60)
-    await store.update("t1", "s", lambda c: AgentContext(session_id="s", user_id="u",
-                                                          tenant_id="t1"))
+    await store.update(
+        "t1", "s", lambda c: AgentContext(session_id="s", user_id="u", tenant_id="t1")
+    )
     assert await store.get("t2", "s") is None
     assert await store.get("t1", "s") is not None
     await redis.aclose()

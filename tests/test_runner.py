@@ -24,12 +24,19 @@ def test_partition_acks_hold_later_completions_until_earlier_ones_finish() -> No
     acks.complete(4)
     acks.complete(2)
     assert acked == [0, 1, 2, 3, 4]
-    assert acks.acked_through == 4 and len(acks) == 0
+    assert acks.acked_through == 4
+    assert len(acks) == 0
 
 
 def _msg(offset: int, key: str, partition: int = 0) -> Inbound:
-    return Inbound(topic="t", partition=partition, offset=offset, timestamp_ms=0,
-                   key=key.encode(), value=str(offset).encode())
+    return Inbound(
+        topic="t",
+        partition=partition,
+        offset=offset,
+        timestamp_ms=0,
+        key=key.encode(),
+        value=str(offset).encode(),
+    )
 
 
 async def test_same_key_in_order_different_keys_concurrently_acks_in_offset_order() -> None:
@@ -53,8 +60,9 @@ async def test_same_key_in_order_different_keys_concurrently_acks_in_offset_orde
     async def publish(records: list[Outbound]) -> None:
         published.extend(records)
 
-    runner = StageRunner(stage="s", handler=handler, publish=publish,
-                         dead_letter=lambda *a: [], max_in_flight=50)
+    runner = StageRunner(
+        stage="s", handler=handler, publish=publish, dead_letter=lambda *a: [], max_in_flight=50
+    )
     for offset in range(300):
         await runner.submit(_msg(offset, f"k{offset % 30}"), lambda o=offset: acked.append(o))
     assert await runner.drain(10)
@@ -75,13 +83,15 @@ async def test_backpressure_bounds_in_flight() -> None:
     async def publish(records: list[Outbound]) -> None:
         return None
 
-    runner = StageRunner(stage="s", handler=handler, publish=publish,
-                         dead_letter=lambda *a: [], max_in_flight=5)
+    runner = StageRunner(
+        stage="s", handler=handler, publish=publish, dead_letter=lambda *a: [], max_in_flight=5
+    )
     for offset in range(5):
         await runner.submit(_msg(offset, f"k{offset}"), lambda: None)
     blocked = asyncio.create_task(runner.submit(_msg(5, "k5"), lambda: None))
     await asyncio.sleep(0.05)
-    assert not blocked.done() and runner.in_flight == 5
+    assert not blocked.done()
+    assert runner.in_flight == 5
     gate.set()
     await asyncio.wait_for(blocked, 5)
     assert await runner.drain(5)
@@ -105,8 +115,14 @@ async def test_poison_record_is_dead_lettered_and_the_partition_moves_on() -> No
         dead.append((msg.offset, code, attempt))
         return []
 
-    runner = StageRunner(stage="s", handler=handler, publish=publish, dead_letter=to_dlq,
-                         max_in_flight=10, retry_base_s=0.001)
+    runner = StageRunner(
+        stage="s",
+        handler=handler,
+        publish=publish,
+        dead_letter=to_dlq,
+        max_in_flight=10,
+        retry_base_s=0.001,
+    )
     for offset in range(4):
         await runner.submit(_msg(offset, "same"), lambda o=offset: acked.append(o))
     assert await runner.drain(5)

@@ -13,23 +13,38 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from agentstream.cli.demo import run_demo
 from agentstream.config import Settings, mask_url
 from agentstream.embedded import DevStack
 from agentstream.exceptions import AgentStreamError
+from agentstream.streams.app import PipelineWorker
+
+TANSU_FETCH_WAIT_MS = 5
 
 console = Console(highlight=False, soft_wrap=True)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-# --- PIPELINE HOOK ----------------------------------------------------------------------------
-# Replaced by the real pipeline (processors, workers, demo traffic). It runs once the stack is up
-# and the topics exist, and is cancelled on Ctrl-C/SIGTERM before the stack stops.
 async def run_pipeline(settings: Settings, demo: bool) -> None:
-    """Placeholder: waits until cancelled."""
-    await asyncio.Event().wait()
+    """Run every stage in this process; with ``demo``, send a few requests and print answers."""
+    if settings.kafka.fetch_max_wait_ms > TANSU_FETCH_WAIT_MS and _embedded_broker(settings):
+        # Tansu does not answer a waiting fetch early when data arrives (see faust_app.py).
+        settings = settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(
+                    update={"fetch_max_wait_ms": TANSU_FETCH_WAIT_MS}
+                )
+            }
+        )
+    async with PipelineWorker(settings):
+        console.print("Pipeline running: validation, generation, tools.")
+        if demo:
+            await run_demo(settings, console)
+        await asyncio.Event().wait()
 
 
-# ----------------------------------------------------------------------------------------------
+def _embedded_broker(settings: Settings) -> bool:
+    return Settings().kafka_bootstrap_servers is None
 
 
 def dev(

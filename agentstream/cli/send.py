@@ -44,7 +44,9 @@ def send(
     try:
         response = asyncio.run(run())
     except TimeoutError as exc:
-        err_console.print(f"[red]no answer within {timeout}s[/red] (request {request['request_id']})")
+        err_console.print(
+            f"[red]no answer within {timeout}s[/red] (request {request['request_id']})"
+        )
         raise typer.Exit(2) from exc
     except AgentStreamError as exc:
         err_console.print(f"[red]{exc}[/red]")

@@ -1,4 +1,4 @@
-"""``agentstream tail TOPIC``: print a topic's records decoded (JSON lines), DLQ headers included."""
+"""``agentstream tail TOPIC``: print a topic's records decoded (JSON lines), with DLQ headers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agentstream.cli.runtime import console, err_console, load_cli_settings, until_signal
 from agentstream.config import Settings
 from agentstream.schemas.codec import AvroCodec, codec_from_settings
+from agentstream.schemas.dead_letter import header_map
 from agentstream.schemas.exceptions import SerializationError
-from agentstream.streams.dlq import header_map
 from agentstream.streams.kafka_config import client_kwargs
 
 
@@ -58,11 +58,15 @@ def render(settings: Settings, codec: AvroCodec, record: Any) -> dict[str, Any]:
 
 
 def tail(
-    topic: Annotated[str, typer.Argument(help="Topic, e.g. agent.responses or agent.requests.dlq.")],
+    topic: Annotated[
+        str, typer.Argument(help="Topic, e.g. agent.responses or agent.requests.dlq.")
+    ],
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Start at the oldest record.")
     ] = False,
-    limit: Annotated[int, typer.Option("--max", help="Stop after this many records (0 = no limit).")] = 0,
+    limit: Annotated[
+        int, typer.Option("--max", help="Stop after this many records (0 = no limit).")
+    ] = 0,
     idle_timeout: Annotated[
         float, typer.Option(help="Stop after this many seconds without records (0 = never).")
     ] = 0.0,
@@ -73,8 +77,11 @@ def tail(
     async def main(stop: asyncio.Event) -> None:
         codec = codec_from_settings(settings)
         await codec.prepare()
-        consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False,
-                                    fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms)
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(settings),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        )
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(topic)

@@ -1,1 +1,1 @@
-"""Stage processors: ``Inbound -> StageResult`` handlers; the stream runner publishes the records."""
+"""Stage processors: ``Inbound -> StageResult`` handlers; the runner publishes the records."""

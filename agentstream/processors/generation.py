@@ -65,21 +65,26 @@ class GenerationStage:
 
         def fail(code: str, text: str, *, retriable: bool = False) -> StageResult:
             failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
-            records = finish(deps, ids=ids, progress=progress, content=text, failure=failure,
-                             origin=msg)
+            records = finish(
+                deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
+            )
             return StageResult(records=records, then=release)
 
         if turn >= deps.settings.limits.max_turns:
             await self._set_state(ids, "ERROR")
-            return fail("MAX_TURNS_EXCEEDED",
-                        f"stopped after {deps.settings.limits.max_turns} model turns without "
-                        "a final answer")
+            return fail(
+                "MAX_TURNS_EXCEEDED",
+                f"stopped after {deps.settings.limits.max_turns} model turns without "
+                "a final answer",
+            )
         ctx = await deps.contexts.update(
             ids.tenant_id, ids.session_id, lambda c: _with_tool_results(c, ids, turn, event)
         )
         if ctx is None:
-            return fail("CONTEXT_LOST", "Your conversation context has expired. "
-                        "Please restate your request.")
+            return fail(
+                "CONTEXT_LOST",
+                "Your conversation context has expired. Please restate your request.",
+            )
         result = _recorded_result(ctx, ids.request_id, turn)
         if result is None:
             try:
@@ -87,20 +92,24 @@ class GenerationStage:
             except AgentStreamError as exc:
                 log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
                 await self._set_state(ids, "ERROR")
-                return fail(exc.code, f"The model call failed ({exc.code}).",
-                            retriable=exc.retriable)
+                return fail(
+                    exc.code, f"The model call failed ({exc.code}).", retriable=exc.retriable
+                )
             add_usage(progress, result.usage)
             state = "EXECUTING" if result.tool_calls else "COMPLETED"
             entry = history_entry(
                 ChatMessage(role="assistant", content=result.content, tool_calls=result.tool_calls),
-                request_id=ids.request_id, turn=turn,
+                request_id=ids.request_id,
+                turn=turn,
             )
             ctx = await deps.contexts.update(
                 ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state)
             )
             if ctx is None:
-                return fail("CONTEXT_LOST", "Your conversation context has expired. "
-                            "Please restate your request.")
+                return fail(
+                    "CONTEXT_LOST",
+                    "Your conversation context has expired. Please restate your request.",
+                )
         add_stage_time(progress, STAGE, ms_since(started))
         if result.tool_calls:
             batch = {
@@ -109,8 +118,11 @@ class GenerationStage:
                 "allowed_tools": event["allowed_tools"],
                 "metadata": event["metadata"],
                 "calls": [
-                    {"call_id": c.call_id, "name": c.name,
-                     "arguments_json": canonical_arguments(c.arguments)}
+                    {
+                        "call_id": c.call_id,
+                        "name": c.name,
+                        "arguments_json": canonical_arguments(c.arguments),
+                    }
                     for c in result.tool_calls
                 ],
                 "progress": progress,
@@ -121,8 +133,13 @@ class GenerationStage:
             return StageResult(
                 records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
             )
-        records = finish(deps, ids=ids, progress=progress, content=result.content,
-                         metadata={"model": result.model or deps.llm.name})
+        records = finish(
+            deps,
+            ids=ids,
+            progress=progress,
+            content=result.content,
+            metadata={"model": result.model or deps.llm.name},
+        )
         return StageResult(records=records, then=release)
 
     async def _call_model(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
@@ -172,9 +189,11 @@ def _with_tool_results(
     for r in new:
         ctx.history.append(
             history_entry(
-                ChatMessage(role="tool", content=r["content"], tool_call_id=r["call_id"],
-                            name=r["name"]),
-                request_id=ids.request_id, turn=turn,
+                ChatMessage(
+                    role="tool", content=r["content"], tool_call_id=r["call_id"], name=r["name"]
+                ),
+                request_id=ids.request_id,
+                turn=turn,
             )
         )
     ctx.state = "THINKING"
@@ -194,9 +213,7 @@ def _with_assistant(
 
 def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
     return bool(
-        entry["role"] == "assistant"
-        and entry["request_id"] == request_id
-        and entry["turn"] == turn
+        entry["role"] == "assistant" and entry["request_id"] == request_id and entry["turn"] == turn
     )
 
 
@@ -210,4 +227,3 @@ def _recorded_result(ctx: AgentContext, request_id: str, turn: int) -> LLMResult
             )
             return LLMResult(content=e["content"], tool_calls=calls, usage=Usage())
     return None
-

@@ -124,7 +124,9 @@ def finish(
     key = ids.session_id.encode()
     topics = deps.settings.topics
     out = [
-        Outbound(topic=topics.responses, key=key, value=deps.codec.encode("AgentResponse", response)),
+        Outbound(
+            topic=topics.responses, key=key, value=deps.codec.encode("AgentResponse", response)
+        ),
         Outbound(topic=topics.metrics, key=key, value=deps.codec.encode("MetricsEvent", metrics)),
     ]
     if failure is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-class DeadLetter(Exception):  # noqa: N818 - a signal, not an error
+class DeadLetter(Exception):
     """Send the inbound record to its stage's dead-letter topic with this reason.
 
     Raised for records that cannot be answered at all (undecodable bytes, wrong schema): there is

@@ -32,7 +32,7 @@ STAGE = "validation"
 log = get_logger(__name__)
 
 
-class RequestRejected(Exception):  # noqa: N818 - internal control flow
+class RequestRejected(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -57,26 +57,52 @@ class ValidationStage:
             except RequestRejected as rej:
                 log.info("request rejected", code=rej.code)
                 failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
-                return StageResult(records=finish(self.deps, ids=ids, progress=progress,
-                                                   content=rej.message, failure=failure,
-                                                   origin=msg))
+                return StageResult(
+                    records=finish(
+                        self.deps,
+                        ids=ids,
+                        progress=progress,
+                        content=rej.message,
+                        failure=failure,
+                        origin=msg,
+                    )
+                )
             if not await self.deps.dedupe.first_sighting(
                 ids.tenant_id, ids.request_id, msg.position
             ):
                 log.info("duplicate request dropped")
-                dup = Failure(code="DUPLICATE_REQUEST", stage=STAGE,
-                              message="request_id already accepted; the repeat was not run")
-                return StageResult(records=[error_event(
-                    self.deps, request_id=ids.request_id, failure=dup,
-                    session_id=ids.session_id, tenant_id=ids.tenant_id, origin=msg)])
+                dup = Failure(
+                    code="DUPLICATE_REQUEST",
+                    stage=STAGE,
+                    message="request_id already accepted; the repeat was not run",
+                )
+                return StageResult(
+                    records=[
+                        error_event(
+                            self.deps,
+                            request_id=ids.request_id,
+                            failure=dup,
+                            session_id=ids.session_id,
+                            tenant_id=ids.tenant_id,
+                            origin=msg,
+                        )
+                    ]
+                )
             try:
                 await self._record_user_turn(ids, message, allowed, request["metadata"])
             except RequestRejected as rej:
                 log.info("request rejected", code=rej.code)
                 failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
-                return StageResult(records=finish(self.deps, ids=ids, progress=progress,
-                                                   content=rej.message, failure=failure,
-                                                   origin=msg))
+                return StageResult(
+                    records=finish(
+                        self.deps,
+                        ids=ids,
+                        progress=progress,
+                        content=rej.message,
+                        failure=failure,
+                        origin=msg,
+                    )
+                )
             add_stage_time(progress, STAGE, ms_since(started))
             turn = {
                 **ids.as_fields(),
@@ -145,9 +171,7 @@ class ValidationStage:
             elif ctx.user_id != ids.user_id:
                 owner_mismatch = True
                 return None
-            if any(
-                e["request_id"] == ids.request_id and e["role"] == "user" for e in ctx.history
-            ):
+            if any(e["request_id"] == ids.request_id and e["role"] == "user" for e in ctx.history):
                 return ctx  # redelivery: the user turn is already recorded
             if (
                 ctx.active_request not in (None, ids.request_id)
@@ -158,8 +182,15 @@ class ValidationStage:
             ctx.active_request = ids.request_id
             ctx.active_since = now_ms()
             ctx.history.append(
-                {"role": "user", "content": message, "tool_calls": [], "tool_call_id": None,
-                 "name": None, "request_id": ids.request_id, "turn": 0}
+                {
+                    "role": "user",
+                    "content": message,
+                    "tool_calls": [],
+                    "tool_call_id": None,
+                    "name": None,
+                    "request_id": ids.request_id,
+                    "turn": 0,
+                }
             )
             ctx.available_tools = allowed
             ctx.state = "THINKING"

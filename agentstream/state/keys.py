@@ -1,7 +1,7 @@
 """Redis key layout. Every key is tenant-scoped where it holds tenant data.
 
 ``{prefix}:ctx:{tenant}:{session}``   AgentContext (hash: v = version, data = JSON)
-``{prefix}:req:{request_id}``          request dedupe marker (first sighting's topic/partition/offset)
+``{prefix}:req:{tenant}:{request_id}`` request dedupe marker (first sighting's position)
 """
 
 from __future__ import annotations

@@ -24,11 +24,11 @@ from agentstream.processors.outcomes import Failure, error_event
 from agentstream.processors.tool_execution import ToolExecutionStage
 from agentstream.processors.validation import ValidationStage
 from agentstream.schemas.codec import codec_from_settings
+from agentstream.schemas.dead_letter import dead_letter
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.keys import Keys
 from agentstream.state.redis import redis_from_settings
-from agentstream.streams.dlq import dead_letter
 from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.publisher import Publisher
@@ -42,8 +42,11 @@ log = get_logger(__name__)
 
 def stage_topic(settings: Settings, stage: str) -> str:
     topics = settings.topics
-    return {"validation": topics.requests, "generation": topics.generation,
-            "tools": topics.tool_calls}[stage]
+    return {
+        "validation": topics.requests,
+        "generation": topics.generation,
+        "tools": topics.tool_calls,
+    }[stage]
 
 
 def to_inbound(event: Any) -> Inbound:
@@ -115,14 +118,23 @@ class PipelineWorker:
         s = self.settings
         dlq_topic = s.topics.dlq(stage_topic(s, stage))
 
-        def to_dead_letter(msg: Inbound, code: str, exc: BaseException, attempt: int
-                           ) -> list[Outbound]:
+        def to_dead_letter(
+            msg: Inbound, code: str, exc: BaseException, attempt: int
+        ) -> list[Outbound]:
             request_id = getattr(exc, "request_id", None) or f"unknown@{msg.position}"
-            failure = Failure(code=code, message=str(exc)[:500], stage=stage,
-                              retriable=False, attempt=attempt)
+            failure = Failure(
+                code=code, message=str(exc)[:500], stage=stage, retriable=False, attempt=attempt
+            )
             return [
-                dead_letter(msg, dlq_topic=dlq_topic, group=s.consumer_group, stage=stage,
-                            code=code, error=exc, attempt=attempt),
+                dead_letter(
+                    msg,
+                    dlq_topic=dlq_topic,
+                    group=s.consumer_group,
+                    stage=stage,
+                    code=code,
+                    error=exc,
+                    attempt=attempt,
+                ),
                 error_event(deps, request_id=request_id, failure=failure, origin=msg),
             ]
 
@@ -155,8 +167,13 @@ class PipelineWorker:
             producer_acks=-1,
         )
         for stage in self.stages:
-            topic = app.topic(stage_topic(s, stage), key_type=bytes, value_type=bytes,
-                              key_serializer="raw", value_serializer="raw")
+            topic = app.topic(
+                stage_topic(s, stage),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
             runner = self.runners[stage]
 
             async def consume(stream: Any, runner: StageRunner = runner) -> None:

@@ -129,24 +129,38 @@ class StageRunner:
                 result = await self._handler(msg)
                 break
             except DeadLetter as signal:
-                result = StageResult(
-                    records=self._dead_letter(msg, signal.code, signal, attempt)
-                )
+                result = StageResult(records=self._dead_letter(msg, signal.code, signal, attempt))
                 self.stats.dead_lettered += 1
-                log.warning("dead-lettered", topic=msg.topic, partition=msg.partition,
-                            offset=msg.offset, code=signal.code)
+                log.warning(
+                    "dead-lettered",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    code=signal.code,
+                )
                 break
-            except Exception as exc:  # noqa: BLE001 - a poison record must not stall the partition
+            except Exception as exc:
                 code = exc.code if isinstance(exc, AgentStreamError) else "INTERNAL_ERROR"
                 if attempt < self._max_attempts:
                     self.stats.retries += 1
                     delay = random.uniform(0, self._retry_base_s * 2 ** (attempt - 1))
-                    log.warning("stage error, retrying", topic=msg.topic, partition=msg.partition,
-                                offset=msg.offset, error=type(exc).__name__, attempt=attempt)
+                    log.warning(
+                        "stage error, retrying",
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        error=type(exc).__name__,
+                        attempt=attempt,
+                    )
                     await asyncio.sleep(delay)
                     continue
-                log.exception("stage error, dead-lettering", topic=msg.topic,
-                              partition=msg.partition, offset=msg.offset, code=code)
+                log.exception(
+                    "stage error, dead-lettering",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    code=code,
+                )
                 result = StageResult(records=self._dead_letter(msg, code, exc, attempt))
                 self.stats.dead_lettered += 1
                 break
@@ -155,8 +169,13 @@ class StageRunner:
             try:
                 await result.then()
             except Exception as exc:  # noqa: BLE001 - outputs are out; do not redo the event
-                log.warning("post-publish step failed", topic=msg.topic, partition=msg.partition,
-                            offset=msg.offset, error=type(exc).__name__)
+                log.warning(
+                    "post-publish step failed",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    error=type(exc).__name__,
+                )
         self.stats.processed += 1
 
     async def _publish_with_retry(self, msg: Inbound, records: list[Outbound]) -> None:
@@ -165,12 +184,17 @@ class StageRunner:
             try:
                 await self._publish(records)
                 return
-            except Exception as exc:  # noqa: BLE001 - broker trouble: keep the offset unacked
+            except Exception as exc:
                 if self._closing:
                     raise
                 self.stats.publish_retries += 1
-                log.warning("publish failed, retrying", topic=msg.topic, partition=msg.partition,
-                            offset=msg.offset, error=type(exc).__name__)
+                log.warning(
+                    "publish failed, retrying",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    error=type(exc).__name__,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

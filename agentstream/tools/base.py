@@ -18,6 +18,23 @@ class ToolOutcome:
     duration_ms: float = 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallContext:
+    """Who is calling, for permission checks, caching and idempotency.
+
+    ``idempotency_key`` is stable across redeliveries of the same call (request_id, turn and
+    call index); side-effecting tools that accept a key should pass it on.
+    """
+
+    tenant_id: str
+    user_id: str
+    request_id: str
+    session_id: str
+    request_allowed: tuple[str, ...] = ()
+    idempotency_key: str = ""
+    bypass_cache: bool = False
+
+
 @runtime_checkable
 class Tool(Protocol):
     """One callable tool. ``read_only`` tools have no side effects (safe to re-run and cache)."""
@@ -33,10 +50,19 @@ class Tool(Protocol):
 
 @runtime_checkable
 class ToolExecutor(Protocol):
-    """Runs tools by name. ``execute`` never raises for tool failures: it returns an error outcome."""
+    """Runs tools by name; ``execute`` returns an error outcome instead of raising."""
 
     def specs(self, allowed: list[str] | None = None) -> list[ToolSpec]: ...
 
     def has(self, name: str) -> bool: ...
 
-    async def execute(self, name: str, arguments: dict[str, Any], *, timeout_s: float) -> ToolOutcome: ...
+    def read_only(self, name: str) -> bool: ...
+
+    async def execute(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        timeout_s: float,
+        call: CallContext | None = None,
+    ) -> ToolOutcome: ...

@@ -22,7 +22,7 @@ from jsonschema import validators
 from jsonschema.protocols import Validator
 
 from agentstream.llm.base import ToolSpec
-from agentstream.tools.base import Tool, ToolOutcome
+from agentstream.tools.base import CallContext, Tool, ToolOutcome
 from agentstream.tools.builtin import builtin_tools
 from agentstream.tools.exceptions import (
     DuplicateToolError,
@@ -85,7 +85,12 @@ class ToolRegistry:
         return [e.tool.spec for name, e in self._entries.items() if name in wanted]
 
     async def execute(
-        self, name: str, arguments: dict[str, Any], *, timeout_s: float
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        timeout_s: float,
+        call: CallContext | None = None,
     ) -> ToolOutcome:
         """Validate and run one call; every failure comes back as an error outcome."""
         started = time.perf_counter()

@@ -23,7 +23,10 @@ FAST_KAFKA = {
 
 
 async def produce_raw(
-    settings: Settings, topic: str, value: bytes, key: bytes | None = None,
+    settings: Settings,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     producer = AIOKafkaProducer(**client_kwargs(settings))
@@ -35,18 +38,24 @@ async def produce_raw(
 
 
 class TopicReader:
-    """Reads a topic from the beginning and keeps every record; wait on conditions with deadlines."""
+    """Reads a topic from the beginning, keeps every record; waits on conditions with deadlines."""
 
-    def __init__(self, settings: Settings, topic: str, codec: AvroCodec | None = None,
-                 schema: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        codec: AvroCodec | None = None,
+        schema: str | None = None,
+    ) -> None:
         self.settings = settings
         self.topic = topic
         self.codec = codec
         self.schema = schema
         self.records: list[Any] = []
         self.values: list[dict[str, Any]] = []
-        self._consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False,
-                                          fetch_max_wait_ms=5)
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=5
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> TopicReader:
@@ -77,11 +86,14 @@ class TopicReader:
                     if self.codec and self.schema:
                         self.values.append(self.codec.decode(self.schema, r.value))
 
-    async def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0,
-                       what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(
+        self, condition: Callable[[], bool], deadline_s: float = 30.0, what: str = "condition"
+    ) -> None:
+        deadline = time.monotonic() + deadline_s
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
-                                     f"have {len(self.records)} record(s) on {self.topic}")
+                raise AssertionError(
+                    f"timed out after {deadline_s}s waiting for {what}; "
+                    f"have {len(self.records)} record(s) on {self.topic}"
+                )
             await asyncio.sleep(0.02)
