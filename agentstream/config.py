@@ -112,6 +112,8 @@ class StateSettings(BaseModel):
     key_prefix: str = "agentstream"
     context_ttl_s: int = Field(default=3600, ge=1)
     dedupe_ttl_s: int = Field(default=24 * 3600, ge=1)
+    # Must exceed the longest redelivery/replay window (see state/journal.py).
+    journal_retention_s: int = Field(default=24 * 3600, ge=60)
 
 
 class LLMSettings(BaseModel):

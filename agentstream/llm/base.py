@@ -6,6 +6,7 @@ and returns an ``LLMResult``: text content, tool calls, and token usage.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -74,6 +75,37 @@ class LLMResult:
     usage: Usage = Usage()
     model: str = ""
     finish_reason: str = "stop"
+
+    def to_json(self) -> str:
+        """Serialized for the step journal."""
+        return json.dumps(
+            {
+                "content": self.content,
+                "tool_calls": [
+                    {"call_id": c.call_id, "name": c.name, "arguments": c.arguments}
+                    for c in self.tool_calls
+                ],
+                "usage": [
+                    self.usage.prompt_tokens,
+                    self.usage.completion_tokens,
+                    self.usage.cost_usd,
+                ],
+                "model": self.model,
+                "finish_reason": self.finish_reason,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> LLMResult:
+        data = json.loads(raw)
+        prompt, completion, cost = data["usage"]
+        return cls(
+            content=data["content"],
+            tool_calls=tuple(ToolCall(**c) for c in data["tool_calls"]),
+            usage=Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost),
+            model=data["model"],
+            finish_reason=data["finish_reason"],
+        )
 
 
 @runtime_checkable

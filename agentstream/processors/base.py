@@ -12,6 +12,7 @@ from agentstream.llm.base import LLMClient
 from agentstream.schemas.codec import AvroCodec
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
+from agentstream.state.journal import StepJournal
 from agentstream.tools.base import ToolExecutor
 
 Headers = list[tuple[str, bytes]]
@@ -89,6 +90,7 @@ class StageDeps:
     tools: ToolExecutor
     contexts: ContextStore
     dedupe: RequestDedupe
+    journal: StepJournal
 
 
 def utcnow() -> datetime:

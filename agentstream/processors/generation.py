@@ -5,8 +5,8 @@ calls the LLM, records usage and the assistant turn, then either publishes a too
 (state EXECUTING) or the final response (state COMPLETED). A request may use at most
 ``limits.max_turns`` LLM turns.
 
-Redelivery safety: history entries are tagged with (request_id, turn); an assistant entry already
-recorded for this turn is reused instead of calling the model again.
+Redelivery safety: the LLM step goes through the step journal (a completed step is never re-run);
+history entries are tagged with (request_id, turn) so re-appending them is a no-op.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 from typing import Any
 
 from agentstream.exceptions import AgentStreamError
-from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult, ToolCall, Usage
+from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult
 from agentstream.llm.exceptions import LLMTimeoutError
 from agentstream.observability.logging import bind_request, get_logger
 from agentstream.processors.base import (
@@ -33,6 +33,7 @@ from agentstream.processors.prompt import build_messages, canonical_arguments, h
 from agentstream.processors.signals import DeadLetter
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import AgentContext
+from agentstream.state.journal import llm_step_id
 
 STAGE = "generation"
 log = get_logger(__name__)
@@ -85,31 +86,27 @@ class GenerationStage:
                 "CONTEXT_LOST",
                 "Your conversation context has expired. Please restate your request.",
             )
-        result = _recorded_result(ctx, ids.request_id, turn)
-        if result is None:
-            try:
-                result = await self._call_model(ctx, event)
-            except AgentStreamError as exc:
-                log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
-                await self._set_state(ids, "ERROR")
-                return fail(
-                    exc.code, f"The model call failed ({exc.code}).", retriable=exc.retriable
-                )
-            add_usage(progress, result.usage)
-            state = "EXECUTING" if result.tool_calls else "COMPLETED"
-            entry = history_entry(
-                ChatMessage(role="assistant", content=result.content, tool_calls=result.tool_calls),
-                request_id=ids.request_id,
-                turn=turn,
+        try:
+            result = await self._journaled_step(ctx, event, ids, turn)
+        except AgentStreamError as exc:
+            log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
+            await self._set_state(ids, "ERROR")
+            return fail(exc.code, f"The model call failed ({exc.code}).", retriable=exc.retriable)
+        add_usage(progress, result.usage)
+        state = "EXECUTING" if result.tool_calls else "COMPLETED"
+        entry = history_entry(
+            ChatMessage(role="assistant", content=result.content, tool_calls=result.tool_calls),
+            request_id=ids.request_id,
+            turn=turn,
+        )
+        ctx = await deps.contexts.update(
+            ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state)
+        )
+        if ctx is None:
+            return fail(
+                "CONTEXT_LOST",
+                "Your conversation context has expired. Please restate your request.",
             )
-            ctx = await deps.contexts.update(
-                ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state)
-            )
-            if ctx is None:
-                return fail(
-                    "CONTEXT_LOST",
-                    "Your conversation context has expired. Please restate your request.",
-                )
         add_stage_time(progress, STAGE, ms_since(started))
         if result.tool_calls:
             batch = {
@@ -141,6 +138,23 @@ class GenerationStage:
             metadata={"model": result.model or deps.llm.name},
         )
         return StageResult(records=records, then=release)
+
+    async def _journaled_step(
+        self, ctx: AgentContext, event: dict[str, Any], ids: RequestIds, turn: int
+    ) -> LLMResult:
+        """Run the LLM step once: a step already completed (redelivery, replay) is not re-run;
+        one left in flight by a crashed worker runs again (a model call has no side effects)."""
+        journal = self.deps.journal
+        step = llm_step_id(ids.request_id, turn)
+        state = await journal.begin(ids.tenant_id, step)
+        if state.status == "done" and state.result is not None:
+            log.info("llm step replayed from journal", turn=turn)
+            return LLMResult.from_json(state.result)
+        if state.status == "in_flight":
+            log.info("llm step left in flight by another attempt; running again", turn=turn)
+        result = await self._call_model(ctx, event)
+        await journal.complete(ids.tenant_id, step, result.to_json())
+        return result
 
     async def _call_model(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
         deps = self.deps
@@ -215,15 +229,3 @@ def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
     return bool(
         entry["role"] == "assistant" and entry["request_id"] == request_id and entry["turn"] == turn
     )
-
-
-def _recorded_result(ctx: AgentContext, request_id: str, turn: int) -> LLMResult | None:
-    """The assistant turn already recorded for (request_id, turn), if this is a redelivery."""
-    for e in reversed(ctx.history):
-        if _same_turn(e, request_id, turn):
-            calls = tuple(
-                ToolCall(call_id=c["call_id"], name=c["name"], arguments=c["arguments"])
-                for c in e["tool_calls"]
-            )
-            return LLMResult(content=e["content"], tool_calls=calls, usage=Usage())
-    return None

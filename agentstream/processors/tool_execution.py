@@ -25,8 +25,15 @@ from agentstream.processors.outcomes import Failure, error_event, finish
 from agentstream.processors.progress import add_stage_time
 from agentstream.processors.signals import DeadLetter
 from agentstream.schemas.exceptions import SerializationError
+from agentstream.schemas.dead_letter import REPLAYED_FROM, dead_letter
 from agentstream.state.context import AgentContext
+from agentstream.state.journal import tool_step_id
 from agentstream.tools.base import CallContext, ToolOutcome
+
+
+class ToolOutcomeUnknown(Exception):  # noqa: N818 - names the dead-letter reason
+    """A side-effecting call may or may not have happened."""
+
 
 STAGE = "tools"
 MAX_RESULT_CHARS = 16 * 1024
@@ -63,9 +70,16 @@ class ToolExecutionStage:
                 )
             )
         allowed: list[str] = batch["allowed_tools"]
-        outcomes = await asyncio.gather(
-            *(self._run_call(call, index, batch, ids) for index, call in enumerate(batch["calls"]))
+        maybe = await asyncio.gather(
+            *(
+                self._journaled_call(msg, call, index, batch, ids)
+                for index, call in enumerate(batch["calls"])
+            )
         )
+        unknown = [c["name"] for c, o in zip(batch["calls"], maybe, strict=True) if o is None]
+        if unknown:
+            return self._outcome_unknown(msg, ids, unknown)
+        outcomes = [o for o in maybe if o is not None]
         out: list[Outbound] = []
         results = []
         for call, outcome in zip(batch["calls"], outcomes, strict=True):
@@ -123,6 +137,74 @@ class ToolExecutionStage:
         out.insert(0, Outbound(topic=topic, key=ids.session_id.encode(), value=value))
         return StageResult(records=out)
 
+    async def _journaled_call(
+        self,
+        msg: Inbound,
+        call: dict[str, Any],
+        index: int,
+        batch: dict[str, Any],
+        ids: RequestIds,
+    ) -> ToolOutcome | None:
+        """Run one call at most once (step journal). None means: outcome unknown."""
+        journal = self.deps.journal
+        step = tool_step_id(ids.request_id, batch["turn"], index)
+        state = await journal.begin(ids.tenant_id, step)
+        if state.status == "done" and state.result is not None:
+            return ToolOutcome.from_json(state.result)
+        if state.status == "in_flight" and not self._safe_to_rerun(call["name"]):
+            if not any(k == REPLAYED_FROM for k, _ in msg.headers):
+                log.warning("tool call outcome unknown", tool=call["name"], step=step)
+                return None
+            log.info("replayed by an operator: running the unknown step again", step=step)
+        outcome = await self._run_call(call, index, batch, ids)
+        await journal.complete(ids.tenant_id, step, outcome.to_json())
+        return outcome
+
+    def _safe_to_rerun(self, name: str) -> bool:
+        """Read-only tools and tools that take an idempotency key may run again."""
+        tools = self.deps.tools
+        policy = getattr(tools, "policy", None)
+        if policy is not None:
+            p = policy(name)
+            return bool(p.read_only or getattr(p, "accepts_idempotency_key", False))
+        return tools.read_only(name)
+
+    def _outcome_unknown(self, msg: Inbound, ids: RequestIds, names: list[str]) -> StageResult:
+        """A side-effecting call was in flight when its worker died and cannot be repeated
+        safely: the batch goes to the dead-letter topic for an operator (replaying it runs the
+        call again) and the session is released so the user's next request is not stuck."""
+        deps = self.deps
+        reason = (
+            f"outcome unknown for side-effecting tool call(s) {', '.join(names)}: "
+            "a previous attempt started and never finished; check the tool, then replay"
+        )
+        failure = Failure(code="TOOL_OUTCOME_UNKNOWN", message=reason, stage=STAGE)
+        s = deps.settings
+        records = [
+            dead_letter(
+                msg,
+                dlq_topic=s.topics.dlq(msg.topic),
+                group=s.consumer_group,
+                stage=STAGE,
+                code=failure.code,
+                error=ToolOutcomeUnknown(reason),
+                attempt=1,
+            ),
+            error_event(
+                deps,
+                request_id=ids.request_id,
+                failure=failure,
+                session_id=ids.session_id,
+                tenant_id=ids.tenant_id,
+                origin=msg,
+            ),
+        ]
+
+        async def release() -> None:
+            await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
+
+        return StageResult(records=records, then=release)
+
     async def _run_call(
         self, call: dict[str, Any], index: int, batch: dict[str, Any], ids: RequestIds
     ) -> ToolOutcome:
@@ -150,18 +232,13 @@ class ToolExecutionStage:
             request_id=ids.request_id,
             session_id=ids.session_id,
             request_allowed=tuple(allowed),
-            idempotency_key=step_id(ids.request_id, batch["turn"], index),
+            idempotency_key=tool_step_id(ids.request_id, batch["turn"], index),
             bypass_cache=batch["metadata"].get("cache") == "bypass",
         )
         async with self._limit:
             return await self.deps.tools.execute(
                 name, arguments, timeout_s=self.deps.settings.timeouts.tool_call_s, call=context
             )
-
-
-def step_id(request_id: str, turn: int, index: int) -> str:
-    """Deterministic id of one tool call: stable across redelivery and replay."""
-    return f"{request_id}:t{turn}:c{index}"
 
 
 def _executing(ctx: AgentContext | None) -> AgentContext | None:

@@ -54,6 +54,10 @@ DLQ_HEADERS = (
     ATTEMPT,
     DLT_TIME,
 )
+# Set on records that `agentstream dlq replay` republishes: "<dlq topic>/<partition>/<offset>".
+# A replay is an operator's decision to run the record again: a side-effecting tool call whose
+# outcome was unknown runs again on replay (see state/journal.py).
+REPLAYED_FROM = "agentstream-replayed-from"
 MAX_MESSAGE_CHARS = 1000
 
 

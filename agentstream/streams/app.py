@@ -20,13 +20,14 @@ from agentstream.llm.factory import build_llm
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps
 from agentstream.processors.generation import GenerationStage
-from agentstream.processors.outcomes import Failure, error_event
+from agentstream.processors.outcomes import WORKER_ID, Failure, error_event
 from agentstream.processors.tool_execution import ToolExecutionStage
 from agentstream.processors.validation import ValidationStage
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.schemas.dead_letter import dead_letter
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
+from agentstream.state.journal import StepJournal
 from agentstream.state.keys import Keys
 from agentstream.state.redis import redis_from_settings
 from agentstream.streams.faust_app import TunedApp
@@ -102,6 +103,9 @@ class PipelineWorker:
             tools=self.tools,
             contexts=ContextStore(self._redis, keys, ttl_s=s.state.context_ttl_s),
             dedupe=RequestDedupe(self._redis, keys, ttl_s=s.state.dedupe_ttl_s),
+            journal=StepJournal(
+                self._redis, keys, retention_s=s.state.journal_retention_s, owner=WORKER_ID
+            ),
         )
         handlers: dict[str, Handler] = {
             "validation": ValidationStage(deps),
@@ -165,7 +169,11 @@ class PipelineWorker:
             store="memory://",
             autodiscover=False,
             producer_acks=-1,
+            # Faust would otherwise wait, without limit, for every in-flight event before a
+            # rebalance; our runners drain revoked partitions with a bounded grace instead.
+            stream_wait_empty=False,
         )
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         for stage in self.stages:
             topic = app.topic(
                 stage_topic(s, stage),
@@ -182,6 +190,16 @@ class PipelineWorker:
 
             app.agent(topic, name=f"agentstream.{stage}")(consume)
         return app
+
+    async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
+        """Partitions move to another worker: finish what can finish within the grace (bounded
+        by the rebalance timeout), commit it, and leave the rest to the next owner."""
+        s = self.settings
+        grace = min(s.timeouts.shutdown_grace_s, 0.8 * s.kafka.rebalance_timeout_s)
+        partitions = {(tp.topic, tp.partition) for tp in revoked}
+        await asyncio.gather(*(r.revoke(partitions, grace) for r in self.runners.values()))
+        if self._app is not None:
+            await self._app.consumer.commit()
 
     async def stop(self) -> None:
         grace = self.settings.timeouts.shutdown_grace_s

@@ -53,7 +53,9 @@ class _Item:
 
 @dataclass(kw_only=True)
 class _Chain:
+    partition: tuple[str, int]
     items: deque[_Item] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
 
 
 class StageRunner:
@@ -90,7 +92,12 @@ class StageRunner:
         return self._in_flight
 
     async def submit(self, msg: Inbound, ack: AckFn) -> None:
-        """Hand over one consumed event; waits while the runner is full."""
+        """Hand over one consumed event; waits while the runner is full.
+
+        After :meth:`drain` began, intake is closed: the call waits until it is cancelled (the
+        event stays unacked and is redelivered to the next owner)."""
+        if self._closing:
+            await asyncio.Event().wait()
         await self._slots.acquire()
         self._in_flight += 1
         self._idle.clear()
@@ -99,9 +106,10 @@ class StageRunner:
         key = (msg.topic, msg.key if msg.key is not None else b"\x00p%d" % msg.partition)
         chain = self._chains.get(key)
         if chain is None:
-            chain = self._chains[key] = _Chain()
+            chain = self._chains[key] = _Chain(partition=tp)
             chain.items.append(_Item(msg=msg, ack=ack))
             task = asyncio.get_running_loop().create_task(self._run_chain(key, chain))
+            chain.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -113,13 +121,22 @@ class StageRunner:
                 item = chain.items[0]
                 await self._process(item.msg)
                 chain.items.popleft()
-                self._partitions[(item.msg.topic, item.msg.partition)].complete(item.msg.offset)
-                self._in_flight -= 1
-                self._slots.release()
-                if self._in_flight == 0:
-                    self._idle.set()
+                acks = self._partitions.get(chain.partition)
+                if acks is not None:
+                    acks.complete(item.msg.offset)
+                self._release_slot()
         finally:
-            self._chains.pop(key, None)
+            if self._chains.get(key) is chain:
+                del self._chains[key]
+            for _ in chain.items:  # abandoned (revoked or cancelled): never acked
+                self._release_slot()
+            chain.items.clear()
+
+    def _release_slot(self) -> None:
+        self._in_flight -= 1
+        self._slots.release()
+        if self._in_flight == 0:
+            self._idle.set()
 
     async def _process(self, msg: Inbound) -> None:
         attempt = 0
@@ -206,6 +223,30 @@ class StageRunner:
             return True
         except TimeoutError:
             return False
+
+    def pending(self, partition: tuple[str, int]) -> int:
+        acks = self._partitions.get(partition)
+        return len(acks) if acks is not None else 0
+
+    async def revoke(self, partitions: set[tuple[str, int]], grace_s: float) -> int:
+        """The partitions are leaving this worker: let their in-flight work finish for up to
+        ``grace_s`` (its acks reach the consumer, which commits them), then abandon the rest:
+        unfinished events are not acked and the partitions' next owner gets them again.
+        Returns how many events were abandoned."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(self.pending(tp) for tp in partitions) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        abandoned = 0
+        for chain in [c for c in self._chains.values() if c.partition in partitions]:
+            abandoned += len(chain.items)
+            if chain.task is not None:
+                chain.task.cancel()
+        for tp in partitions:
+            self._partitions.pop(tp, None)
+        if abandoned:
+            log.warning("revoked with unfinished work", stage=self.stage, abandoned=abandoned)
+        return abandoned
 
     async def cancel(self) -> None:
         for task in list(self._tasks):

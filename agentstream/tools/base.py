@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,6 +17,17 @@ class ToolOutcome:
     is_error: bool = False
     error_code: str | None = None
     duration_ms: float = 0.0
+
+    def to_json(self) -> str:
+        """Serialized for the step journal."""
+        return json.dumps([self.content, self.is_error, self.error_code, self.duration_ms])
+
+    @classmethod
+    def from_json(cls, raw: str) -> ToolOutcome:
+        content, is_error, error_code, duration_ms = json.loads(raw)
+        return cls(
+            content=content, is_error=is_error, error_code=error_code, duration_ms=duration_ms
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,92 @@
+"""Step journal: exactly-once effects for LLM steps and tool calls.
+
+Every step has a deterministic id (request_id + turn + call index). Before running a step the
+worker calls :meth:`StepJournal.begin`:
+
+- ``done``: the step finished before (a redelivery or a replay): use the recorded result, do not
+  run it again;
+- ``new``: first attempt; the entry is now ``running`` and owned by this worker;
+- ``in_flight``: another attempt started and never finished (its worker crashed, or the partition
+  moved mid-step). The caller resolves it by the step's policy: read-only steps run again;
+  side-effecting steps run again only with the same idempotency key, otherwise the outcome is
+  unknown and goes to a dead-letter topic for an operator.
+
+Entries expire after ``retention_s`` (default 24 h). Retention must exceed the longest window in
+which a record can be redelivered or replayed: replaying a dead letter older than the retention
+runs its steps again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from agentstream.state.keys import Keys
+
+# KEYS[1] step key; ARGV: owner, now ms, retention s
+_BEGIN = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'done' then
+  return {'done', redis.call('HGET', KEYS[1], 'result')}
+end
+local prev = ''
+if st == 'running' then prev = redis.call('HGET', KEYS[1], 'owner') end
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'started', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if st == 'running' then return {'in_flight', prev} end
+return {'new', ''}
+"""
+
+# KEYS[1] step key; ARGV: result, retention s
+_COMPLETE = """
+redis.call('HSET', KEYS[1], 'status', 'done', 'result', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+StepStatus = Literal["new", "done", "in_flight"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepState:
+    status: StepStatus
+    result: str | None = None
+    previous_owner: str | None = None
+
+
+def llm_step_id(request_id: str, turn: int) -> str:
+    return f"{request_id}:t{turn}:llm"
+
+
+def tool_step_id(request_id: str, turn: int, index: int) -> str:
+    return f"{request_id}:t{turn}:c{index}"
+
+
+class StepJournal:
+    def __init__(self, redis: Redis, keys: Keys, *, retention_s: int, owner: str) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._retention_s = retention_s
+        self._owner = owner
+        self._begin = redis.register_script(_BEGIN)
+        self._complete = redis.register_script(_COMPLETE)
+
+    async def begin(self, tenant_id: str, step_id: str) -> StepState:
+        key = self._keys.step(tenant_id, step_id)
+        now = int(time.time() * 1000)
+        status, value = await self._begin(keys=[key], args=[self._owner, now, self._retention_s])
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        text = value.decode() if isinstance(value, bytes) else (value or None)
+        if status == "done":
+            return StepState(status="done", result=text)
+        if status == "in_flight":
+            return StepState(status="in_flight", previous_owner=text)
+        return StepState(status="new")
+
+    async def complete(self, tenant_id: str, step_id: str, result: str) -> None:
+        key = self._keys.step(tenant_id, step_id)
+        await self._complete(keys=[key], args=[result, self._retention_s])
