@@ -126,6 +126,45 @@ class LLMSettings(BaseModel):
     local_seed: int = 0
 
 
+class AdmissionLimits(BaseModel):
+    """One tenant's admission limits. ``None`` means no limit of that kind.
+
+    Rate limits are sliding windows of ``window_s`` seconds: at most ``user_requests`` requests
+    per user and ``tenant_requests`` per tenant in any window, and likewise for LLM tokens
+    (estimated before each model call, corrected to the actual usage after it). Budgets count
+    per tenant and UTC day.
+    """
+
+    window_s: float = Field(default=60.0, gt=0)
+    user_requests: int | None = Field(default=None, ge=1)
+    tenant_requests: int | None = Field(default=None, ge=1)
+    user_tokens: int | None = Field(default=None, ge=1)
+    tenant_tokens: int | None = Field(default=None, ge=1)
+    daily_tokens: int | None = Field(default=None, ge=0)
+    daily_cost_usd: float | None = Field(default=None, ge=0)
+
+
+class AdmissionSettings(BaseModel):
+    """Rate limits, budgets and the response cache (``agentstream.admission``).
+
+    ``tenants`` overrides ``defaults`` per tenant, field by field (a field the override does not
+    set keeps the default). When Redis cannot be reached, rate limits ``allow`` (fail open, with
+    a warning metric) and budgets ``deny`` (fail closed) unless configured otherwise.
+    """
+
+    enabled: bool = True
+    defaults: AdmissionLimits = AdmissionLimits()
+    tenants: dict[str, AdmissionLimits] = Field(default_factory=dict)
+    rate_limit_on_redis_error: Literal["allow", "deny"] = "allow"
+    budget_on_redis_error: Literal["allow", "deny"] = "deny"
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    completion_token_estimate: int = Field(default=256, ge=0)
+    cache_enabled: bool = True
+    cache_ttl_s: int = Field(default=300, ge=1)
+    cache_bucket_s: int = Field(default=3600, ge=1)
+    cache_min_confidence: float = Field(default=0.8, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     """All agentstream settings."""
 
@@ -164,6 +203,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     state: StateSettings = StateSettings()
     llm: LLMSettings = LLMSettings()
+    admission: AdmissionSettings = AdmissionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -129,3 +129,41 @@ async def test_poison_record_is_dead_lettered_and_the_partition_moves_on() -> No
     assert acked == [0, 1, 2, 3]
     assert dead == [(1, "INTERNAL_ERROR", 3), (2, "UNDECODABLE", 1)]
     assert runner.stats.retries == 2
+
+
+async def test_revoke_finishes_what_it_can_and_abandons_the_rest_unacked() -> None:
+    acked: list[tuple[int, int]] = []
+    slow_gate = asyncio.Event()
+
+    async def handler(msg: Inbound) -> StageResult:
+        if msg.value == b"slow":
+            await slow_gate.wait()
+        return StageResult()
+
+    async def publish(records: list[Outbound]) -> None:
+        return None
+
+    runner = StageRunner(
+        stage="s", handler=handler, publish=publish, dead_letter=lambda *a: [], max_in_flight=10
+    )
+
+    def item(partition: int, offset: int, key: str, value: bytes) -> Inbound:
+        return Inbound(
+            topic="t",
+            partition=partition,
+            offset=offset,
+            timestamp_ms=0,
+            key=key.encode(),
+            value=value,
+        )
+
+    await runner.submit(item(0, 0, "a", b"slow"), lambda: acked.append((0, 0)))
+    await runner.submit(item(0, 1, "b", b"fast"), lambda: acked.append((0, 1)))
+    await runner.submit(item(1, 0, "c", b"fast"), lambda: acked.append((1, 0)))
+    abandoned = await runner.revoke({("t", 0)}, grace_s=0.2)
+    assert abandoned == 1
+    assert (0, 0) not in acked
+    assert (0, 1) not in acked  # finished, but behind an unfinished offset: never acked
+    assert (1, 0) in acked
+    assert await runner.drain(1)
+    assert runner.in_flight == 0

@@ -1,4 +1,25 @@
-"""LLM errors; retry code asks the error (``retriable``) instead of matching types."""
+"""LLM errors; retry code asks the error (``retriable``) instead of matching types.
+
+::
+
+    LLMError                          LLM_ERROR
+    ├── LLMTimeoutError               LLM_TIMEOUT             retriable
+    ├── LLMUnavailableError           LLM_UNAVAILABLE         retriable (also failure injection)
+    │   ├── LLMRateLimitedError       RATE_LIMITED            retriable, retry_after_s
+    │   ├── LLMOverloadedError        LLM_OVERLOADED          retriable (HTTP 529, overloaded_error)
+    │   ├── LLMServerError            LLM_SERVER_ERROR        retriable (HTTP 5xx)
+    │   ├── LLMConnectionError        LLM_CONNECTION_ERROR    retriable (refused, reset, DNS)
+    │   └── LLMInvalidResponseError   LLM_INVALID_RESPONSE    retriable (malformed body)
+    ├── LLMBadRequestError            LLM_BAD_REQUEST         not retriable
+    │   ├── LLMContextTooLongError    LLM_CONTEXT_TOO_LONG    -> simplified-context strategy
+    │   └── LLMContentPolicyError     LLM_CONTENT_POLICY
+    ├── LLMAuthenticationError        LLM_AUTHENTICATION      not retriable (401/403)
+    └── LLMQuotaExceededError         LLM_QUOTA_EXCEEDED      not retriable (billing quota)
+
+Messages name the provider, HTTP status and the provider's error type/code, never the prompt.
+The provider's own error text is kept on ``provider_message`` (not in ``str(exc)``), because
+some servers echo request content in it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +28,21 @@ from agentstream.exceptions import AgentStreamError
 
 class LLMError(AgentStreamError):
     code = "LLM_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+        provider_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+        self.provider_message = provider_message
 
 
 class LLMTimeoutError(LLMError):
@@ -21,6 +57,55 @@ class LLMUnavailableError(LLMError):
     retriable = True
 
 
+class LLMRateLimitedError(LLMUnavailableError):
+    """HTTP 429. ``retry_after_s`` comes from ``retry-after-ms`` / ``Retry-After`` if sent."""
+
+    code = "RATE_LIMITED"
+
+
+class LLMOverloadedError(LLMUnavailableError):
+    code = "LLM_OVERLOADED"
+
+
+class LLMServerError(LLMUnavailableError):
+    code = "LLM_SERVER_ERROR"
+
+
+class LLMConnectionError(LLMUnavailableError):
+    code = "LLM_CONNECTION_ERROR"
+
+
+class LLMInvalidResponseError(LLMUnavailableError):
+    """The provider answered with something that is not the documented shape (bad JSON,
+    missing fields, tool-call arguments that are not a JSON object)."""
+
+    code = "LLM_INVALID_RESPONSE"
+
+
 class LLMBadRequestError(LLMError):
     code = "LLM_BAD_REQUEST"
+    retriable = False
+
+
+class LLMContextTooLongError(LLMBadRequestError):
+    """The prompt does not fit the model's context window: retry with a shorter context."""
+
+    code = "LLM_CONTEXT_TOO_LONG"
+
+
+class LLMContentPolicyError(LLMBadRequestError):
+    """The provider refused the request or its output on content-policy grounds."""
+
+    code = "LLM_CONTENT_POLICY"
+
+
+class LLMAuthenticationError(LLMError):
+    code = "LLM_AUTHENTICATION"
+    retriable = False
+
+
+class LLMQuotaExceededError(LLMError):
+    """The account's quota or spend limit is used up: waiting seconds will not help."""
+
+    code = "LLM_QUOTA_EXCEEDED"
     retriable = False

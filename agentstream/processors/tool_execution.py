@@ -24,14 +24,14 @@ from agentstream.processors.base import (
 from agentstream.processors.outcomes import Failure, error_event, finish
 from agentstream.processors.progress import add_stage_time
 from agentstream.processors.signals import DeadLetter
-from agentstream.schemas.exceptions import SerializationError
 from agentstream.schemas.dead_letter import REPLAYED_FROM, dead_letter
+from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import AgentContext
 from agentstream.state.journal import tool_step_id
 from agentstream.tools.base import CallContext, ToolOutcome
 
 
-class ToolOutcomeUnknown(Exception):  # noqa: N818 - names the dead-letter reason
+class ToolOutcomeUnknown(Exception):
     """A side-effecting call may or may not have happened."""
 
 

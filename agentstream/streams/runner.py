@@ -20,6 +20,7 @@ unreachable no later offset can complete anyway, and an unacked offset is redeli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ class RunnerStats:
     dead_lettered: int = 0
     retries: int = 0
     publish_retries: int = 0
+    peak_in_flight: int = 0
 
 
 @dataclass(kw_only=True)
@@ -84,6 +86,7 @@ class StageRunner:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._progress = asyncio.Event()
         self._closing = False
         self.stats = RunnerStats()
 
@@ -100,6 +103,7 @@ class StageRunner:
             await asyncio.Event().wait()
         await self._slots.acquire()
         self._in_flight += 1
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight)
         self._idle.clear()
         tp = (msg.topic, msg.partition)
         self._partitions.setdefault(tp, PartitionAcks()).track(msg.offset, ack)
@@ -133,6 +137,7 @@ class StageRunner:
             chain.items.clear()
 
     def _release_slot(self) -> None:
+        self._progress.set()
         self._in_flight -= 1
         self._slots.release()
         if self._in_flight == 0:
@@ -235,8 +240,13 @@ class StageRunner:
         Returns how many events were abandoned."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while any(self.pending(tp) for tp in partitions) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        while any(self.pending(tp) for tp in partitions):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
         abandoned = 0
         for chain in [c for c in self._chains.values() if c.partition in partitions]:
             abandoned += len(chain.items)

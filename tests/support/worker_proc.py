@@ -1,0 +1,108 @@
+"""A pipeline worker process for crash tests, with test doubles that record into Redis.
+
+Run as ``python -m tests.support.worker_proc``; settings come from AGENTSTREAM_* variables.
+
+- ``CountingModel``: the local rule model, plus: every call increments
+  ``<prefix>:test:llm:<request_id>``; a user message containing ``[slow]`` sleeps
+  TEST_SLOW_S seconds first; ``[count N]`` asks for N calls of the ``counter`` tool.
+- ``CounterTool``: a side-effecting tool (no idempotency key): each execution increments
+  ``<prefix>:test:counter`` and records the call index, then holds for ``hold`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from typing import Any
+
+from redis.asyncio import Redis
+
+from agentstream.config import Settings
+from agentstream.llm.base import LLMRequest, LLMResult, ToolCall, ToolSpec, Usage
+from agentstream.llm.local import LocalRuleModel
+from agentstream.observability.logging import configure_logging
+from agentstream.streams.app import PipelineWorker
+from agentstream.tools.registry import default_registry
+
+COUNT = re.compile(r"\[count (\d+)\]")
+
+
+class CountingModel(LocalRuleModel):
+    def __init__(self, redis: Redis, prefix: str, slow_s: float) -> None:
+        super().__init__()
+        self._redis = redis
+        self._prefix = prefix
+        self._slow_s = slow_s
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        users = [m for m in request.messages if m.role == "user"]
+        last = users[-1].content if users else ""
+        request_id = request.metadata.get("rid", "unknown")
+        await self._redis.incr(f"{self._prefix}:test:llm:{request_id}")
+        if "[slow]" in last and request.messages[-1].role == "user":
+            await asyncio.sleep(self._slow_s)
+        match = COUNT.search(last)
+        if match and request.messages[-1].role == "user":
+            n = int(match.group(1))
+            calls = tuple(
+                ToolCall(
+                    call_id=f"k{i}",
+                    name="counter",
+                    arguments={"index": i, "hold": 60.0 if i == n - 1 else 0.0},
+                )
+                for i in range(n)
+            )
+            return LLMResult(content="", tool_calls=calls, usage=Usage(prompt_tokens=1))
+        return await super().complete(request)
+
+
+class CounterTool:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(
+            name="counter",
+            description="Counts its executions (a side effect).",
+            input_schema={
+                "type": "object",
+                "properties": {"index": {"type": "integer"}, "hold": {"type": "number"}},
+                "required": ["index", "hold"],
+            },
+        )
+
+    @property
+    def read_only(self) -> bool:
+        return False
+
+    async def call(self, arguments: dict[str, Any]) -> str:
+        await self._redis.incr(f"{self._prefix}:test:counter")
+        await self._redis.rpush(f"{self._prefix}:test:counter:calls", arguments["index"])
+        await asyncio.sleep(float(arguments["hold"]))
+        return f"counted {arguments['index']}"
+
+
+async def main() -> None:
+    settings = Settings()
+    configure_logging(settings)
+    prefix = settings.state.key_prefix
+    redis = Redis.from_url(settings.redis_url or "")
+    tools = default_registry()
+    tools.register(CounterTool(redis, prefix))
+    model = CountingModel(redis, prefix, float(os.environ.get("TEST_SLOW_S", "3")))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with PipelineWorker(settings, llm=model, tools=tools):
+        print("READY", flush=True)
+        await stop.wait()
+    await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
