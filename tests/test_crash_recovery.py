@@ -76,8 +76,8 @@ def workers(one_partition: Settings) -> Iterator[Workers]:
     group.stop_all()
 
 
-async def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Any, deadline_s: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
