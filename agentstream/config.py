@@ -116,14 +116,69 @@ class StateSettings(BaseModel):
     journal_retention_s: int = Field(default=24 * 3600, ge=60)
 
 
+class ModelPrice(BaseModel):
+    """USD per one million tokens."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+
+class LLMProviderSettings(BaseModel):
+    """One model at one endpoint. ``openai`` covers every OpenAI-compatible server (set
+    ``base_url`` for vLLM, Ollama, llama.cpp, LM Studio); ``local`` is the rule-based stand-in."""
+
+    kind: Literal["openai", "anthropic", "local"] = "openai"
+    model: str = ""
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Per-call timeout; default ``timeouts.llm_call_s``."""
+    temperature: float | None = None
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    breaker: bool = True
+
+
+class LLMRetrySettings(BaseModel):
+    """Retries of one route entry: exponential backoff with full jitter, Retry-After honoured."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    base_delay_s: float = Field(default=0.5, ge=0)
+    max_delay_s: float = Field(default=8.0, ge=0)
+    max_total_s: float = Field(default=30.0, ge=0)
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breakers (state shared by all workers through Redis)."""
+
+    enabled: bool = True
+    failure_threshold: int = Field(default=5, ge=1)
+    recovery_timeout_s: float = Field(default=30.0, gt=0)
+    half_open_max_probes: int = Field(default=1, ge=1)
+    half_open_successes: int = Field(default=1, ge=1)
+    probe_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class LLMSettings(BaseModel):
-    """Model selection. ``local`` is the rule-based offline stand-in (not a language model)."""
+    """Model selection. ``local`` is the rule-based offline stand-in (not a language model).
+
+    ``model`` names the default route: a key of ``routes``, a key of ``providers`` (a route of
+    one), or ``local``. A route is an ordered fallback chain of provider names (``local`` is
+    always available). ``tenant_routes`` maps tenant ids to routes; with ``request_routes`` a
+    request's ``metadata["model"]`` may name any configured route.
+    """
 
     model: str = "local"
     system_prompt: str = "You are a helpful assistant. Use tools when they help."
     local_latency_s: float = Field(default=0.0, ge=0)
     local_failure_rate: float = Field(default=0.0, ge=0, le=1)
     local_seed: int = 0
+    providers: dict[str, LLMProviderSettings] = Field(default_factory=dict)
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+    tenant_routes: dict[str, str] = Field(default_factory=dict)
+    request_routes: bool = True
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    retry: LLMRetrySettings = LLMRetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
 
 
 class AdmissionLimits(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
@@ -14,6 +14,9 @@ from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal
 from agentstream.tools.base import ToolExecutor
+
+if TYPE_CHECKING:
+    from agentstream.admission import Admission
 
 Headers = list[tuple[str, bytes]]
 
@@ -91,6 +94,7 @@ class StageDeps:
     contexts: ContextStore
     dedupe: RequestDedupe
     journal: StepJournal
+    admission: Admission | None = None  # rate limits, budgets, response cache
 
 
 def utcnow() -> datetime:

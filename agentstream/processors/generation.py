@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agentstream.admission import AdmissionDenied, admitted_llm_call
 from agentstream.exceptions import AgentStreamError
 from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult
 from agentstream.llm.exceptions import LLMTimeoutError
@@ -64,10 +65,18 @@ class GenerationStage:
         async def release() -> None:
             await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
 
-        def fail(code: str, text: str, *, retriable: bool = False) -> StageResult:
+        def fail(
+            code: str, text: str, *, retriable: bool = False, meta: dict[str, str] | None = None
+        ) -> StageResult:
             failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
             records = finish(
-                deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
+                deps,
+                ids=ids,
+                progress=progress,
+                content=text,
+                failure=failure,
+                metadata=meta,
+                origin=msg,
             )
             return StageResult(records=records, then=release)
 
@@ -88,6 +97,11 @@ class GenerationStage:
             )
         try:
             result = await self._journaled_step(ctx, event, ids, turn)
+        except AdmissionDenied as denied:  # token rate limit or daily budget
+            await self._set_state(ids, "ERROR")
+            return fail(
+                denied.code, denied.message, retriable=denied.retriable, meta=denied.metadata
+            )
         except AgentStreamError as exc:
             log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
             await self._set_state(ids, "ERROR")
@@ -100,7 +114,7 @@ class GenerationStage:
             turn=turn,
         )
         ctx = await deps.contexts.update(
-            ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state)
+            ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state), current=ctx
         )
         if ctx is None:
             return fail(
@@ -137,6 +151,16 @@ class GenerationStage:
             content=result.content,
             metadata={"model": result.model or deps.llm.name},
         )
+        if deps.admission is not None:  # response cache: stores only what is cacheable
+            await deps.admission.remember_answer(
+                ctx=ctx,
+                request_id=ids.request_id,
+                allowed_tools=event["allowed_tools"],
+                metadata=event["metadata"],
+                tool_calls=progress["tool_calls"],
+                degraded=bool(progress.get("degraded")),
+                response=records[0].value,
+            )
         return StageResult(records=records, then=release)
 
     async def _journaled_step(
@@ -152,7 +176,15 @@ class GenerationStage:
             return LLMResult.from_json(state.result)
         if state.status == "in_flight":
             log.info("llm step left in flight by another attempt; running again", turn=turn)
-        result = await self._call_model(ctx, event)
+        async with admitted_llm_call(
+            self.deps.admission,
+            tenant_id=ids.tenant_id,
+            user_id=ids.user_id,
+            call_id=step,
+            history=ctx.history,
+        ) as grant:
+            result = await self._call_model(ctx, event)
+            grant.record(result.usage)
         await journal.complete(ids.tenant_id, step, result.to_json())
         return result
 

@@ -26,7 +26,8 @@ from agentstream.processors.progress import add_stage_time, new_progress
 from agentstream.processors.sanitize import sanitize_text, valid_id
 from agentstream.processors.signals import DeadLetter
 from agentstream.schemas.exceptions import SerializationError
-from agentstream.state.context import AgentContext, now_ms
+from agentstream.state.context import AgentContext
+from agentstream.state.exceptions import SessionBusyError
 
 STAGE = "validation"
 log = get_logger(__name__)
@@ -88,6 +89,42 @@ class ValidationStage:
                         )
                     ]
                 )
+            if self.deps.admission is not None:  # rate limits, budget, then the response cache
+                denial, cached = await self.deps.admission.admit(
+                    **ids.as_fields(),
+                    message=message,
+                    allowed_tools=allowed,
+                    metadata=request["metadata"],
+                )
+                if denial is not None:
+                    log.info("request not admitted", code=denial.code, limit=denial.limit)
+                    failure = Failure(
+                        code=denial.code,
+                        message=denial.message,
+                        stage=STAGE,
+                        retriable=denial.retriable,
+                    )
+                    records = finish(
+                        self.deps,
+                        ids=ids,
+                        progress=progress,
+                        content=denial.message,
+                        failure=failure,
+                        metadata=denial.metadata,
+                        origin=msg,
+                    )
+                    return StageResult(records=records)
+                if cached is not None:
+                    log.info("answered from the response cache")
+                    records = finish(
+                        self.deps,
+                        ids=ids,
+                        progress=progress,
+                        content=cached.content,
+                        confidence=cached.confidence,
+                        metadata=cached.metadata(),
+                    )
+                    return StageResult(records=records)
             try:
                 await self._record_user_turn(ids, message, allowed, request["metadata"])
             except RequestRejected as rej:
@@ -157,13 +194,14 @@ class ValidationStage:
     async def _record_user_turn(
         self, ids: RequestIds, message: str, allowed: list[str], metadata: dict[str, str]
     ) -> None:
-        owner_mismatch = busy = False
+        """Append the user turn and make this request the session's active one. Under the
+        ``queue`` double-text policy a request waits while an earlier one of its session runs."""
+        owner_mismatch = False
         limits = self.deps.settings.limits
-        stale_ms = int(limits.session_busy_timeout_s * 1000)
 
         def change(ctx: AgentContext | None) -> AgentContext | None:
-            nonlocal owner_mismatch, busy
-            owner_mismatch = busy = False
+            nonlocal owner_mismatch
+            owner_mismatch = False
             if ctx is None:
                 ctx = AgentContext(
                     session_id=ids.session_id, user_id=ids.user_id, tenant_id=ids.tenant_id
@@ -173,14 +211,6 @@ class ValidationStage:
                 return None
             if any(e["request_id"] == ids.request_id and e["role"] == "user" for e in ctx.history):
                 return ctx  # redelivery: the user turn is already recorded
-            if (
-                ctx.active_request not in (None, ids.request_id)
-                and now_ms() - ctx.active_since < stale_ms
-            ):
-                busy = True
-                return None
-            ctx.active_request = ids.request_id
-            ctx.active_since = now_ms()
             ctx.history.append(
                 {
                     "role": "user",
@@ -199,18 +229,26 @@ class ValidationStage:
 
         delay = 0.005
         while True:
-            await self.deps.contexts.update(ids.tenant_id, ids.session_id, change)
+            try:
+                await self.deps.contexts.update(
+                    ids.tenant_id,
+                    ids.session_id,
+                    change,
+                    claim=ids.request_id,
+                    stale_s=limits.session_busy_timeout_s,
+                )
+            except SessionBusyError as busy:
+                if limits.double_text == "reject":
+                    raise RequestRejected(
+                        "SESSION_BUSY",
+                        "this session is still answering an earlier request; send again when "
+                        "it has finished",
+                    ) from busy
+                # Queue policy: this session's later requests wait behind the active one; other
+                # sessions keep flowing (the runner holds only this key).
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
             if owner_mismatch:
                 raise RequestRejected("SESSION_FORBIDDEN", "this session belongs to another user")
-            if not busy:
-                return
-            if limits.double_text == "reject":
-                raise RequestRejected(
-                    "SESSION_BUSY",
-                    "this session is still answering an earlier request; send again when "
-                    "it has finished",
-                )
-            # Queue policy: this session's later requests wait behind the active one; other
-            # sessions keep flowing (the runner holds only this key).
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            return

@@ -1,6 +1,7 @@
 """AgentContext in Redis with optimistic concurrency.
 
-The context is one hash: ``v`` (version) and ``data`` (JSON). Writers read, change a copy and
+The context is one hash: ``v`` (version), ``data`` (JSON) and ``a`` (the request holding the
+session, ``request_id|since_ms``, for the double-text policy). Writers read, change a copy and
 write it back with a Lua compare-and-set on the version; a writer that lost the race re-reads and
 re-applies its change, so two workers touching one session never lose an update. Every write
 refreshes the TTL (activity keeps a session alive).
@@ -13,24 +14,53 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
-from agentstream.state.exceptions import ConcurrentUpdateError, ContextLostError
+from agentstream.state.exceptions import (
+    ConcurrentUpdateError,
+    ContextLostError,
+    SessionBusyError,
+)
 from agentstream.state.keys import Keys
 
-# KEYS[1] context key; ARGV: expected version ("0" = must not exist), data, ttl seconds
+# KEYS[1] context key
+# ARGV: expected version ("0" = must not exist), data, ttl s, claim request_id ("" = none),
+#       now ms, stale ms
+# Returns the new version, -1 on a version conflict, -2 when another request holds the session.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], 'v')
 if cur == false then cur = '0' end
 if cur ~= ARGV[1] then return -1 end
+if ARGV[4] ~= '' then
+  local a = redis.call('HGET', KEYS[1], 'a')
+  if a then
+    local sep = string.find(a, '|', 1, true)
+    local holder = string.sub(a, 1, sep - 1)
+    local since = tonumber(string.sub(a, sep + 1))
+    if holder ~= ARGV[4] and tonumber(ARGV[5]) - since < tonumber(ARGV[6]) then return -2 end
+  end
+  redis.call('HSET', KEYS[1], 'a', ARGV[4] .. '|' .. ARGV[5])
+end
 local nv = tonumber(cur) + 1
 redis.call('HSET', KEYS[1], 'v', nv, 'data', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return nv
 """
+
+# KEYS[1] context key; ARGV: request_id. Frees the session if that request holds it.
+_RELEASE = """
+local a = redis.call('HGET', KEYS[1], 'a')
+if a and string.sub(a, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
+  redis.call('HDEL', KEYS[1], 'a')
+  return 1
+end
+return 0
+"""
+
+_UNSET: Any = object()
 
 MAX_STORED_MESSAGES = 200
 
@@ -53,19 +83,31 @@ class AgentContext:
     created_at: int = field(default_factory=now_ms)
     last_activity: int = field(default_factory=now_ms)
     metadata: dict[str, str] = field(default_factory=dict)
+    # Which request holds the session (double-text policy); stored apart from the JSON.
     active_request: str | None = None
-    active_since: int = 0
     version: int = 0
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("version")
-        return json.dumps(data, separators=(",", ":"))
+        return json.dumps(
+            {
+                "session_id": self.session_id,
+                "user_id": self.user_id,
+                "tenant_id": self.tenant_id,
+                "history": self.history,
+                "available_tools": self.available_tools,
+                "state": self.state,
+                "created_at": self.created_at,
+                "last_activity": self.last_activity,
+                "metadata": self.metadata,
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
-    def from_json(cls, raw: bytes | str, version: int) -> AgentContext:
-        data = json.loads(raw)
-        return cls(**data, version=version)
+    def from_json(
+        cls, raw: bytes | str, version: int, active_request: str | None = None
+    ) -> AgentContext:
+        return cls(**json.loads(raw), version=version, active_request=active_request)
 
 
 class ContextStore:
@@ -75,13 +117,15 @@ class ContextStore:
         self._ttl_s = ttl_s
         self._max_attempts = max_attempts
         self._cas = redis.register_script(_CAS)
+        self._release = redis.register_script(_RELEASE)
 
     async def get(self, tenant_id: str, session_id: str) -> AgentContext | None:
-        raw = await self._redis.hmget(self._keys.context(tenant_id, session_id), ["v", "data"])
-        version, data = raw[0], raw[1]
+        key = self._keys.context(tenant_id, session_id)
+        version, data, active = await self._redis.hmget(key, ["v", "data", "a"])
         if version is None or data is None:
             return None
-        return AgentContext.from_json(data, int(version))
+        holder = active.decode().rsplit("|", 1)[0] if active else None
+        return AgentContext.from_json(data, int(version), holder)
 
     async def require(self, tenant_id: str, session_id: str) -> AgentContext:
         ctx = await self.get(tenant_id, session_id)
@@ -94,14 +138,28 @@ class ContextStore:
         tenant_id: str,
         session_id: str,
         change: Callable[[AgentContext | None], AgentContext | None],
+        *,
+        current: AgentContext | None = _UNSET,
+        claim: str | None = None,
+        stale_s: float = 0.0,
     ) -> AgentContext | None:
         """Apply ``change`` atomically. ``change`` gets the current context (or None) and returns
-        the new one, or None to leave it untouched. It may run more than once: keep it pure."""
+        the new one, or None to leave it untouched. It may run more than once: keep it pure
+        (it may mutate and return the object it was given).
+
+        ``current``: a context this caller just read; the first attempt skips the read.
+        ``claim``: also make this request the session's active one; raises
+        :class:`SessionBusyError` while another request (active for less than ``stale_s``)
+        holds it."""
         key = self._keys.context(tenant_id, session_id)
+        known = current
         for attempt in range(self._max_attempts):
             if attempt:  # lost a race: back off a little, with jitter, before re-reading
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
-            current = await self.get(tenant_id, session_id)
+            if attempt or known is _UNSET:
+                current = await self.get(tenant_id, session_id)
+            else:
+                current = known
             expected = current.version if current else 0
             new = change(current)
             if new is None:
@@ -109,23 +167,27 @@ class ContextStore:
             new.last_activity = now_ms()
             if len(new.history) > MAX_STORED_MESSAGES:
                 new.history = new.history[-MAX_STORED_MESSAGES:]
-            result = await self._cas(keys=[key], args=[expected, new.to_json(), self._ttl_s])
-            if int(result) >= 0:
-                new.version = int(result)
+            args = [
+                expected,
+                new.to_json(),
+                self._ttl_s,
+                claim or "",
+                now_ms(),
+                int(stale_s * 1000),
+            ]
+            result = int(await self._cas(keys=[key], args=args))
+            if result >= 0:
+                new.version = result
+                if claim:
+                    new.active_request = claim
                 return new
+            if result == -2:
+                raise SessionBusyError(f"session {session_id!r} is answering another request")
         raise ConcurrentUpdateError(f"gave up updating session {session_id!r} after contention")
 
     async def release(self, tenant_id: str, session_id: str, request_id: str) -> None:
         """Mark ``request_id`` finished so the session's next request may start."""
-
-        def change(ctx: AgentContext | None) -> AgentContext | None:
-            if ctx is None or ctx.active_request != request_id:
-                return None
-            ctx.active_request = None
-            ctx.active_since = 0
-            return ctx
-
-        await self.update(tenant_id, session_id, change)
+        await self._release(keys=[self._keys.context(tenant_id, session_id)], args=[request_id])
 
     async def delete(self, tenant_id: str, session_id: str) -> None:
         await self._redis.delete(self._keys.context(tenant_id, session_id))

@@ -22,3 +22,10 @@ class ConcurrentUpdateError(StateError):
 
     code = "CONCURRENT_UPDATE"
     retriable = True
+
+
+class SessionBusyError(StateError):
+    """Another request of the session is still running (double-text policy decides)."""
+
+    code = "SESSION_BUSY"
+    retriable = True

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from agentstream.admission import Admission
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
@@ -107,6 +108,10 @@ class PipelineWorker:
                 self._redis, keys, retention_s=s.state.journal_retention_s, owner=WORKER_ID
             ),
         )
+        if s.admission.enabled:
+            deps.admission = Admission(
+                self._redis, s, contexts=deps.contexts, tools=self.tools, codec=self._codec
+            )
         handlers: dict[str, Handler] = {
             "validation": ValidationStage(deps),
             "generation": GenerationStage(deps),

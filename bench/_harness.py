@@ -1,0 +1,65 @@
+"""Shared bench plumbing: an embedded stack, a worker process, and its peak RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from agentstream.config import Settings
+
+FAST_KAFKA = {
+    "session_timeout_s": 2.0,
+    "heartbeat_interval_s": 0.5,
+    "rebalance_timeout_s": 2.0,
+    "commit_interval_s": 1.0,
+    "fetch_max_wait_ms": 2,
+}
+
+
+def bench_settings(live: Settings, **overrides: Any) -> Settings:
+    return live.model_copy(update={"kafka": live.kafka.model_copy(update=FAST_KAFKA), **overrides})
+
+
+def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+            "AGENTSTREAM_REDIS_URL": settings.redis_url or "",
+            "AGENTSTREAM_LOG_LEVEL": "WARNING",
+        }
+    )
+    for key, value in FAST_KAFKA.items():
+        env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+def start_worker(settings: Settings, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentstream.cli", "worker"],
+        env=worker_env(settings, extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def worker_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -1,0 +1,92 @@
+"""Per-request overhead of the pipeline: sequential requests, instant model, no tools.
+
+Prints p50/p99 end-to-end latency (client submit -> response received) beside the raw aiokafka
+produce -> consume hop latency measured in the same run on the same broker. A request makes three
+hops (requests -> generation -> responses -> client), so three raw hops are the floor.
+Target: p50 <= 10 ms, p99 <= 50 ms.
+
+    .venv/bin/python bench/overhead.py [--requests 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from _harness import bench_settings, percentile, start_worker
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agentstream.client import AgentClient
+from agentstream.config import Settings
+from agentstream.embedded import DevStack
+from agentstream.streams.admin import ensure_topics
+from agentstream.streams.kafka_config import client_kwargs
+
+
+async def raw_hops(settings: Settings, n: int) -> list[float]:
+    topic = "bench.rawhop"
+    await ensure_topics(settings, [topic])
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms
+    )
+    await producer.start()
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    hops: list[float] = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            await producer.send_and_wait(topic, b"x" * 500, key=b"k")
+            while not await consumer.getmany(timeout_ms=1000):
+                pass
+            hops.append(time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return hops
+
+
+async def run(requests: int) -> None:
+    async with DevStack(Settings(kafka_bootstrap_servers=None, redis_url=None)) as live:
+        settings = bench_settings(live)
+        worker = start_worker(settings, {})
+        try:
+            async with AgentClient(settings) as client:
+                await client.ask("hello", session_id="warm", user_id="u", tenant_id="t", timeout=60)
+                for i in range(20):  # warm the code paths
+                    await client.ask(f"hi {i}", session_id=f"w{i}", user_id="u", tenant_id="t")
+                e2e: list[float] = []
+                for i in range(requests):
+                    start = time.perf_counter()
+                    await client.ask(f"hello {i}", session_id=f"s{i}", user_id="u", tenant_id="t")
+                    e2e.append(time.perf_counter() - start)
+            hops = await raw_hops(settings, requests)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+
+    def ms(values: list[float], q: float) -> str:
+        return f"{percentile(values, q) * 1000:6.2f} ms"
+
+    print(f"requests (sequential)     {requests}, instant model, no tools")
+    print(f"pipeline end-to-end p50   {ms(e2e, 0.5)}   (target <= 10 ms)")
+    print(f"pipeline end-to-end p99   {ms(e2e, 0.99)}   (target <= 50 ms)")
+    print(f"raw aiokafka hop p50      {ms(hops, 0.5)}")
+    print(f"raw aiokafka hop p99      {ms(hops, 0.99)}")
+    print(f"fetch_max_wait_ms         {settings.kafka.fetch_max_wait_ms}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=500)
+    asyncio.run(run(parser.parse_args().requests))
+
+
+if __name__ == "__main__":
+    main()
