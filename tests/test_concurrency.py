@@ -58,3 +58,25 @@ async def test_200_sessions_x_3_turns_keep_order_with_100_in_flight(settings_fac
         assert [r.content for r in got] == [f"The answer is {n + t}." for t in range(turns)]
     # slow model calls overlapped across sessions, bounded by the in-flight limit
     assert 50 <= peak <= 100
+
+
+async def test_double_text_reject_policy_answers_the_second_request_busy(
+    settings_factory: Any,
+) -> None:
+    settings: Settings = settings_factory(kafka=FAST_KAFKA, limits={"double_text": "reject"})
+    await ensure_topics(settings)
+    model = LocalRuleModel(latency_s=1.0)
+    async with PipelineWorker(settings, llm=model), AgentClient(settings) as client:
+        first = new_request("add 1 and 2", session_id="dt", user_id="u", tenant_id="t")
+        second = new_request("add 3 and 4", session_id="dt", user_id="u", tenant_id="t")
+        f1 = client.expect(first["request_id"])
+        f2 = client.expect(second["request_id"])
+        await client.submit(first)
+        await client.submit(second)
+        busy = await asyncio.wait_for(f2, 30)
+        done = await asyncio.wait_for(f1, 30)
+        later = await client.ask("add 5 and 6", session_id="dt", user_id="u", tenant_id="t")
+    assert busy.state == "ERROR"
+    assert busy.error_code == "SESSION_BUSY"
+    assert done.content == "The answer is 3."
+    assert later.content == "The answer is 11."

@@ -1,0 +1,48 @@
+"""The CLI against a running pipeline: `send --wait` prints the answer, `tail` decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from agentstream.config import Settings
+from agentstream.streams.admin import ensure_topics
+from agentstream.streams.app import PipelineWorker
+from tests.support.kafka import FAST_KAFKA
+from tests.test_worker_processes import worker_env
+
+pytestmark = pytest.mark.integration
+
+
+async def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agentstream.cli", *args],
+        env=worker_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_send_wait_and_tail(settings_factory: Any) -> None:
+    settings: Settings = settings_factory(kafka=FAST_KAFKA)
+    await ensure_topics(settings)
+    async with PipelineWorker(settings):
+        sent = await run_cli(settings, "send", "add 2 and 3", "--session", "cli", "--wait")
+        assert sent.returncode == 0, sent.stderr
+        assert "COMPLETED" in sent.stdout
+        assert "The answer is 5." in sent.stdout
+        tail = await run_cli(
+            settings, "tail", settings.topics.responses, "--from-beginning", "--max", "1"
+        )
+    assert tail.returncode == 0, tail.stderr
+    record = json.loads(tail.stdout.strip().splitlines()[-1])
+    assert record["key"] == "cli"
+    assert record["value"]["content"] == "The answer is 5."
+    assert record["value"]["state"] == "COMPLETED"
