@@ -35,11 +35,25 @@ class TopicSettings(BaseModel):
     errors: str = "agent.errors"
     metrics: str = "agent.metrics"
     dlq_suffix: str = ".dlq"
+    # Non-blocking retry tiers for the generation and tool stages: <topic>.retry.<N>s, then DLQ.
+    retry_tiers_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 300.0])
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     def dlq(self, topic: str) -> str:
         return f"{topic}{self.dlq_suffix}"
+
+    def retry_topic(self, topic: str, tier: int) -> str:
+        seconds = self.retry_tiers_s[tier]
+        label = f"{seconds:g}".replace(".", "_")
+        return f"{topic}.retry.{label}s"
+
+    def retry_topics(self) -> list[str]:
+        return [
+            self.retry_topic(t, i)
+            for t in (self.generation, self.tool_calls)
+            for i in range(len(self.retry_tiers_s))
+        ]
 
     @property
     def stage_topics(self) -> list[str]:
@@ -53,6 +67,7 @@ class TopicSettings(BaseModel):
             self.errors,
             self.metrics,
             *(self.dlq(t) for t in self.stage_topics),
+            *self.retry_topics(),
         ]
 
 

@@ -61,7 +61,11 @@ async def test_same_key_in_order_different_keys_concurrently_acks_in_offset_orde
         published.extend(records)
 
     runner = StageRunner(
-        stage="s", handler=handler, publish=publish, dead_letter=lambda *a: [], max_in_flight=50
+        stage="s",
+        handler=handler,
+        publish=publish,
+        dead_letter=lambda *a: StageResult(),
+        max_in_flight=50,
     )
     for offset in range(300):
         await runner.submit(_msg(offset, f"k{offset % 30}"), lambda o=offset: acked.append(o))
@@ -84,7 +88,11 @@ async def test_backpressure_bounds_in_flight() -> None:
         return None
 
     runner = StageRunner(
-        stage="s", handler=handler, publish=publish, dead_letter=lambda *a: [], max_in_flight=5
+        stage="s",
+        handler=handler,
+        publish=publish,
+        dead_letter=lambda *a: StageResult(),
+        max_in_flight=5,
     )
     for offset in range(5):
         await runner.submit(_msg(offset, f"k{offset}"), lambda: None)
@@ -111,9 +119,9 @@ async def test_poison_record_is_dead_lettered_and_the_partition_moves_on() -> No
     async def publish(records: list[Outbound]) -> None:
         return None
 
-    def to_dlq(msg: Inbound, code: str, exc: BaseException, attempt: int) -> list[Outbound]:
+    def to_dlq(msg: Inbound, code: str, exc: BaseException, attempt: int) -> StageResult:
         dead.append((msg.offset, code, attempt))
-        return []
+        return StageResult()
 
     runner = StageRunner(
         stage="s",
@@ -144,7 +152,11 @@ async def test_revoke_finishes_what_it_can_and_abandons_the_rest_unacked() -> No
         return None
 
     runner = StageRunner(
-        stage="s", handler=handler, publish=publish, dead_letter=lambda *a: [], max_in_flight=10
+        stage="s",
+        handler=handler,
+        publish=publish,
+        dead_letter=lambda *a: StageResult(),
+        max_in_flight=10,
     )
 
     def item(partition: int, offset: int, key: str, value: bytes) -> Inbound:

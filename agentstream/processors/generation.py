@@ -12,6 +12,7 @@ history entries are tagged with (request_id, turn) so re-appending them is a no-
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from agentstream.admission import AdmissionDenied, admitted_llm_call
@@ -31,7 +32,7 @@ from agentstream.processors.base import (
 from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import add_stage_time, add_usage
 from agentstream.processors.prompt import build_messages, canonical_arguments, history_entry
-from agentstream.processors.signals import DeadLetter
+from agentstream.processors.signals import DeadLetter, RetryLater
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import AgentContext
 from agentstream.state.journal import llm_step_id
@@ -104,6 +105,12 @@ class GenerationStage:
             )
         except AgentStreamError as exc:
             log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
+            if _past(event["deadline"]):
+                await self._set_state(ids, "ERROR")
+                return fail("TIMEOUT", "The request's deadline passed before the model answered.")
+            if exc.retriable:
+                # transient: the non-blocking retry tiers take it; the session stays claimed
+                raise RetryLater(exc.code, f"model call failed ({exc.code})") from exc
             await self._set_state(ids, "ERROR")
             return fail(exc.code, f"The model call failed ({exc.code}).", retriable=exc.retriable)
         add_usage(progress, result.usage)
@@ -261,3 +268,7 @@ def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
     return bool(
         entry["role"] == "assistant" and entry["request_id"] == request_id and entry["turn"] == turn
     )
+
+
+def _past(deadline: datetime | None) -> bool:
+    return deadline is not None and deadline <= utcnow()

@@ -15,3 +15,16 @@ class DeadLetter(Exception):
         self.code = code
         self.reason = reason
         self.request_id = request_id
+
+
+class RetryLater(Exception):
+    """Try this record again later through the stage's tiered retry topics (non-blocking).
+
+    Raised for transient failures that in-call retries could not overcome (provider down,
+    breaker open without a fallback). When the tiers are used up the record is dead-lettered.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

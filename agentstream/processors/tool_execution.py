@@ -37,6 +37,8 @@ class ToolOutcomeUnknown(Exception):
 
 STAGE = "tools"
 MAX_RESULT_CHARS = 16 * 1024
+# Marks a call that an earlier delivery already dead-lettered as outcome unknown.
+_ALREADY_DEAD_LETTERED = ToolOutcome(content="", is_error=True, error_code="TOOL_OUTCOME_UNKNOWN")
 log = get_logger(__name__)
 
 
@@ -76,6 +78,9 @@ class ToolExecutionStage:
                 for index, call in enumerate(batch["calls"])
             )
         )
+        if any(o is _ALREADY_DEAD_LETTERED for o in maybe):
+            log.info("batch already dead-lettered as outcome unknown; dropping this delivery")
+            return StageResult()
         unknown = [c["name"] for c, o in zip(batch["calls"], maybe, strict=True) if o is None]
         if unknown:
             return self._outcome_unknown(msg, ids, unknown)
@@ -148,12 +153,16 @@ class ToolExecutionStage:
         """Run one call at most once (step journal). None means: outcome unknown."""
         journal = self.deps.journal
         step = tool_step_id(ids.request_id, batch["turn"], index)
-        state = await journal.begin(ids.tenant_id, step)
+        replayed = any(k == REPLAYED_FROM for k, _ in msg.headers)
+        state = await journal.begin(ids.tenant_id, step, rerun_unknown=replayed)
         if state.status == "done" and state.result is not None:
             return ToolOutcome.from_json(state.result)
+        if state.status == "unknown":
+            return _ALREADY_DEAD_LETTERED
         if state.status == "in_flight" and not self._safe_to_rerun(call["name"]):
-            if not any(k == REPLAYED_FROM for k, _ in msg.headers):
+            if not replayed:
                 log.warning("tool call outcome unknown", tool=call["name"], step=step)
+                await journal.mark_unknown(ids.tenant_id, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
         outcome = await self._run_call(call, index, batch, ids)

@@ -54,6 +54,13 @@ DLQ_HEADERS = (
     ATTEMPT,
     DLT_TIME,
 )
+# Retry-topic records (see streams/retry.py): when the record is due, where it goes back to, and
+# why it is retried; ATTEMPT counts the deliveries that failed so far.
+RETRY_DUE = "agentstream-retry-due"
+RETRY_ORIGIN = "agentstream-retry-origin"
+RETRY_REASON = "agentstream-retry-reason"
+RETRY_HEADERS = (ATTEMPT, RETRY_DUE, RETRY_ORIGIN, RETRY_REASON)
+
 # Set on records that `agentstream dlq replay` republishes: "<dlq topic>/<partition>/<offset>".
 # A replay is an operator's decision to run the record again: a side-effecting tool call whose
 # outcome was unknown runs again on replay (see state/journal.py).
@@ -87,6 +94,17 @@ def dead_letter(
     kept = [(k, v) for k, v in msg.headers if k not in own]
     headers = kept + [(k, v.encode()) for k, v in own.items()]
     return Outbound(topic=dlq_topic, key=msg.key, value=msg.value, headers=headers)
+
+
+def prior_attempts(msg: Inbound) -> int:
+    """Failed deliveries before this one (0 for a record that never went through a retry)."""
+    for key, value in msg.headers:
+        if key == ATTEMPT:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 def header_map(headers: list[tuple[str, bytes]]) -> dict[str, str]:

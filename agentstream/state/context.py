@@ -124,7 +124,8 @@ class ContextStore:
         version, data, active = await self._redis.hmget(key, ["v", "data", "a"])
         if version is None or data is None:
             return None
-        holder = active.decode().rsplit("|", 1)[0] if active else None
+        text = active.decode() if isinstance(active, bytes) else active
+        holder = text.rsplit("|", 1)[0] if text else None
         return AgentContext.from_json(data, int(version), holder)
 
     async def require(self, tenant_id: str, session_id: str) -> AgentContext:
@@ -167,7 +168,7 @@ class ContextStore:
             new.last_activity = now_ms()
             if len(new.history) > MAX_STORED_MESSAGES:
                 new.history = new.history[-MAX_STORED_MESSAGES:]
-            args = [
+            args: list[str | int] = [
                 expected,
                 new.to_json(),
                 self._ttl_s,

@@ -9,7 +9,9 @@ worker calls :meth:`StepJournal.begin`:
 - ``in_flight``: another attempt started and never finished (its worker crashed, or the partition
   moved mid-step). The caller resolves it by the step's policy: read-only steps run again;
   side-effecting steps run again only with the same idempotency key, otherwise the outcome is
-  unknown and goes to a dead-letter topic for an operator.
+  unknown and goes to a dead-letter topic for an operator;
+- ``unknown``: dead-lettered as outcome-unknown before; further deliveries are dropped, and only
+  an operator's replay (``rerun_unknown``) runs it again.
 
 Entries expire after ``retention_s`` (default 24 h). Retention must exceed the longest window in
 which a record can be redelivered or replayed: replaying a dead letter older than the retention
@@ -26,11 +28,14 @@ from redis.asyncio import Redis
 
 from agentstream.state.keys import Keys
 
-# KEYS[1] step key; ARGV: owner, now ms, retention s
+# KEYS[1] step key; ARGV: owner, now ms, retention s, rerun unknown ("1" = operator replay)
 _BEGIN = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'done' then
   return {'done', redis.call('HGET', KEYS[1], 'result')}
+end
+if st == 'unknown' and ARGV[4] == '0' then
+  return {'unknown', ''}
 end
 local prev = ''
 if st == 'running' then prev = redis.call('HGET', KEYS[1], 'owner') end
@@ -48,7 +53,14 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 
-StepStatus = Literal["new", "done", "in_flight"]
+# KEYS[1] step key; ARGV: retention s
+_UNKNOWN = """
+redis.call('HSET', KEYS[1], 'status', 'unknown')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+StepStatus = Literal["new", "done", "in_flight", "unknown"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,18 +86,30 @@ class StepJournal:
         self._owner = owner
         self._begin = redis.register_script(_BEGIN)
         self._complete = redis.register_script(_COMPLETE)
+        self._unknown = redis.register_script(_UNKNOWN)
 
-    async def begin(self, tenant_id: str, step_id: str) -> StepState:
+    async def begin(
+        self, tenant_id: str, step_id: str, *, rerun_unknown: bool = False
+    ) -> StepState:
+        """Look the step up and, unless it is done (or unknown and not re-run), take it."""
         key = self._keys.step(tenant_id, step_id)
         now = int(time.time() * 1000)
-        status, value = await self._begin(keys=[key], args=[self._owner, now, self._retention_s])
+        args: list[str | int] = [self._owner, now, self._retention_s, "1" if rerun_unknown else "0"]
+        status, value = await self._begin(keys=[key], args=args)
         status = status.decode() if isinstance(status, bytes) else str(status)
         text = value.decode() if isinstance(value, bytes) else (value or None)
         if status == "done":
             return StepState(status="done", result=text)
         if status == "in_flight":
             return StepState(status="in_flight", previous_owner=text)
+        if status == "unknown":
+            return StepState(status="unknown")
         return StepState(status="new")
+
+    async def mark_unknown(self, tenant_id: str, step_id: str) -> None:
+        """The step's outcome cannot be known (dead-lettered): later deliveries of it are
+        dropped until an operator replays the record."""
+        await self._unknown(keys=[self._keys.step(tenant_id, step_id)], args=[self._retention_s])
 
     async def complete(self, tenant_id: str, step_id: str, result: str) -> None:
         key = self._keys.step(tenant_id, step_id)

@@ -19,13 +19,22 @@ from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
 from agentstream.observability.logging import get_logger
-from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps
+from agentstream.processors.base import (
+    Handler,
+    Inbound,
+    Outbound,
+    RequestIds,
+    StageDeps,
+    StageResult,
+)
 from agentstream.processors.generation import GenerationStage
 from agentstream.processors.outcomes import WORKER_ID, Failure, error_event
+from agentstream.processors.signals import RetryLater
 from agentstream.processors.tool_execution import ToolExecutionStage
 from agentstream.processors.validation import ValidationStage
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.schemas.dead_letter import dead_letter
+from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal
@@ -34,11 +43,17 @@ from agentstream.state.redis import redis_from_settings
 from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.publisher import Publisher
+from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.runner import StageRunner
 from agentstream.tools.base import ToolExecutor
 from agentstream.tools.registry import default_registry
 
-STAGES = ("validation", "generation", "tools")
+STAGES = ("validation", "generation", "tools", "retry")
+SCHEMA_OF_STAGE = {
+    "validation": "AgentRequest",
+    "generation": "GenerationTurn",
+    "tools": "ToolCallBatch",
+}
 log = get_logger(__name__)
 
 
@@ -49,6 +64,13 @@ def stage_topic(settings: Settings, stage: str) -> str:
         "generation": topics.generation,
         "tools": topics.tool_calls,
     }[stage]
+
+
+def stage_topics(settings: Settings, stage: str) -> list[str]:
+    """The topics a stage consumes: its stage topic, or every retry tier for ``retry``."""
+    if stage == "retry":
+        return settings.topics.retry_topics()
+    return [stage_topic(settings, stage)]
 
 
 def to_inbound(event: Any) -> Inbound:
@@ -112,10 +134,12 @@ class PipelineWorker:
             deps.admission = Admission(
                 self._redis, s, contexts=deps.contexts, tools=self.tools, codec=self._codec
             )
+        self.retry_forwarder = RetryForwarder()
         handlers: dict[str, Handler] = {
             "validation": ValidationStage(deps),
             "generation": GenerationStage(deps),
             "tools": ToolExecutionStage(deps),
+            "retry": self.retry_forwarder,
         }
         for stage in self.stages:
             self.runners[stage] = self._runner(stage, handlers[stage], deps)
@@ -125,16 +149,50 @@ class PipelineWorker:
 
     def _runner(self, stage: str, handler: Handler, deps: StageDeps) -> StageRunner:
         s = self.settings
+        if stage == "retry":
+            return StageRunner(
+                stage=stage,
+                handler=handler,
+                publish=self._publisher.publish,
+                dead_letter=lambda msg, code, exc, attempt: StageResult(),
+                max_in_flight=s.limits.max_in_flight,
+            )
         dlq_topic = s.topics.dlq(stage_topic(s, stage))
+
+        def ids_of(msg: Inbound) -> RequestIds | None:
+            try:
+                return RequestIds.of(deps.codec.decode(SCHEMA_OF_STAGE[stage], msg.value))
+            except (SerializationError, KeyError):
+                return None
+
+        def to_error_event(
+            msg: Inbound, code: str, exc: BaseException, attempt: int
+        ) -> list[Outbound]:
+            ids = ids_of(msg)
+            failure = Failure(
+                code=code,
+                message=str(exc)[:500],
+                stage=stage,
+                retriable=_retriable(exc),
+                attempt=attempt,
+            )
+            return [
+                error_event(
+                    deps,
+                    request_id=ids.request_id if ids else f"unknown@{msg.position}",
+                    failure=failure,
+                    session_id=ids.session_id if ids else None,
+                    tenant_id=ids.tenant_id if ids else None,
+                    origin=msg,
+                )
+            ]
 
         def to_dead_letter(
             msg: Inbound, code: str, exc: BaseException, attempt: int
-        ) -> list[Outbound]:
-            request_id = getattr(exc, "request_id", None) or f"unknown@{msg.position}"
-            failure = Failure(
-                code=code, message=str(exc)[:500], stage=stage, retriable=False, attempt=attempt
-            )
-            return [
+        ) -> StageResult:
+            """Terminal: the original record for an operator, an ErrorEvent, and the session
+            released so the user's next request is not held behind a dead request."""
+            records = [
                 dead_letter(
                     msg,
                     dlq_topic=dlq_topic,
@@ -144,14 +202,30 @@ class PipelineWorker:
                     error=exc,
                     attempt=attempt,
                 ),
-                error_event(deps, request_id=request_id, failure=failure, origin=msg),
+                *to_error_event(msg, code, exc, attempt),
             ]
+            ids = ids_of(msg)
+            if ids is None or stage == "validation":
+                return StageResult(records=records)
+
+            async def release() -> None:
+                await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
+
+            return StageResult(records=records, then=release)
+
+        retry = None
+        if stage in ("generation", "tools") and s.topics.retry_tiers_s:
+
+            def retry(msg: Inbound, code: str) -> Outbound | None:
+                return schedule_retry(msg, s.topics, code)
 
         return StageRunner(
             stage=stage,
             handler=handler,
             publish=self._publisher.publish,
             dead_letter=to_dead_letter,
+            error_event=to_error_event,
+            retry=retry,
             max_in_flight=s.limits.max_in_flight,
         )
 
@@ -179,9 +253,9 @@ class PipelineWorker:
             stream_wait_empty=False,
         )
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        for stage in self.stages:
+        for stage, name in ((st, t) for st in self.stages for t in stage_topics(s, st)):
             topic = app.topic(
-                stage_topic(s, stage),
+                name,
                 key_type=bytes,
                 value_type=bytes,
                 key_serializer="raw",
@@ -193,7 +267,7 @@ class PipelineWorker:
                 async for event in stream.noack().events():
                     await runner.submit(to_inbound(event), event.ack)
 
-            app.agent(topic, name=f"agentstream.{stage}")(consume)
+            app.agent(topic, name=f"agentstream.{stage}.{name}")(consume)
         return app
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -227,3 +301,7 @@ class PipelineWorker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, RetryLater) or bool(getattr(exc, "retriable", False))

@@ -11,9 +11,11 @@ broker's acknowledgement, runs the handler's ``then`` step, and only then marks 
 offsets are acked to the consumer strictly in order (``PartitionAcks``).
 
 Failures: a handler's ``DeadLetter`` signal sends the original record to the stage's dead-letter
-topic with headers and emits an ErrorEvent. An unexpected error is retried (``max_attempts``,
-exponential backoff) and then dead-lettered the same way, so a poison record never stalls its
-partition. Publishing itself is retried until it succeeds or the runner stops: if the broker is
+topic with headers and emits an ErrorEvent; ``RetryLater`` sends it to the next retry tier (see
+streams/retry.py) or, past the last tier, to the dead-letter topic. An unexpected error is retried
+in place (``max_attempts``, jittered exponential backoff), then goes to a retry tier when it is
+transient (Redis or broker trouble) or to the dead-letter topic, so a poison record never stalls
+its partition. Publishing itself is retried until it succeeds or the runner stops: if the broker is
 unreachable no later offset can complete anyway, and an unacked offset is redelivered.
 """
 
@@ -29,13 +31,16 @@ from dataclasses import dataclass, field
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
-from agentstream.processors.signals import DeadLetter
+from agentstream.processors.signals import DeadLetter, RetryLater
+from agentstream.schemas.dead_letter import prior_attempts
 from agentstream.streams.acks import PartitionAcks
 
 log = get_logger(__name__)
 
 AckFn = Callable[[], object]
-DeadLetterFactory = Callable[[Inbound, str, BaseException, int], list[Outbound]]
+DeadLetterFactory = Callable[[Inbound, str, BaseException, int], StageResult]
+RetryRouter = Callable[[Inbound, str], Outbound | None]
+ErrorEventFactory = Callable[[Inbound, str, BaseException, int], list[Outbound]]
 
 
 @dataclass(kw_only=True)
@@ -44,6 +49,7 @@ class RunnerStats:
     dead_lettered: int = 0
     retries: int = 0
     publish_retries: int = 0
+    retried_later: int = 0
     peak_in_flight: int = 0
 
 
@@ -69,6 +75,8 @@ class StageRunner:
         publish: Callable[[list[Outbound]], Awaitable[None]],
         dead_letter: DeadLetterFactory,
         max_in_flight: int,
+        retry: RetryRouter | None = None,
+        error_event: ErrorEventFactory | None = None,
         max_attempts: int = 3,
         retry_base_s: float = 0.1,
     ) -> None:
@@ -76,6 +84,8 @@ class StageRunner:
         self._handler = handler
         self._publish = publish
         self._dead_letter = dead_letter
+        self._retry = retry
+        self._error_event = error_event or (lambda *_: [])
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
         self._max_attempts = max_attempts
@@ -144,23 +154,33 @@ class StageRunner:
             self._idle.set()
 
     async def _process(self, msg: Inbound) -> None:
+        result = await self._handle(msg)
+        await self._publish_with_retry(msg, result.records)
+        if result.then is not None:
+            try:
+                await result.then()
+            except Exception as exc:  # noqa: BLE001 - outputs are out; do not redo the event
+                log.warning(
+                    "post-publish step failed",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    error=type(exc).__name__,
+                )
+        self.stats.processed += 1
+
+    async def _handle(self, msg: Inbound) -> StageResult:
+        """Run the handler; turn its signals and failures into the records that end the event."""
+        prior = prior_attempts(msg)
         attempt = 0
         while True:
             attempt += 1
             try:
-                result = await self._handler(msg)
-                break
+                return await self._handler(msg)
             except DeadLetter as signal:
-                result = StageResult(records=self._dead_letter(msg, signal.code, signal, attempt))
-                self.stats.dead_lettered += 1
-                log.warning(
-                    "dead-lettered",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    code=signal.code,
-                )
-                break
+                return self._fail(msg, signal.code, signal, prior + 1, retry=False)
+            except RetryLater as signal:
+                return self._fail(msg, signal.code, signal, prior + 1, retry=True)
             except Exception as exc:
                 code = exc.code if isinstance(exc, AgentStreamError) else "INTERNAL_ERROR"
                 if attempt < self._max_attempts:
@@ -177,28 +197,41 @@ class StageRunner:
                     await asyncio.sleep(delay)
                     continue
                 log.exception(
-                    "stage error, dead-lettering",
+                    "stage error",
                     topic=msg.topic,
                     partition=msg.partition,
                     offset=msg.offset,
                     code=code,
                 )
-                result = StageResult(records=self._dead_letter(msg, code, exc, attempt))
-                self.stats.dead_lettered += 1
-                break
-        await self._publish_with_retry(msg, result.records)
-        if result.then is not None:
-            try:
-                await result.then()
-            except Exception as exc:  # noqa: BLE001 - outputs are out; do not redo the event
+                return self._fail(msg, code, exc, prior + attempt, retry=_transient(exc))
+
+    def _fail(
+        self, msg: Inbound, code: str, exc: BaseException, attempt: int, *, retry: bool
+    ) -> StageResult:
+        if retry and self._retry is not None:
+            scheduled = self._retry(msg, code)
+            if scheduled is not None:
+                self.stats.retried_later += 1
                 log.warning(
-                    "post-publish step failed",
+                    "sent to retry topic",
                     topic=msg.topic,
                     partition=msg.partition,
                     offset=msg.offset,
-                    error=type(exc).__name__,
+                    code=code,
+                    retry_topic=scheduled.topic,
+                    attempt=attempt,
                 )
-        self.stats.processed += 1
+                return StageResult(records=[scheduled, *self._error_event(msg, code, exc, attempt)])
+        self.stats.dead_lettered += 1
+        log.warning(
+            "dead-lettered",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            code=code,
+            attempt=attempt,
+        )
+        return self._dead_letter(msg, code, exc, attempt)
 
     async def _publish_with_retry(self, msg: Inbound, records: list[Outbound]) -> None:
         delay = 0.05
@@ -262,3 +295,14 @@ class StageRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try later: the error says so, or it is a connection/timeout problem."""
+    if isinstance(exc, AgentStreamError):
+        return exc.retriable
+    return isinstance(exc, ConnectionError | TimeoutError | OSError) or type(exc).__name__ in (
+        "ConnectionError",
+        "TimeoutError",
+        "BusyLoadingError",
+    )

@@ -1,0 +1,414 @@
+"""Dead-letter topics: summarise, read decoded, and replay to the original (or another) topic.
+
+Reading takes a snapshot of each partition's end first: the fetch high-water mark
+(``consumer.highwater(tp)``), because ``end_offsets()`` is wrong on Tansu (it answers the last
+batch's base offset + 1). Records that arrive while a scan runs are not part of it.
+
+A replayed record keeps its key and value bytes. Its headers are the original ones without the
+dead-letter convention's own headers (``kafka_dlt-*`` and ``agentstream-error-code``/``-stage``/
+``-attempt``/``-dlt-time``: a stale attempt count would make the retry path give up at once),
+plus ``agentstream-replayed-from: <dlq topic>/<partition>/<offset>`` and
+``agentstream-replay-id: <id>``.
+
+Replays are at-least-once and may be repeated: the pipeline drops a request it has already
+answered (request_id dedupe) and never repeats a completed LLM call or tool effect (step journal),
+so replaying the same range twice answers each request once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agentstream.config import Settings
+from agentstream.exceptions import AgentStreamError
+from agentstream.processors.base import Outbound
+from agentstream.schemas import dead_letter as dl
+from agentstream.schemas.codec import AvroCodec
+from agentstream.schemas.exceptions import SerializationError
+from agentstream.streams.admin import list_topics
+from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.publisher import Publisher
+
+REPLAYED_FROM = "agentstream-replayed-from"
+REPLAY_ID = "agentstream-replay-id"
+_STRIPPED = frozenset(dl.DLQ_HEADERS)
+_BATCH = 500
+_POLL_MS = 200
+
+
+class ReplayError(AgentStreamError):
+    code = "REPLAY_ERROR"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """One dead-letter record and what its headers say."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    meta: dict[str, str]
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def origin_topic(self) -> str | None:
+        return self.meta.get(dl.ORIGINAL_TOPIC) or None
+
+    @property
+    def error_code(self) -> str:
+        return self.meta.get(dl.ERROR_CODE) or "UNKNOWN"
+
+    @property
+    def error_class(self) -> str:
+        return self.meta.get(dl.EXCEPTION_FQCN) or "unknown"
+
+    @property
+    def dead_lettered_ms(self) -> int:
+        """When it was dead-lettered: the ``agentstream-dlt-time`` header, else the timestamp."""
+        raw = self.meta.get(dl.DLT_TIME)
+        try:
+            return int(raw) if raw else self.timestamp_ms
+        except ValueError:
+            return self.timestamp_ms
+
+    @property
+    def session(self) -> str | None:
+        return self.key.decode(errors="replace") if self.key is not None else None
+
+    def replay_headers(self, replay_id: str) -> list[tuple[str, bytes]]:
+        kept = [
+            (k, v)
+            for k, v in self.headers
+            if k not in _STRIPPED
+            and not k.startswith("kafka_dlt-")
+            and k not in (REPLAYED_FROM, REPLAY_ID)
+        ]
+        return [*kept, (REPLAYED_FROM, self.position.encode()), (REPLAY_ID, replay_id.encode())]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayFilter:
+    """Which records to take; empty sets match everything. Times are epoch milliseconds."""
+
+    error_codes: frozenset[str] = frozenset()
+    error_classes: frozenset[str] = frozenset()
+    """Fully qualified (``agentstream.llm.exceptions.LLMServerError``) or bare class names."""
+    since_ms: int | None = None
+    until_ms: int | None = None
+    sessions: frozenset[str] = frozenset()
+    tenants: frozenset[str] = frozenset()
+
+    @property
+    def needs_tenant(self) -> bool:
+        return bool(self.tenants)
+
+    def matches(self, record: DeadLetter, tenant: str | None = None) -> bool:
+        if self.error_codes and record.error_code not in self.error_codes:
+            return False
+        if self.error_classes and not any(
+            record.error_class == c or record.error_class.endswith(f".{c}")
+            for c in self.error_classes
+        ):
+            return False
+        when = record.dead_lettered_ms
+        if self.since_ms is not None and when < self.since_ms:
+            return False
+        if self.until_ms is not None and when >= self.until_ms:
+            return False
+        if self.sessions and record.session not in self.sessions:
+            return False
+        return not self.tenants or tenant in self.tenants
+
+
+@dataclass(kw_only=True)
+class DlqSummary:
+    topic: str
+    records: int
+    partitions: int
+    by_code: Counter[str] = field(default_factory=Counter)
+    by_class: Counter[str] = field(default_factory=Counter)
+    by_origin: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(kw_only=True)
+class ReplaySummary:
+    topic: str
+    replay_id: str
+    dry_run: bool
+    scanned: int = 0
+    matched: int = 0
+    replayed: int = 0
+    no_target: int = 0
+    by_target: Counter[str] = field(default_factory=Counter)
+    by_code: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    @property
+    def filtered_out(self) -> int:
+        return self.scanned - self.matched
+
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``; called after every record and once when the total is known."""
+
+
+def schema_for_topic(settings: Settings, topic: str) -> str | None:
+    """The Avro record name carried by ``topic`` (or by the topic a DLQ belongs to)."""
+    t = settings.topics
+    names = {
+        t.requests: "AgentRequest",
+        t.generation: "GenerationTurn",
+        t.tool_calls: "ToolCallBatch",
+        t.responses: "AgentResponse",
+        t.errors: "ErrorEvent",
+        t.metrics: "MetricsEvent",
+    }
+    if topic not in names and topic.endswith(t.dlq_suffix):
+        topic = topic[: -len(t.dlq_suffix)]
+    return names.get(topic)
+
+
+async def decode(
+    settings: Settings, codec: AvroCodec, record: DeadLetter
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(value, None)`` decoded with the origin topic's schema, or ``(None, why not)``."""
+    schema = schema_for_topic(settings, record.origin_topic or record.topic)
+    if schema is None:
+        return None, "no schema known for the origin topic"
+    try:
+        return await codec.decode_async(schema, record.value), None
+    except SerializationError as exc:
+        return None, getattr(exc, "reason", None) or str(exc)
+
+
+async def dlq_topics(settings: Settings) -> list[str]:
+    """Every topic on the cluster whose name ends with the dead-letter suffix."""
+    suffix = settings.topics.dlq_suffix
+    return sorted(t for t in await list_topics(settings) if t.endswith(suffix))
+
+
+class DlqReader:
+    """Reads a topic from its first offsets up to the high-water marks seen on the first fetch."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.total: int | None = None
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+            request_timeout_ms=int(settings.timeouts.kafka_request_s * 1000),
+        )
+
+    async def __aenter__(self) -> DlqReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def records(
+        self, on_total: Callable[[int], None] | None = None
+    ) -> AsyncIterator[DeadLetter]:
+        consumer = self._consumer
+        parts = consumer.partitions_for_topic(self.topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(self.topic)
+        if not parts:
+            raise ReplayError(f"topic {self.topic!r} does not exist")
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        begin: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, begin[tp])
+        end: dict[TopicPartition, int] = {}
+        done: set[TopicPartition] = set()
+        wait_s = self.settings.timeouts.kafka_request_s
+        deadline = time.monotonic() + wait_s
+        while len(done) < len(tps):
+            batches = await consumer.getmany(timeout_ms=_POLL_MS)
+            for tp in tps:
+                if tp not in end:
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None:
+                        end[tp] = highwater
+            if self.total is None and len(end) == len(tps):
+                self.total = sum(max(0, end[tp] - begin[tp]) for tp in tps)
+                if on_total is not None:
+                    on_total(self.total)
+            if len(end) < len(tps) and time.monotonic() > deadline:
+                raise ReplayError(f"no high-water mark for {self.topic} after {wait_s:g}s")
+            for tp, batch in sorted(batches.items(), key=lambda item: item[0].partition):
+                for r in batch:
+                    if tp in end and r.offset >= end[tp]:
+                        break
+                    yield DeadLetter(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        timestamp_ms=int(r.timestamp or 0),
+                        key=r.key,
+                        value=r.value if r.value is not None else b"",
+                        headers=[(k, v if v is not None else b"") for k, v in r.headers or ()],
+                        meta=dl.header_map([(k, v or b"") for k, v in r.headers or ()]),
+                    )
+            for tp in tps:
+                if tp in end and tp not in done and await consumer.position(tp) >= end[tp]:
+                    done.add(tp)
+                    consumer.pause(tp)
+
+
+async def summarize(settings: Settings, topics: Iterable[str] | None = None) -> list[DlqSummary]:
+    """Count every dead-letter topic (default: all on the cluster) with an error breakdown."""
+    names = list(topics) if topics is not None else await dlq_topics(settings)
+    partitions = await list_topics(settings)
+    out: list[DlqSummary] = []
+    for name in names:
+        if name not in partitions:
+            raise ReplayError(f"topic {name!r} does not exist")
+        summary = DlqSummary(topic=name, records=0, partitions=partitions[name])
+        async with DlqReader(settings, name) as reader:
+            async for record in reader.records():
+                summary.records += 1
+                summary.by_code[record.error_code] += 1
+                summary.by_class[record.error_class.rsplit(".", 1)[-1]] += 1
+                summary.by_origin[record.origin_topic or "?"] += 1
+        out.append(summary)
+    return out
+
+
+async def matching(
+    settings: Settings,
+    topic: str,
+    codec: AvroCodec,
+    filter_: ReplayFilter,
+    *,
+    decode_values: bool = True,
+    on_total: Callable[[int], None] | None = None,
+    on_scanned: Callable[[DeadLetter, bool], None] | None = None,
+) -> AsyncIterator[tuple[DeadLetter, dict[str, Any] | None, str | None]]:
+    """The records of ``topic`` that pass ``filter_``, each with its decoded value (or why not;
+    both ``None`` when ``decode_values`` is off and the filter does not need the tenant)."""
+    async with DlqReader(settings, topic) as reader:
+        async for record in reader.records(on_total):
+            value: dict[str, Any] | None = None
+            why: str | None = None
+            if decode_values or filter_.needs_tenant:
+                value, why = await decode(settings, codec, record)
+            tenant = value.get("tenant_id") if value else None
+            ok = filter_.matches(record, tenant if isinstance(tenant, str) else None)
+            if on_scanned is not None:
+                on_scanned(record, ok)
+            if ok:
+                yield record, value, why
+
+
+async def replay(
+    settings: Settings,
+    topic: str,
+    codec: AvroCodec,
+    *,
+    to: str | None = None,
+    filter_: ReplayFilter | None = None,
+    dry_run: bool = False,
+    rate: float | None = None,
+    replay_id: str | None = None,
+    progress: Progress | None = None,
+) -> ReplaySummary:
+    """Re-publish the matching records of dead-letter ``topic`` (see the module docstring).
+
+    The target is ``to`` or each record's ``kafka_dlt-original-topic`` header (records without
+    one are counted as ``no_target``). ``rate`` caps records per second. ``dry_run`` sends
+    nothing and reports what would be sent.
+    """
+    if rate is not None and rate <= 0:
+        raise ReplayError("rate must be > 0 records/s")
+    summary = ReplaySummary(
+        topic=topic, replay_id=replay_id or uuid.uuid4().hex[:12], dry_run=dry_run
+    )
+    existing = await list_topics(settings)
+    if topic not in existing:
+        raise ReplayError(f"topic {topic!r} does not exist")
+    if to is not None and to not in existing:
+        raise ReplayError(f"target topic {to!r} does not exist")
+    total = 0
+
+    def on_total(n: int) -> None:
+        nonlocal total
+        total = n
+        if progress is not None:
+            progress(0, n)
+
+    def on_scanned(record: DeadLetter, ok: bool) -> None:
+        summary.scanned += 1
+        if progress is not None:
+            progress(summary.scanned, total)
+
+    publisher = None if dry_run else Publisher(settings)
+    if publisher is not None:
+        await publisher.start()
+    started = time.monotonic()
+    pending: list[Outbound] = []
+    try:
+        async for record, _, _ in matching(
+            settings,
+            topic,
+            codec,
+            filter_ or ReplayFilter(),
+            decode_values=False,
+            on_total=on_total,
+            on_scanned=on_scanned,
+        ):
+            summary.matched += 1
+            summary.by_code[record.error_code] += 1
+            target = to or record.origin_topic
+            if target is None:
+                summary.no_target += 1
+                continue
+            if target not in existing:
+                raise ReplayError(f"original topic {target!r} of {record.position} does not exist")
+            summary.by_target[target] += 1
+            if publisher is None:
+                continue
+            pending.append(
+                Outbound(
+                    topic=target,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.replay_headers(summary.replay_id),
+                )
+            )
+            if rate is not None:
+                wait = started + summary.replayed / rate - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if rate is not None or len(pending) >= _BATCH:
+                await publisher.publish(pending)
+                summary.replayed += len(pending)
+                pending = []
+        if publisher is not None and pending:
+            await publisher.publish(pending)
+            summary.replayed += len(pending)
+    finally:
+        if publisher is not None:
+            await publisher.stop()
+        summary.elapsed_s = time.monotonic() - started
+    return summary

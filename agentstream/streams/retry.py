@@ -1,0 +1,71 @@
+"""Non-blocking tiered retries.
+
+A record that failed transiently in the generation or tool stage is republished to
+``<topic>.retry.<N>s`` for its attempt (default tiers 5 s, 30 s, 300 s) with headers naming its
+attempt count, due time and origin; its original offset is then committed like any finished one.
+A retry forwarder consumes each retry topic and holds every record until it is due, in its own
+key chain, so other sessions keep flowing, then sends it back to the origin topic. After the last
+tier the record goes to the stage's dead-letter topic.
+
+A session's later requests cannot overtake a retried turn: the session stays claimed by the
+request until it finishes (see processors/validation.py), and a request's turns are sequential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agentstream.config import TopicSettings
+from agentstream.processors.base import Inbound, Outbound, StageResult
+from agentstream.schemas.dead_letter import (
+    ATTEMPT,
+    RETRY_DUE,
+    RETRY_HEADERS,
+    RETRY_ORIGIN,
+    RETRY_REASON,
+    header_map,
+    prior_attempts,
+)
+
+
+def schedule_retry(msg: Inbound, topics: TopicSettings, code: str) -> Outbound | None:
+    """The retry-topic record for ``msg``'s next attempt, or None when the tiers are used up."""
+    tier = prior_attempts(msg)
+    if tier >= len(topics.retry_tiers_s):
+        return None
+    due_ms = int((time.time() + topics.retry_tiers_s[tier]) * 1000)
+    kept = [(k, v) for k, v in msg.headers if k not in RETRY_HEADERS]
+    headers = [
+        *kept,
+        (ATTEMPT, str(tier + 1).encode()),
+        (RETRY_DUE, str(due_ms).encode()),
+        (RETRY_ORIGIN, msg.topic.encode()),
+        (RETRY_REASON, code.encode()),
+    ]
+    return Outbound(
+        topic=topics.retry_topic(msg.topic, tier), key=msg.key, value=msg.value, headers=headers
+    )
+
+
+class RetryForwarder:
+    """Handler for retry topics: wait until due, then send the record back to its origin."""
+
+    def __init__(self) -> None:
+        self.forwarded = 0
+        self.lateness_ms: list[float] = []
+
+    async def __call__(self, msg: Inbound) -> StageResult:
+        headers = header_map(msg.headers)
+        origin = headers.get(RETRY_ORIGIN)
+        if not origin:
+            return StageResult()  # not a retry record: nothing to forward
+        due_ms = int(headers.get(RETRY_DUE, "0") or 0)
+        wait_s = due_ms / 1000 - time.time()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        self.lateness_ms.append(time.time() * 1000 - due_ms)
+        self.forwarded += 1
+        return StageResult(
+            records=[Outbound(topic=origin, key=msg.key, value=msg.value, headers=msg.headers)]
+        )
