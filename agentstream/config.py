@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agentstream.tools.settings import ToolSettings
+
 CONFIG_FILE_ENV = "AGENTSTREAM_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "agentstream.toml"
 
@@ -119,6 +121,11 @@ class Limits(BaseModel):
     max_in_flight: int = Field(default=500, ge=1)
     double_text: Literal["queue", "reject"] = "queue"
     session_busy_timeout_s: float = Field(default=900.0, gt=0)
+    # Load shedding (RESOURCE_EXHAUSTED): refuse new requests while this worker's resident
+    # memory is above shed_rss_mb, or its stages hold more than shed_in_flight_ratio of their
+    # in-flight capacity. Off by default.
+    shed_rss_mb: float | None = Field(default=None, gt=0)
+    shed_in_flight_ratio: float | None = Field(default=None, gt=0, le=1)
 
 
 class StateSettings(BaseModel):
@@ -131,7 +138,7 @@ class StateSettings(BaseModel):
     journal_retention_s: int = Field(default=24 * 3600, ge=60)
 
 
-class ModelPrice(BaseModel):
+class ModelPriceSettings(BaseModel):
     """USD per one million tokens."""
 
     input_per_mtok: float = Field(default=0.0, ge=0)
@@ -179,7 +186,25 @@ class LLMSettings(BaseModel):
     ``model`` names the default route: a key of ``routes``, a key of ``providers`` (a route of
     one), or ``local``. A route is an ordered fallback chain of provider names (``local`` is
     always available). ``tenant_routes`` maps tenant ids to routes; with ``request_routes`` a
-    request's ``metadata["model"]`` may name any configured route.
+    request's ``metadata["model"]`` may name any configured route. For example (TOML)::
+
+        [llm]
+        model = "main"
+        routes = { main = ["gpt", "claude", "local"], cheap = ["vllm", "local"] }
+        tenant_routes = { acme = "cheap" }
+        [llm.providers.gpt]
+        kind = "openai"
+        model = "gpt-4o-mini"          # api_key from OPENAI_API_KEY unless set here
+        [llm.providers.claude]
+        kind = "anthropic"
+        model = "claude-sonnet-4-5"
+        [llm.providers.vllm]
+        kind = "openai"
+        model = "Qwen/Qwen2.5-7B-Instruct"
+        base_url = "http://vllm:8000/v1"
+        [llm.prices."gpt-4o-mini"]
+        input_per_mtok = 0.15
+        output_per_mtok = 0.60
     """
 
     model: str = "local"
@@ -191,7 +216,7 @@ class LLMSettings(BaseModel):
     routes: dict[str, list[str]] = Field(default_factory=dict)
     tenant_routes: dict[str, str] = Field(default_factory=dict)
     request_routes: bool = True
-    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    prices: dict[str, ModelPriceSettings] = Field(default_factory=dict)
     retry: LLMRetrySettings = LLMRetrySettings()
     breaker: BreakerSettings = BreakerSettings()
 
@@ -235,6 +260,17 @@ class AdmissionSettings(BaseModel):
     cache_min_confidence: float = Field(default=0.8, ge=0, le=1)
 
 
+class DegradationSettings(BaseModel):
+    """Switches an operator flips during an incident (answers on these paths are degraded)."""
+
+    disable_tools: bool = False
+    """Offer no tools to the model; tool-call batches are answered with an error result."""
+    force_fallback: bool = False
+    """Skip each route's primary model and serve from its fallbacks."""
+    cached_only: bool = False
+    """Answer only from the response cache; a miss gets a SERVICE_DEGRADED response."""
+
+
 class Settings(BaseSettings):
     """All agentstream settings."""
 
@@ -274,6 +310,8 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     llm: LLMSettings = LLMSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    degradation: DegradationSettings = DegradationSettings()
+    tools: ToolSettings = ToolSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -12,8 +12,17 @@
     │   ├── ContextLostError
     │   └── ConcurrentUpdateError
     ├── LLMError                         (agentstream.llm.exceptions)
-    │   ├── LLMTimeoutError / LLMUnavailableError   retriable = True
-    │   └── LLMBadRequestError                       retriable = False
+    │   ├── LLMTimeoutError                          retriable = True
+    │   ├── LLMUnavailableError                      retriable = True
+    │   │   └── LLMRateLimitedError (retry_after_s) / LLMOverloadedError / LLMServerError /
+    │   │       LLMConnectionError / LLMInvalidResponseError
+    │   ├── LLMBadRequestError                       retriable = False
+    │   │   └── LLMContextTooLongError / LLMContentPolicyError
+    │   └── LLMAuthenticationError / LLMQuotaExceededError   retriable = False
+    ├── ResilienceError                  (agentstream.resilience.exceptions)
+    │   ├── CircuitOpenError                         retriable = True (retry_after_s)
+    │   ├── AttemptTimeoutError          TIMEOUT     retriable = True
+    │   └── DeadlineExceededError        TIMEOUT     retriable = False
     └── ToolError                        (agentstream.tools.exceptions)
         ├── ToolNotFoundError / ToolArgumentsError / ToolDeniedError
         ├── ToolTimeoutError                         retriable = True

@@ -8,9 +8,12 @@ import typer
 
 from agentstream import __version__
 from agentstream.cli.dev import dev
+from agentstream.cli.dlq import dlq_app
 from agentstream.cli.send import send
 from agentstream.cli.tail import tail
+from agentstream.cli.tools import tools_app
 from agentstream.cli.topics import topics_app
+from agentstream.cli.usage import usage
 from agentstream.cli.worker import worker
 
 app = typer.Typer(
@@ -40,7 +43,10 @@ def main(
 
 
 app.add_typer(topics_app, name="topics")
+app.add_typer(tools_app, name="tools")
+app.add_typer(dlq_app, name="dlq")
 app.command("dev")(dev)
 app.command("worker")(worker)
 app.command("send")(send)
 app.command("tail")(tail)
+app.command("usage")(usage)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
+from agentstream.observability.load import LoadMonitor
 from agentstream.schemas.codec import AvroCodec
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
@@ -95,6 +96,7 @@ class StageDeps:
     dedupe: RequestDedupe
     journal: StepJournal
     admission: Admission | None = None  # rate limits, budgets, response cache
+    load: LoadMonitor | None = None  # load shedding (RESOURCE_EXHAUSTED)
 
 
 def utcnow() -> datetime:

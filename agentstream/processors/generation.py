@@ -18,7 +18,12 @@ from typing import Any
 from agentstream.admission import AdmissionDenied, admitted_llm_call
 from agentstream.exceptions import AgentStreamError
 from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult
-from agentstream.llm.exceptions import LLMTimeoutError
+from agentstream.llm.exceptions import (
+    LLMContextTooLongError,
+    LLMRateLimitedError,
+    LLMTimeoutError,
+)
+from agentstream.llm.wrappers import route_of
 from agentstream.observability.logging import bind_request, get_logger
 from agentstream.processors.base import (
     Inbound,
@@ -33,11 +38,16 @@ from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import add_stage_time, add_usage
 from agentstream.processors.prompt import build_messages, canonical_arguments, history_entry
 from agentstream.processors.signals import DeadLetter, RetryLater
+from agentstream.resilience.deadline import deadline_scope
+from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import AgentContext
 from agentstream.state.journal import llm_step_id
 
 STAGE = "generation"
+# Confidence of an answer produced on a degraded path (simplified context, fallback model).
+DEGRADED_CONFIDENCE = 0.6
+DEFAULT_MAX_TOKENS = 1024
 log = get_logger(__name__)
 
 
@@ -70,6 +80,15 @@ class GenerationStage:
             code: str, text: str, *, retriable: bool = False, meta: dict[str, str] | None = None
         ) -> StageResult:
             failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
+            failed_tools = sorted({c["name"] for c in progress["tool_calls"] if c["is_error"]})
+            if failed_tools and code != "RATE_LIMITED":
+                # TOOL_FAILURE strategy, second step: the model saw the tool error and still
+                # could not finish; tell the user what failed and what to do
+                text = (
+                    f"I could not complete this request because a tool failed "
+                    f"({', '.join(failed_tools)}). Please try again later, or rephrase the "
+                    "request so it does not need that tool."
+                )
             records = finish(
                 deps,
                 ids=ids,
@@ -105,14 +124,29 @@ class GenerationStage:
             )
         except AgentStreamError as exc:
             log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
-            if _past(event["deadline"]):
+            if isinstance(exc, DeadlineExceededError) or _past(event["deadline"]):
                 await self._set_state(ids, "ERROR")
                 return fail("TIMEOUT", "The request's deadline passed before the model answered.")
+            if isinstance(exc, LLMRateLimitedError):
+                # RATE_LIMITED strategy: answer now with when to come back
+                await self._set_state(ids, "ERROR")
+                after = exc.retry_after_s or 30.0
+                return fail(
+                    "RATE_LIMITED",
+                    f"The model provider is rate limiting requests; try again in {after:.0f} s.",
+                    retriable=True,
+                    meta={"retry_after_s": f"{after:g}"},
+                )
             if exc.retriable:
-                # transient: the non-blocking retry tiers take it; the session stays claimed
+                # transient (provider down, breaker open without a fallback): the non-blocking
+                # retry tiers take it; the session stays claimed so later turns cannot overtake
                 raise RetryLater(exc.code, f"model call failed ({exc.code})") from exc
             await self._set_state(ids, "ERROR")
-            return fail(exc.code, f"The model call failed ({exc.code}).", retriable=exc.retriable)
+            return fail(
+                exc.code,
+                f"The model could not answer this request ({exc.code}).",
+                retriable=exc.retriable,
+            )
         add_usage(progress, result.usage)
         state = "EXECUTING" if result.tool_calls else "COMPLETED"
         entry = history_entry(
@@ -151,12 +185,23 @@ class GenerationStage:
             return StageResult(
                 records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
             )
+        meta = {"model": result.model or deps.llm.name}
+        routed = route_of(result)
+        if routed is not None:
+            meta["route"] = routed.route
+            meta["served_by"] = routed.served_by
+            if routed.degraded:  # a fallback model answered
+                progress["degraded"] = True
+                meta.setdefault("degraded_reason", "fallback-model")
+        if "degraded_reason" in event["metadata"]:
+            meta["degraded_reason"] = event["metadata"]["degraded_reason"]
         records = finish(
             deps,
             ids=ids,
             progress=progress,
             content=result.content,
-            metadata={"model": result.model or deps.llm.name},
+            confidence=DEGRADED_CONFIDENCE if progress["degraded"] else 1.0,
+            metadata=meta,
         )
         if deps.admission is not None:  # response cache: stores only what is cacheable
             await deps.admission.remember_answer(
@@ -190,26 +235,55 @@ class GenerationStage:
             call_id=step,
             history=ctx.history,
         ) as grant:
-            result = await self._call_model(ctx, event)
+            result = await self._call_with_recovery(ctx, event)
             grant.record(result.usage)
         await journal.complete(ids.tenant_id, step, result.to_json())
         return result
 
-    async def _call_model(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
+    async def _call_with_recovery(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
+        """LLM_TIMEOUT and context-too-long: try once more with a simplified context (a quarter
+        of the history budget, a quarter of the output tokens); the answer is marked degraded."""
+        try:
+            return await self._call_model(ctx, event)
+        except (LLMTimeoutError, LLMContextTooLongError, AttemptTimeoutError) as exc:
+            log.warning("retrying with a simplified context", code=exc.code)
+            result = await self._call_model(ctx, event, simplified=True)
+            event["progress"]["degraded"] = True
+            event["metadata"] = {
+                **event["metadata"],
+                "degraded_reason": f"simplified-context:{exc.code}",
+            }
+            return result
+
+    async def _call_model(
+        self, ctx: AgentContext, event: dict[str, Any], *, simplified: bool = False
+    ) -> LLMResult:
         deps = self.deps
-        messages = build_messages(
-            deps.settings.llm.system_prompt, ctx.history, deps.settings.limits.history_token_budget
-        )
+        budget = deps.settings.limits.history_token_budget
+        max_tokens = DEFAULT_MAX_TOKENS
+        if simplified:
+            budget, max_tokens = budget // 4, max(64, max_tokens // 4)
+        messages = build_messages(deps.settings.llm.system_prompt, ctx.history, budget)
         allowed: list[str] = event["allowed_tools"]
         request = LLMRequest(
             messages=messages,
-            tools=tuple(deps.tools.specs(allowed or None)),
+            tools=()
+            if deps.settings.degradation.disable_tools
+            else tuple(deps.tools.specs(allowed or None)),
+            max_tokens=max_tokens,
             metadata=dict(event["metadata"]),
         )
+        llm = deps.llm
+        select = getattr(llm, "select", None)  # a ModelRouter picks the route per request
         timeout_s = deps.settings.timeouts.llm_call_s
+        if select is not None:
+            llm = select(tenant_id=event["tenant_id"], metadata=event["metadata"])
+            # routes time each attempt themselves; this only caps the whole retry budget
+            timeout_s += deps.settings.llm.retry.max_total_s
         try:
-            async with asyncio.timeout(timeout_s):
-                return await deps.llm.complete(request)
+            with deadline_scope(event["deadline"]):
+                async with asyncio.timeout(timeout_s):
+                    return await llm.complete(request)
         except TimeoutError as exc:
             raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
 

@@ -219,6 +219,12 @@ class ToolExecutionStage:
     ) -> ToolOutcome:
         name: str = call["name"]
         allowed: list[str] = batch["allowed_tools"]
+        if self.deps.settings.degradation.disable_tools:
+            return ToolOutcome(
+                content="Error: tools are disabled right now (degraded mode)",
+                is_error=True,
+                error_code="TOOLS_DISABLED",
+            )
         if allowed and name not in allowed:
             return ToolOutcome(
                 content=f"Error: tool access denied: {name}",

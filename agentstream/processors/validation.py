@@ -89,6 +89,23 @@ class ValidationStage:
                         )
                     ]
                 )
+            shed = self.deps.load.overloaded() if self.deps.load is not None else None
+            if shed is not None:  # RESOURCE_EXHAUSTED: refuse new work, answer at once
+                log.warning("shedding load", reason=shed)
+                text = "The service is overloaded right now; please try again in a few seconds."
+                failure = Failure(
+                    code="RESOURCE_EXHAUSTED", message=text, stage=STAGE, retriable=True
+                )
+                records = finish(
+                    self.deps,
+                    ids=ids,
+                    progress=progress,
+                    content=text,
+                    failure=failure,
+                    metadata={"retry_after_s": "5"},
+                    origin=msg,
+                )
+                return StageResult(records=records)
             if self.deps.admission is not None:  # rate limits, budget, then the response cache
                 denial, cached = await self.deps.admission.admit(
                     **ids.as_fields(),
@@ -125,6 +142,15 @@ class ValidationStage:
                         metadata=cached.metadata(),
                     )
                     return StageResult(records=records)
+            if self.deps.settings.degradation.cached_only:  # no cached answer above: refuse
+                text = "Only cached answers are available right now; please try again later."
+                failure = Failure(
+                    code="SERVICE_DEGRADED", message=text, stage=STAGE, retriable=True
+                )
+                records = finish(
+                    self.deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
+                )
+                return StageResult(records=records)
             try:
                 await self._record_user_turn(ids, message, allowed, request["metadata"])
             except RequestRejected as rej:

@@ -7,9 +7,8 @@
     ├── AttemptTimeoutError      TIMEOUT              retriable (one attempt ran out of time)
     └── DeadlineExceededError    TIMEOUT              not retriable (the request's deadline passed)
 
-``CircuitOpenError`` is retriable in the sense "later may work": the retry policy waits for it only
-if the breaker would half-open within the retry budget, otherwise it gives up at once so the caller
-can use a fallback model or a retry topic.
+``CircuitOpenError`` is retriable in the sense "later may work" (a retry topic may take it), but the
+in-process retry policy never waits for it: the caller moves to a fallback model or a retry topic.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from agentstream.admission import Admission
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
+from agentstream.observability.load import LoadMonitor
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Handler,
@@ -45,8 +46,8 @@ from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.runner import StageRunner
-from agentstream.tools.base import ToolExecutor
-from agentstream.tools.registry import default_registry
+from agentstream.tools.base import ManagedTools, ToolExecutor
+from agentstream.tools.factory import build_tools
 
 STAGES = ("validation", "generation", "tools", "retry")
 SCHEMA_OF_STAGE = {
@@ -105,10 +106,13 @@ class PipelineWorker:
             raise ValueError(f"unknown stage(s): {', '.join(sorted(unknown))}")
         self.settings = settings
         self.stages = stages
-        self.llm = llm or build_llm(settings)
-        self.tools = tools or default_registry()
-        self.runners: dict[str, StageRunner] = {}
         self._redis = redis_from_settings(settings)
+        self.llm = llm or build_llm(settings, redis=self._redis)
+        self.runners: dict[str, StageRunner] = {}
+        # Built-in + MCP tools with permissions and the result cache; the worker opens and closes
+        # the MCP sessions of the executor it builds (a caller's executor is the caller's).
+        self._owns_tools = tools is None
+        self.tools = tools or build_tools(settings, redis=self._redis)
         self._codec = codec_from_settings(settings)
         self._publisher = Publisher(settings)
         self._app: faust.App | None = None
@@ -116,6 +120,8 @@ class PipelineWorker:
 
     async def start(self) -> None:
         s = self.settings
+        if isinstance(self.tools, ManagedTools):
+            await self.tools.start()  # idempotent
         await self._codec.prepare()
         await self._publisher.start()
         keys = Keys(s.state.key_prefix)
@@ -134,6 +140,11 @@ class PipelineWorker:
             deps.admission = Admission(
                 self._redis, s, contexts=deps.contexts, tools=self.tools, codec=self._codec
             )
+        deps.load = LoadMonitor(
+            rss_limit_mb=s.limits.shed_rss_mb,
+            in_flight_ratio=s.limits.shed_in_flight_ratio,
+            in_flight=self._in_flight,
+        )
         self.retry_forwarder = RetryForwarder()
         handlers: dict[str, Handler] = {
             "validation": ValidationStage(deps),
@@ -270,6 +281,11 @@ class PipelineWorker:
             app.agent(topic, name=f"agentstream.{stage}.{name}")(consume)
         return app
 
+    def _in_flight(self) -> tuple[int, int]:
+        """Events held by this worker's stage runners, and their capacity."""
+        work = [r for name, r in self.runners.items() if name != "retry"]
+        return sum(r.in_flight for r in work), self.settings.limits.max_in_flight * len(work)
+
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
         """Partitions move to another worker: finish what can finish within the grace (bounded
         by the rebalance timeout), commit it, and leave the rest to the next owner."""
@@ -292,6 +308,8 @@ class PipelineWorker:
         await self._publisher.stop()
         await self._codec.aclose()
         await self.llm.aclose()
+        if self._owns_tools and isinstance(self.tools, ManagedTools):
+            await self.tools.stop()
         await self._redis.aclose()
         log.info("worker stopped")
 

@@ -47,6 +47,28 @@ class CallContext:
     bypass_cache: bool = False
 
 
+IDEMPOTENCY_META_KEY = "io.agentstream/idempotency-key"
+"""Where an MCP call carries the idempotency key (request ``_meta``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolPolicy:
+    """How a tool may be repeated and cached. The defaults are the safe answer for an unknown tool.
+
+    ``read_only``: no side effects (safe to re-run; its results may be cached for
+    ``cache_ttl_s`` seconds, ``None`` meaning the configured default, ``0`` never).
+    ``idempotent``: repeating a call with the same arguments has no further effect.
+    ``accepts_idempotency_key``: the tool takes ``CallContext.idempotency_key`` and applies a
+    side effect at most once per key. ``destructive``: may delete or overwrite (display only).
+    """
+
+    read_only: bool = False
+    idempotent: bool = False
+    accepts_idempotency_key: bool = False
+    destructive: bool = False
+    cache_ttl_s: int | None = None
+
+
 @runtime_checkable
 class Tool(Protocol):
     """One callable tool. ``read_only`` tools have no side effects (safe to re-run and cache)."""
@@ -61,6 +83,16 @@ class Tool(Protocol):
 
 
 @runtime_checkable
+class KeyedTool(Protocol):
+    """A tool that can be handed the call's idempotency key (the registry passes it when the
+    tool's policy says ``accepts_idempotency_key``)."""
+
+    async def call_with_key(
+        self, arguments: dict[str, Any], idempotency_key: str | None
+    ) -> str: ...
+
+
+@runtime_checkable
 class ToolExecutor(Protocol):
     """Runs tools by name; ``execute`` returns an error outcome instead of raising."""
 
@@ -70,6 +102,8 @@ class ToolExecutor(Protocol):
 
     def read_only(self, name: str) -> bool: ...
 
+    def policy(self, name: str) -> ToolPolicy: ...
+
     async def execute(
         self,
         name: str,
@@ -78,3 +112,12 @@ class ToolExecutor(Protocol):
         timeout_s: float,
         call: CallContext | None = None,
     ) -> ToolOutcome: ...
+
+
+@runtime_checkable
+class ManagedTools(Protocol):
+    """An executor with connections to open and close (MCP sessions); ``start`` is idempotent."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

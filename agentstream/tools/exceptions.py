@@ -8,6 +8,7 @@
     ├── ToolDeniedError       TOOL_ACCESS_DENIED
     ├── ToolTimeoutError      TOOL_TIMEOUT            retriable = True
     ├── ToolExecutionError    TOOL_FAILED
+    ├── ToolUnavailableError  TOOL_UNAVAILABLE        retriable = True (server down or lost)
     └── DuplicateToolError    TOOL_DUPLICATE          (a registration error, not a call failure)
 """
 
@@ -43,6 +44,13 @@ class ToolTimeoutError(ToolError):
 
 class ToolExecutionError(ToolError):
     code = "TOOL_FAILED"
+
+
+class ToolUnavailableError(ToolError):
+    """The tool's server is not connected, or its connection broke during the call."""
+
+    code = "TOOL_UNAVAILABLE"
+    retriable = True
 
 
 class DuplicateToolError(ToolError):

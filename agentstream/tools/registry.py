@@ -1,6 +1,9 @@
 """A dict-backed tool registry that runs tools by name (the ``ToolExecutor`` implementation).
 
-Duplicate names are refused unless ``replace=True``. ``execute`` never raises for tool failures:
+Duplicate names are refused unless ``replace=True`` (the first registration wins; MCP tools are
+namespaced ``server.tool`` and built-in names have no dot, see :mod:`agentstream.tools.mcp`).
+Each entry carries its :class:`ToolPolicy` (the tool's own, with ``overrides`` applied) and an
+optional timeout that replaces the caller's default. ``execute`` never raises for tool failures:
 unknown tool, arguments that fail the tool's JSON schema, timeout and any exception from the tool
 each become a ``ToolOutcome`` with ``is_error=True``, a stable ``error_code`` and a content that
 starts with ``"Error: "``. Arguments are validated before the tool is called.
@@ -22,7 +25,7 @@ from jsonschema import validators
 from jsonschema.protocols import Validator
 
 from agentstream.llm.base import ToolSpec
-from agentstream.tools.base import CallContext, Tool, ToolOutcome
+from agentstream.tools.base import CallContext, KeyedTool, Tool, ToolOutcome, ToolPolicy
 from agentstream.tools.builtin import builtin_tools
 from agentstream.tools.exceptions import (
     DuplicateToolError,
@@ -32,33 +35,63 @@ from agentstream.tools.exceptions import (
     ToolNotFoundError,
     ToolTimeoutError,
 )
+from agentstream.tools.policy import ToolOverrides
 
 logger = logging.getLogger(__name__)
 
 ERROR_PREFIX = "Error: "
 _MAX_SCHEMA_VALUE_CHARS = 80
+# Built-in tools whose policy differs from "read_only -> cacheable": the time changes.
+BUILTIN_POLICIES = {"current_time": ToolPolicy(read_only=True, idempotent=True, cache_ttl_s=0)}
 
 
 @dataclass(frozen=True)
 class _Entry:
     tool: Tool
     validator: Validator
+    policy: ToolPolicy
+    timeout_s: float | None
 
 
 class ToolRegistry:
     """Tools by name, in registration order."""
 
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+    def __init__(
+        self, tools: Iterable[Tool] = (), *, overrides: ToolOverrides | None = None
+    ) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._overrides = overrides or ToolOverrides()
         for tool in tools:
-            self.register(tool)
+            self.register(tool, policy=BUILTIN_POLICIES.get(tool.spec.name))
 
-    def register(self, tool: Tool, *, replace: bool = False) -> None:
-        """Add ``tool``; a second tool with the same name raises unless ``replace`` is true."""
+    def register(
+        self,
+        tool: Tool,
+        *,
+        replace: bool = False,
+        policy: ToolPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Add ``tool``; a second tool with the same name raises unless ``replace`` is true.
+
+        ``policy`` defaults to one derived from ``tool.read_only``; configured overrides apply
+        on top, as they do to ``timeout_s`` (``None``: the caller's timeout).
+        """
         name = tool.spec.name
         if name in self._entries and not replace:
             raise DuplicateToolError(f"a tool named {name!r} is already registered")
-        self._entries[name] = _Entry(tool=tool, validator=_compile_schema(tool.spec))
+        if policy is None:
+            policy = ToolPolicy(read_only=tool.read_only, idempotent=tool.read_only)
+        self._entries[name] = _Entry(
+            tool=tool,
+            validator=_compile_schema(tool.spec),
+            policy=self._overrides.apply(name, policy),
+            timeout_s=self._overrides.timeout_for(name) or timeout_s,
+        )
+
+    def unregister(self, name: str) -> None:
+        """Remove a tool (no error if it is not registered)."""
+        self._entries.pop(name, None)
 
     def get(self, name: str) -> Tool:
         entry = self._entries.get(name)
@@ -74,8 +107,16 @@ class ToolRegistry:
 
     def read_only(self, name: str) -> bool:
         """Whether the tool has no side effects; ``False`` for unknown tools (the safe answer)."""
+        return self.policy(name).read_only
+
+    def policy(self, name: str) -> ToolPolicy:
+        """The tool's effective policy; the all-false default for unknown tools."""
         entry = self._entries.get(name)
-        return entry is not None and entry.tool.read_only
+        return entry.policy if entry is not None else ToolPolicy()
+
+    def timeout_for(self, name: str, default_s: float) -> float:
+        entry = self._entries.get(name)
+        return entry.timeout_s if entry is not None and entry.timeout_s else default_s
 
     def specs(self, allowed: list[str] | None = None) -> list[ToolSpec]:
         """Specs of all tools, or of those named in ``allowed`` (unknown names are skipped)."""
@@ -101,9 +142,14 @@ class ToolRegistry:
         if problem is not None:
             error: ToolError = ToolArgumentsError(f"invalid arguments for tool {name!r}: {problem}")
             return _failure(error, name, started)
+        timeout_s = entry.timeout_s or timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                content = await entry.tool.call(arguments)
+                if entry.policy.accepts_idempotency_key and isinstance(entry.tool, KeyedTool):
+                    key = call.idempotency_key if call is not None else None
+                    content = await entry.tool.call_with_key(arguments, key or None)
+                else:
+                    content = await entry.tool.call(arguments)
         except TimeoutError:
             error = ToolTimeoutError(f"tool {name!r} did not finish within {timeout_s:g}s")
             return _failure(error, name, started)

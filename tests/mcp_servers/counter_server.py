@@ -1,10 +1,12 @@
 """A project-owned MCP test server over streamable HTTP (run as a subprocess by the tests).
 
-Tools: ``add(a, b)`` (read-only), ``slow(seconds)`` (read-only, sleeps), ``fail()`` (always
-an error result), ``bump()`` (side effect: increments a counter; honours an idempotency key in
-``_meta``) and ``stats()``, which returns how many ``tools/call`` requests reached this process,
-per tool name, counted *before* the server validates arguments or looks the tool up. ``stats``
-does not count itself, so a test can read the counter without changing it.
+Tools: ``add(a, b)`` (read-only), ``calculator(expression)`` (read-only, ``"<int> <op> <int>"``,
+so the local rule model can pick it), ``slow(seconds)`` (read-only, sleeps), ``fail()`` (always an
+error result), ``bump()`` (side effect: increments a counter; honours an idempotency key in
+``_meta``, and says so in its ``_meta``) and ``stats()``, which returns how many ``tools/call``
+requests reached this process per tool name, counted *before* the server validates arguments
+or looks the tool up, and the most ``slow`` calls that ran at once. ``stats`` does not count
+itself, so a test can read the counter without changing it.
 
     python tests/mcp_servers/counter_server.py --port 8123
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -33,6 +36,7 @@ SIDE_EFFECT = ToolAnnotations(read_only_hint=False, idempotent_hint=False, destr
 def create_server() -> MCPServer:
     calls: Counter[str] = Counter()
     bumps = {"count": 0}
+    slow_calls = {"running": 0, "max": 0}
     seen_keys: set[str] = set()
     server = MCPServer("counter", version="1.0", subscriptions=False)
 
@@ -53,8 +57,21 @@ def create_server() -> MCPServer:
 
     @server.tool(description="Sleep for the given seconds, then answer.", annotations=READ_ONLY)
     async def slow(seconds: float) -> str:
-        await asyncio.sleep(seconds)
+        slow_calls["running"] += 1
+        slow_calls["max"] = max(slow_calls["max"], slow_calls["running"])
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            slow_calls["running"] -= 1
         return f"slept {seconds:g}s"
+
+    @server.tool(description="Evaluate '<int> <+|-|*> <int>'.", annotations=READ_ONLY)
+    def calculator(expression: str) -> str:
+        match = re.fullmatch(r"\s*(-?\d+)\s*([-+*])\s*(-?\d+)\s*", expression)
+        if match is None:
+            raise ToolError("expected '<int> <op> <int>'")
+        a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+        return str(a + b if op == "+" else a - b if op == "-" else a * b)
 
     @server.tool(description="Always fails.", annotations=READ_ONLY)
     def fail() -> str:
@@ -77,7 +94,9 @@ def create_server() -> MCPServer:
 
     @server.tool(name=STATS_TOOL, description="Calls received per tool.", annotations=READ_ONLY)
     def stats() -> str:
-        return json.dumps({"calls": dict(calls), "bumps": bumps["count"]})
+        return json.dumps(
+            {"calls": dict(calls), "bumps": bumps["count"], "max_slow_at_once": slow_calls["max"]}
+        )
 
     return server
 

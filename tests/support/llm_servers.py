@@ -183,7 +183,14 @@ class FakeLLMServer:
     async def _answer(self, request: web.Request, wire: Wire) -> web.StreamResponse:
         at = time.monotonic()
         body = await request.json()
-        self.arrivals.append(Arrival(wire=wire, at=at, body=body, headers=dict(request.headers)))
+        self.arrivals.append(
+            Arrival(
+                wire=wire,
+                at=at,
+                body=body,
+                headers={k.lower(): v for k, v in request.headers.items()},
+            )
+        )
         reply = self._script.popleft() if self._script else self.default
         if reply is None:
             reply = Reply(body=openai_completion() if wire == "openai" else anthropic_message())

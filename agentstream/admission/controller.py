@@ -1,0 +1,427 @@
+"""``Admission``: what the stages ask before work is done, and tell after it.
+
+* validation: :meth:`Admission.admit_request` (requests per window per user and tenant, daily
+  budget not exhausted), then :meth:`Admission.cached_answer`;
+* generation: :meth:`Admission.reserve_tokens` before each LLM call (estimated tokens against
+  the token windows and the daily token budget), :meth:`TokenGrant.settle` after it (actual
+  usage), and :meth:`Admission.remember_answer` when the final answer is built.
+
+Redis unavailable (refused, timed out): rate limits fail open and budgets fail closed by default
+(``admission.rate_limit_on_redis_error`` / ``budget_on_redis_error``); every such event counts on
+``agentstream_admission_store_unavailable_total`` and logs a warning. A denial is a
+:class:`Denial` value, not an exception. Logs carry ids, codes and limits, never messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from agentstream.admission import metrics
+from agentstream.admission.budget import (
+    BudgetCheck,
+    to_micro,
+    utc_day,
+)
+from agentstream.admission.cache import (
+    CachedAnswer,
+    ResponseCache,
+    bypassed,
+    is_cacheable,
+    is_single_turn,
+    model_route,
+)
+from agentstream.admission.decisions import (
+    BUDGET_EXCEEDED,
+    RATE_LIMITED,
+    Denial,
+    budget_denial,
+    rate_denial,
+    store_denial,
+)
+from agentstream.admission.estimate import estimate_call_tokens
+from agentstream.admission.exceptions import AdmissionDenied, AdmissionStoreUnavailable
+from agentstream.admission.keys import AdmissionKeys
+from agentstream.admission.limits import (
+    TenantLimits,
+    Window,
+    has_budget,
+    request_windows,
+    token_windows,
+)
+from agentstream.admission.rate_limit import SlidingWindowLimiter, Verdict
+from agentstream.admission.usage import TenantUsage, read_usage, tenants_with_usage
+from agentstream.config import AdmissionLimits, Settings
+from agentstream.llm.base import Usage
+from agentstream.observability.logging import get_logger
+from agentstream.schemas.codec import AvroCodec
+from agentstream.state.context import AgentContext, ContextStore
+from agentstream.tools.base import ToolExecutor
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+_STORE_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+@dataclass(kw_only=True)
+class TokenGrant:
+    """The reservation of one LLM call. ``denial`` set = the call must not be made."""
+
+    denial: Denial | None = None
+    member: str = ""
+    tenant_id: str = ""
+    day_key: str = ""
+    windows: list[Window] = field(default_factory=list)
+    estimate: int = 0
+    reserved: bool = False
+    usage: Usage | None = None
+    _settle: Callable[[TokenGrant, Usage | None], Awaitable[None]] | None = None
+
+    def record(self, usage: Usage) -> None:
+        """The call's actual usage, settled when the :func:`admitted_llm_call` block ends."""
+        self.usage = usage
+
+    async def settle(self, usage: Usage | None) -> None:
+        """Replace the estimate with the actual usage (``None``: the call failed; release it).
+        Never raises."""
+        if self._settle is not None and self.denial is None:
+            await self._settle(self, usage)
+
+
+@asynccontextmanager
+async def admitted_llm_call(
+    admission: Admission | None,
+    *,
+    tenant_id: str,
+    user_id: str,
+    call_id: str,
+    history: Sequence[Mapping[str, Any]],
+) -> AsyncIterator[TokenGrant]:
+    """Reserve an LLM call's estimated tokens on entry (raise :class:`AdmissionDenied` when a
+    token window or the daily budget says no) and settle the usage given to
+    :meth:`TokenGrant.record` on exit (none recorded = the call failed: release the reservation).
+    ``admission`` None = no admission control: a no-op."""
+    if admission is None:
+        yield TokenGrant()
+        return
+    grant = await admission.reserve_tokens(
+        tenant_id=tenant_id, user_id=user_id, call_id=call_id, history=history
+    )
+    if grant.denial is not None:
+        raise AdmissionDenied(grant.denial)
+    try:
+        yield grant
+    finally:
+        await grant.settle(grant.usage)
+
+
+class Admission:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        contexts: ContextStore,
+        tools: ToolExecutor,
+        codec: AvroCodec,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.admission
+        self.keys = AdmissionKeys(settings.state.key_prefix)
+        self.limits = TenantLimits(self.config)
+        self.limiter = SlidingWindowLimiter(redis)
+        self.cache = ResponseCache(
+            redis, self.keys, ttl_s=self.config.cache_ttl_s, bucket_s=self.config.cache_bucket_s
+        )
+        self._redis = redis
+        self._contexts = contexts
+        self._tools = tools
+        self._codec = codec
+
+    # -- requests (validation) -----------------------------------------------------------------
+
+    async def admit_request(
+        self, *, tenant_id: str, user_id: str, request_id: str, now_ms: int | None = None
+    ) -> Denial | None:
+        """Charge one request to the user's and the tenant's request windows, and check the
+        tenant's daily budget is not used up. ``None`` = admitted."""
+        limits = self.limits.for_tenant(tenant_id)
+        windows = request_windows(self.keys, limits, tenant_id, user_id)
+        budget = self._budget_check(limits, tenant_id, 0, now_ms)
+        if not windows and budget is None:
+            return None
+        try:
+            verdict = await self._store(
+                self.limiter.acquire([(w, 1) for w in windows], request_id, budget, now_ms=now_ms)
+            )
+        except AdmissionStoreUnavailable as exc:
+            return self._unavailable("requests", bool(windows), budget is not None, exc)
+        return self._judge("requests", verdict, limits)
+
+    async def admit(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        session_id: str,
+        request_id: str,
+        message: str,
+        allowed_tools: Sequence[str],
+        metadata: Mapping[str, str],
+    ) -> tuple[Denial | None, CachedAnswer | None]:
+        """The validation step: the request check, then (if admitted) the cache lookup."""
+        denial = await self.admit_request(
+            tenant_id=tenant_id, user_id=user_id, request_id=request_id
+        )
+        if denial is not None:
+            return denial, None
+        cached = await self.cached_answer(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            session_id=session_id,
+            request_id=request_id,
+            message=message,
+            allowed_tools=allowed_tools,
+            metadata=metadata,
+        )
+        return None, cached
+
+    # -- tokens (generation) -------------------------------------------------------------------
+
+    async def reserve_tokens(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        call_id: str,
+        history: Sequence[Mapping[str, Any]],
+        now_ms: int | None = None,
+    ) -> TokenGrant:
+        """Reserve the estimated tokens of one LLM call (``call_id``: unique per request and
+        turn, so a redelivered call replaces its reservation); settle the grant after it."""
+        limits = self.limits.for_tenant(tenant_id)
+        estimate = estimate_call_tokens(self.settings, history)
+        windows = token_windows(self.keys, limits, tenant_id, user_id)
+        budget = self._budget_check(limits, tenant_id, estimate, now_ms)
+        grant = TokenGrant(
+            member=call_id,
+            tenant_id=tenant_id,
+            day_key=budget.key if budget else self._day_key(tenant_id, now_ms),
+            windows=windows,
+            estimate=estimate,
+            _settle=self._settle_tokens,
+        )
+        if not windows and budget is None:
+            return grant
+        try:
+            verdict = await self._store(
+                self.limiter.acquire(
+                    [(w, estimate) for w in windows], grant.member, budget, now_ms=now_ms
+                )
+            )
+        except AdmissionStoreUnavailable as exc:
+            grant.denial = self._unavailable("tokens", bool(windows), budget is not None, exc)
+            return grant
+        grant.denial = self._judge("tokens", verdict, limits)
+        grant.reserved = grant.denial is None
+        return grant
+
+    async def _settle_tokens(self, grant: TokenGrant, usage: Usage | None) -> None:
+        tokens = usage.total_tokens if usage else 0
+        if usage is None and not grant.reserved:
+            return
+        try:
+            await self._store(
+                self.limiter.settle(
+                    [(w, tokens) for w in grant.windows],
+                    grant.member,
+                    day_key=grant.day_key,
+                    tokens=tokens,
+                    cost_micro=to_micro(usage.cost_usd) if usage else 0,
+                )
+            )
+        except AdmissionStoreUnavailable as exc:
+            metrics.store_unavailable("settle", "skipped")
+            log.warning("usage not recorded: admission store unavailable", error=str(exc))
+
+    # -- response cache ------------------------------------------------------------------------
+
+    async def cached_answer(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        session_id: str,
+        request_id: str,
+        message: str,
+        allowed_tools: Sequence[str],
+        metadata: Mapping[str, str],
+    ) -> CachedAnswer | None:
+        """A stored answer for this exact single-turn question, if there is one."""
+        if not self.config.cache_enabled:
+            return None
+        if bypassed(metadata):
+            metrics.CACHE.labels(result="bypass").inc()
+            return None
+        key = self.cache.key(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            message=message,
+            allowed_tools=allowed_tools,
+            model=model_route(metadata, self.settings.llm.model),
+        )
+        try:
+            answer = await self._store(self.cache.get(key, tenant_id=tenant_id, user_id=user_id))
+            if answer is not None:
+                ctx = await self._store(self._contexts.get(tenant_id, session_id))
+                if ctx is not None and not _fresh_session(ctx, request_id):
+                    answer = None
+        except AdmissionStoreUnavailable as exc:
+            metrics.CACHE.labels(result="error").inc()
+            log.warning("response cache unavailable", error=str(exc))
+            return None
+        metrics.CACHE.labels(result="miss" if answer is None else "hit").inc()
+        return answer
+
+    async def remember_answer(
+        self,
+        *,
+        ctx: AgentContext,
+        request_id: str,
+        allowed_tools: Sequence[str],
+        metadata: Mapping[str, str],
+        tool_calls: Sequence[Mapping[str, Any]],
+        degraded: bool,
+        response: bytes,
+    ) -> bool:
+        """Store the final answer (the encoded AgentResponse) when it is cacheable."""
+        if not self.config.cache_enabled or bypassed(metadata):
+            return False
+        record = self._codec.decode("AgentResponse", response)
+        message = next(
+            (
+                e["content"]
+                for e in ctx.history
+                if e["role"] == "user" and e["request_id"] == request_id
+            ),
+            None,
+        )
+        if message is None or not is_cacheable(
+            state=record["state"],
+            confidence=record["confidence"],
+            min_confidence=self.config.cache_min_confidence,
+            single_turn=is_single_turn(ctx.history, request_id),
+            tool_calls=tool_calls,
+            read_only=self._tools.read_only,
+            degraded=degraded,
+        ):
+            return False
+        key = self.cache.key(
+            tenant_id=ctx.tenant_id,
+            user_id=ctx.user_id,
+            message=message,
+            allowed_tools=allowed_tools,
+            model=model_route(metadata, self.settings.llm.model),
+        )
+        answer = CachedAnswer(
+            tenant_id=ctx.tenant_id,
+            user_id=ctx.user_id,
+            content=record["content"],
+            confidence=record["confidence"],
+            model=record["metadata"].get("model", ""),
+            source_response_id=record["response_id"],
+            stored_at=time.time(),
+        )
+        try:
+            await self._store(self.cache.put(key, answer))
+        except AdmissionStoreUnavailable as exc:
+            metrics.CACHE.labels(result="error").inc()
+            log.warning("response cache unavailable", error=str(exc))
+            return False
+        metrics.CACHE.labels(result="stored").inc()
+        return True
+
+    # -- usage ---------------------------------------------------------------------------------
+
+    async def usage(self, tenant_id: str) -> TenantUsage:
+        return await read_usage(
+            self._redis, self.keys, tenant_id, self.limits.for_tenant(tenant_id)
+        )
+
+    async def tenants_with_usage(self) -> list[str]:
+        """Tenants that used tokens today, plus those configured by name."""
+        return await tenants_with_usage(self._redis, self.keys, self.config.tenants)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _day_key(self, tenant_id: str, now_ms: int | None) -> str:
+        now_s = time.time() if now_ms is None else now_ms / 1000
+        return self.keys.day(tenant_id, utc_day(now_s))
+
+    def _budget_check(
+        self, limits: AdmissionLimits, tenant_id: str, add_tokens: int, now_ms: int | None
+    ) -> BudgetCheck | None:
+        if not has_budget(limits):
+            return None
+        cost = limits.daily_cost_usd
+        return BudgetCheck(
+            key=self._day_key(tenant_id, now_ms),
+            add_tokens=add_tokens,
+            token_limit=limits.daily_tokens,
+            cost_limit_micro=None if cost is None else to_micro(cost),
+        )
+
+    async def _store(self, call: Awaitable[T]) -> T:
+        """Await a Redis call within ``redis_timeout_s``; outages become one error type."""
+        try:
+            async with asyncio.timeout(self.config.redis_timeout_s):
+                return await call
+        except _STORE_ERRORS as exc:
+            raise AdmissionStoreUnavailable(type(exc).__name__) from exc
+
+    def _judge(self, check: str, verdict: Verdict, limits: AdmissionLimits) -> Denial | None:
+        if verdict.allowed:
+            metrics.DECISIONS.labels(check=check, outcome="allowed").inc()
+            return None
+        if verdict.window is not None:
+            denial = rate_denial(verdict.window, verdict.retry_after_s)
+        else:
+            denial = budget_denial(verdict.budget, limits, verdict.now_ms / 1000, check)
+        metrics.DECISIONS.labels(check=check, outcome=denial.code.lower()).inc()
+        log.info("admission denied", check=check, code=denial.code, limit=denial.limit)
+        return denial
+
+    def _unavailable(
+        self, check: str, rate_limited: bool, budgeted: bool, exc: Exception
+    ) -> Denial | None:
+        cfg = self.config
+        denial: Denial | None = None
+        if budgeted:
+            metrics.store_unavailable(f"{check}_budget", cfg.budget_on_redis_error)
+            if cfg.budget_on_redis_error == "deny":
+                denial = store_denial(BUDGET_EXCEEDED)
+        if rate_limited:
+            metrics.store_unavailable(f"{check}_rate_limit", cfg.rate_limit_on_redis_error)
+            if denial is None and cfg.rate_limit_on_redis_error == "deny":
+                denial = store_denial(RATE_LIMITED)
+        log.warning(
+            "admission store unavailable",
+            check=check,
+            error=str(exc),
+            outcome="denied" if denial else "allowed",
+        )
+        return denial
+
+
+def _fresh_session(ctx: AgentContext, request_id: str) -> bool:
+    """No earlier request in the session and none running: a cached answer fits."""
+    idle = ctx.active_request in (None, request_id)
+    return idle and is_single_turn(ctx.history, request_id)

@@ -1,0 +1,102 @@
+"""Sliding-window limits in Redis, one atomic Lua call per check (see :mod:`.scripts`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from agentstream.admission.budget import DAY_TTL_S, BudgetCheck
+from agentstream.admission.limits import Window
+from agentstream.admission.scripts import ACQUIRE, SETTLE
+
+_ALLOWED, _WINDOW_FULL, _TOKEN_BUDGET, _COST_BUDGET = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """The answer of one ACQUIRE: allowed, or which window / budget said no and when to retry."""
+
+    allowed: bool
+    window: Window | None = None
+    budget: Literal["tokens", "cost"] | None = None
+    retry_after_s: float = 0.0
+    now_ms: int = 0
+
+
+class SlidingWindowLimiter:
+    """``acquire`` charges a member's cost to several windows (and checks a budget) atomically;
+    ``settle`` replaces a reserved cost with the actual one and books the day's usage."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._acquire = redis.register_script(ACQUIRE)
+        self._settle = redis.register_script(SETTLE)
+
+    async def acquire(
+        self,
+        charges: Sequence[tuple[Window, int]],
+        member: str,
+        budget: BudgetCheck | None = None,
+        *,
+        now_ms: int | None = None,
+    ) -> Verdict:
+        keys: list[str] = []
+        args: list[str | int] = [
+            "" if now_ms is None else now_ms,
+            member,
+            len(charges),
+            1 if budget else 0,
+            budget.add_tokens if budget else 0,
+            _limit(budget.token_limit) if budget else -1,
+            _limit(budget.cost_limit_micro) if budget else -1,
+            budget.ttl_s if budget else DAY_TTL_S,
+        ]
+        for window, cost in charges:
+            keys += [window.key, window.costs_key]
+            args += [cost, window.limit, window.window_ms]
+        if budget:
+            keys.append(budget.key)
+        status, index, retry_ms, now = (int(v) for v in await self._acquire(keys=keys, args=args))
+        if status == _ALLOWED:
+            return Verdict(allowed=True, now_ms=now)
+        if status == _WINDOW_FULL:
+            return Verdict(
+                allowed=False,
+                window=charges[index - 1][0],
+                retry_after_s=retry_ms / 1000,
+                now_ms=now,
+            )
+        kind: Literal["tokens", "cost"] = "tokens" if status == _TOKEN_BUDGET else "cost"
+        return Verdict(allowed=False, budget=kind, now_ms=now)
+
+    async def settle(
+        self,
+        charges: Sequence[tuple[Window, int]],
+        member: str,
+        *,
+        day_key: str,
+        tokens: int,
+        cost_micro: int,
+        now_ms: int | None = None,
+    ) -> int:
+        """Book the actual usage; returns the day's token total afterwards."""
+        keys: list[str] = []
+        args: list[str | int] = [
+            "" if now_ms is None else now_ms,
+            member,
+            len(charges),
+            tokens,
+            cost_micro,
+            DAY_TTL_S,
+        ]
+        for window, cost in charges:
+            keys += [window.key, window.costs_key]
+            args += [cost, window.window_ms]
+        keys.append(day_key)
+        return int(await self._settle(keys=keys, args=args))
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value

@@ -1,0 +1,163 @@
+"""The two Lua scripts behind every admission decision: ACQUIRE and SETTLE.
+
+Each sliding window is a pair of keys: a sorted set (member -> time in ms) and a hash
+(member -> cost, plus ``#total``, the window's running sum). Entries older than the window are
+trimmed at the start of every call, so a window's total is exact: "at most N in any W seconds",
+with no fixed-window boundary that lets 2x through.
+
+ACQUIRE checks every window and the daily budget first and writes only if all of them allow, so
+one call is all-or-nothing across the user's and the tenant's limits. The member is the request
+id (or request id and turn for LLM calls): acquiring again with the same member replaces its
+earlier cost instead of counting twice, so a redelivered record is not charged twice.
+
+A reservation larger than a window's whole limit is allowed only when the window is empty, so a
+big request is never starved; that, and settling to an actual usage above the estimate, is why a
+token window may end at "limit plus one request".
+
+SETTLE replaces a reserved cost with the actual one (tokens after the LLM call) and adds the actual
+usage to the daily budget.
+
+The time is Redis's own clock (``TIME``) so all workers agree, unless the caller passes one (tests).
+"""
+
+from __future__ import annotations
+
+_COMMON = """
+local function now_ms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Drop entries at or before cutoff from (z, h), keeping h's '#total' in step.
+local function trim(z, h, cutoff)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff, 'LIMIT', 0, 500)
+    if #old == 0 then return end
+    local costs = redis.call('HMGET', h, unpack(old))
+    local sum = 0
+    for _, c in ipairs(costs) do
+      if c then sum = sum + tonumber(c) end
+    end
+    redis.call('HDEL', h, unpack(old))
+    redis.call('ZREM', z, unpack(old))
+    if sum ~= 0 then redis.call('HINCRBY', h, '#total', -sum) end
+    if #old < 500 then return end
+  end
+end
+"""
+
+ACQUIRE = (
+    _COMMON
+    + """
+-- KEYS: (zset, hash) per window, then the day hash when ARGV[4] == '1'
+-- ARGV: now_ms|'', member, n_windows, has_budget, budget_add_tokens, budget_token_limit (-1 none),
+--       budget_cost_limit_micro (-1 none), budget_ttl_s, then per window: cost, limit, window_ms
+-- Returns {status, index, retry_ms, now}: status 0 allowed, 1 window `index` is full,
+--         2 daily token budget, 3 daily cost budget.
+local now = now_ms(ARGV[1])
+local member = ARGV[2]
+local n = tonumber(ARGV[3])
+local priors = {}
+for i = 1, n do
+  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
+  local base = 8 + 3 * (i - 1)
+  local cost, limit, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]),
+    tonumber(ARGV[base + 3])
+  trim(z, h, now - window)
+  local prior = tonumber(redis.call('HGET', h, member) or '0')
+  priors[i] = prior
+  local others = tonumber(redis.call('HGET', h, '#total') or '0') - prior
+  if others > 0 and others + cost > limit then
+    -- Earliest time enough of the oldest entries have left the window.
+    local need = others + cost - limit
+    local freed, start, retry, found = 0, 0, window, false
+    while not found do
+      local batch = redis.call('ZRANGE', z, start, start + 99, 'WITHSCORES')
+      if #batch == 0 then break end
+      for j = 1, #batch, 2 do
+        if batch[j] ~= member then
+          freed = freed + tonumber(redis.call('HGET', h, batch[j]) or '0')
+          if freed >= need or freed >= others then
+            retry, found = tonumber(batch[j + 1]) + window - now, true
+            break
+          end
+        end
+      end
+      start = start + 100
+    end
+    return {1, i, math.max(retry, 1), now}
+  end
+end
+local has_budget = ARGV[4] == '1'
+local b, budget_add, budget_reserved = nil, 0, 0
+if has_budget then
+  b = KEYS[2 * n + 1]
+  budget_add = tonumber(ARGV[5])
+  local token_limit, cost_limit = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local used = redis.call('HMGET', b, 'tokens', 'cost_micro', 'r:' .. member)
+  budget_reserved = tonumber(used[3] or '0')
+  local tokens = tonumber(used[1] or '0') - budget_reserved
+  if token_limit >= 0 and (tokens >= token_limit or tokens + budget_add > token_limit) then
+    return {2, 0, 0, now}
+  end
+  if cost_limit >= 0 and tonumber(used[2] or '0') >= cost_limit then
+    return {3, 0, 0, now}
+  end
+end
+for i = 1, n do
+  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
+  local base = 8 + 3 * (i - 1)
+  local cost, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 3])
+  redis.call('ZADD', z, 'NX', now, member)
+  redis.call('HSET', h, member, cost)
+  redis.call('HINCRBY', h, '#total', cost - priors[i])
+  redis.call('PEXPIRE', z, window)
+  redis.call('PEXPIRE', h, window)
+end
+if has_budget and budget_add > 0 then
+  redis.call('HINCRBY', b, 'tokens', budget_add - budget_reserved)
+  redis.call('HSET', b, 'r:' .. member, budget_add)
+  redis.call('EXPIRE', b, tonumber(ARGV[8]))
+end
+return {0, 0, 0, now}
+"""
+)
+
+SETTLE = (
+    _COMMON
+    + """
+-- KEYS: (zset, hash) per window, then the day hash
+-- ARGV: now_ms|'', member, n_windows, actual_tokens, actual_cost_micro, budget_ttl_s,
+--       then per window: actual cost, window_ms
+-- Returns the day's token total after settling.
+local now = now_ms(ARGV[1])
+local member = ARGV[2]
+local n = tonumber(ARGV[3])
+local actual = tonumber(ARGV[4])
+for i = 1, n do
+  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
+  local cost, window = tonumber(ARGV[7 + 2 * (i - 1)]), tonumber(ARGV[8 + 2 * (i - 1)])
+  trim(z, h, now - window)
+  local prior = redis.call('HGET', h, member)
+  if prior then
+    redis.call('HSET', h, member, cost)
+    redis.call('HINCRBY', h, '#total', cost - tonumber(prior))
+  elseif cost > 0 then
+    -- reserved while Redis was unreachable, or the reservation already left the window
+    redis.call('ZADD', z, now, member)
+    redis.call('HSET', h, member, cost)
+    redis.call('HINCRBY', h, '#total', cost)
+  end
+  redis.call('PEXPIRE', z, window)
+  redis.call('PEXPIRE', h, window)
+end
+local b = KEYS[2 * n + 1]
+local reserved = tonumber(redis.call('HGET', b, 'r:' .. member) or '0')
+redis.call('HDEL', b, 'r:' .. member)
+local total = redis.call('HINCRBY', b, 'tokens', actual - reserved)
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', b, 'cost_micro', tonumber(ARGV[5])) end
+redis.call('EXPIRE', b, tonumber(ARGV[6]))
+return total
+"""
+)

@@ -1,0 +1,286 @@
+"""``agentstream dlq list|show|replay``: inspect dead-letter topics and replay their records.
+
+Replays are safe to repeat: the pipeline answers a request_id once (dedupe) and the step journal
+never repeats a completed LLM call or tool effect. ``--id`` labels a replay run (header
+``agentstream-replay-id``) so its records can be told apart downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentstream.cli.runtime import console, err_console, load_cli_settings
+from agentstream.config import Settings
+from agentstream.exceptions import AgentStreamError
+from agentstream.schemas.codec import codec_from_settings
+from agentstream.streams.replay import (
+    DlqSummary,
+    ReplayFilter,
+    ReplaySummary,
+    matching,
+    replay,
+    summarize,
+)
+
+dlq_app = typer.Typer(help="Inspect and replay dead-letter topics.", no_args_is_help=True)
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+ErrorCodeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--error-code", "-c", help="Only records with this error code (repeatable)."),
+]
+ErrorClassOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--error-class", help="Only this exception class, bare or qualified (repeatable)."
+    ),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(help="Dead-lettered at or after: ISO time, epoch ms, or an age like 30m, 2h."),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option(help="Dead-lettered before: ISO time, epoch ms, or an age.")
+]
+SessionOpt = Annotated[
+    list[str] | None, typer.Option("--session", help="Only this record key (repeatable).")
+]
+TenantOpt = Annotated[
+    list[str] | None, typer.Option("--tenant", help="Only this decoded tenant_id (repeatable).")
+]
+
+
+def parse_time(text: str, *, now: float | None = None) -> int:
+    """Epoch milliseconds from ISO 8601 (naive = UTC), epoch milliseconds, or an age (``2h``)."""
+    raw = text.strip()
+    match = _RELATIVE.match(raw)
+    if match:
+        age_s = float(match.group(1)) * _UNIT_S[match.group(2)]
+        return int(((time.time() if now is None else now) - age_s) * 1000)
+    if raw.isdigit():
+        return int(raw)
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"not a time: {text!r} (ISO 8601, epoch ms, or 30m/2h/1d)"
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def build_filter(
+    codes: list[str] | None,
+    classes: list[str] | None,
+    since: str | None,
+    until: str | None,
+    sessions: list[str] | None,
+    tenants: list[str] | None,
+) -> ReplayFilter:
+    return ReplayFilter(
+        error_codes=frozenset(codes or ()),
+        error_classes=frozenset(classes or ()),
+        since_ms=parse_time(since) if since else None,
+        until_ms=parse_time(until) if until else None,
+        sessions=frozenset(sessions or ()),
+        tenants=frozenset(tenants or ()),
+    )
+
+
+def _settings() -> Settings:
+    settings = load_cli_settings()
+    if not settings.kafka_bootstrap_servers:
+        err_console.print(
+            "[red]No Kafka broker configured.[/red] Set AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS."
+        )
+        raise typer.Exit(2)
+    return settings
+
+
+def _fail(exc: AgentStreamError) -> typer.Exit:
+    err_console.print(str(exc), style="red", markup=False)
+    return typer.Exit(1)
+
+
+def _top(counter: Counter[str], limit: int = 4) -> str:
+    items = counter.most_common()
+    shown = ", ".join(f"{name} {count}" for name, count in items[:limit])
+    return shown + (f", +{len(items) - limit} more" if len(items) > limit else "")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+@dlq_app.command("list")
+def list_(
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", "-t", help="Dead-letter topic (repeatable). Default: all."),
+    ] = None,
+) -> None:
+    """Dead-letter topics with record counts and a breakdown by error code and class."""
+    settings = _settings()
+    try:
+        summaries: list[DlqSummary] = asyncio.run(summarize(settings, topic or None))
+    except AgentStreamError as exc:
+        raise _fail(exc) from exc
+    table = Table(
+        "topic", "records", "by error code", "by error class", "from", title="Dead-letter topics"
+    )
+    for s in summaries:
+        table.add_row(
+            s.topic, str(s.records), _top(s.by_code), _top(s.by_class), _top(s.by_origin, 2)
+        )
+    console.print(table)
+    if not summaries:
+        console.print(f"no topics ending in {settings.topics.dlq_suffix!r}")
+
+
+@dlq_app.command("show")
+def show(
+    topic: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. agent.requests.dlq.")],
+    limit: Annotated[int, typer.Option("--max", help="Print at most this many (0 = all).")] = 20,
+    error_code: ErrorCodeOpt = None,
+    error_class: ErrorClassOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    session: SessionOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Print records as JSON lines: position, key, headers, and the value decoded with the
+    origin topic's schema (or why it could not be)."""
+    settings = _settings()
+    filter_ = build_filter(error_code, error_class, since, until, session, tenant)
+
+    async def main() -> None:
+        codec = codec_from_settings(settings)
+        await codec.prepare()
+        shown = 0
+        try:
+            async for record, value, why in matching(settings, topic, codec, filter_):
+                out: dict[str, Any] = {
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": record.session,
+                    "error_code": record.error_code,
+                    "headers": record.meta,
+                }
+                if value is not None:
+                    out["value"] = value
+                else:
+                    out["undecodable"] = why
+                    out["value_bytes"] = len(record.value)
+                console.print(json.dumps(out, default=_jsonable), markup=False)
+                shown += 1
+                if limit and shown >= limit:
+                    return
+        finally:
+            await codec.aclose()
+
+    try:
+        asyncio.run(main())
+    except AgentStreamError as exc:
+        raise _fail(exc) from exc
+
+
+@dlq_app.command("replay")
+def replay_cmd(
+    topic: Annotated[str, typer.Argument(help="Dead-letter topic to replay.")],
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Target topic (default: each record's original topic)."),
+    ] = None,
+    error_code: ErrorCodeOpt = None,
+    error_class: ErrorClassOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    session: SessionOpt = None,
+    tenant: TenantOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be sent; send nothing.")
+    ] = False,
+    rate: Annotated[
+        float | None, typer.Option("--rate", min=0.001, help="At most this many records/s.")
+    ] = None,
+    replay_id: Annotated[
+        str | None,
+        typer.Option("--id", help="Label for this run (header agentstream-replay-id)."),
+    ] = None,
+) -> None:
+    """Re-publish dead letters (key and value unchanged) to their original topic or --to."""
+    settings = _settings()
+    filter_ = build_filter(error_code, error_class, since, until, session, tenant)
+
+    async def main() -> ReplaySummary:
+        codec = codec_from_settings(settings)
+        await codec.prepare()
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        try:
+            with Progress(*columns, console=err_console, transient=False) as bar:
+                task = bar.add_task("dry run" if dry_run else "replaying", total=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total or None)
+
+                return await replay(
+                    settings,
+                    topic,
+                    codec,
+                    to=to,
+                    filter_=filter_,
+                    dry_run=dry_run,
+                    rate=rate,
+                    replay_id=replay_id,
+                    progress=progress,
+                )
+        finally:
+            await codec.aclose()
+
+    try:
+        summary = asyncio.run(main())
+    except AgentStreamError as exc:
+        raise _fail(exc) from exc
+    print_summary(summary)
+
+
+def print_summary(summary: ReplaySummary) -> None:
+    title = "Replay summary (dry run: nothing sent)" if summary.dry_run else "Replay summary"
+    table = Table("", "", title=title, show_header=False)
+    table.add_row("dead-letter topic", summary.topic)
+    table.add_row("replay id", summary.replay_id)
+    table.add_row("scanned", str(summary.scanned))
+    table.add_row("matched filters", str(summary.matched))
+    table.add_row("filtered out", str(summary.filtered_out))
+    sent = sum(summary.by_target.values()) if summary.dry_run else summary.replayed
+    table.add_row("would replay" if summary.dry_run else "replayed", str(sent))
+    if summary.no_target:
+        table.add_row("no original topic (skipped)", str(summary.no_target))
+    for target, count in sorted(summary.by_target.items()):
+        table.add_row(f"  to {target}", str(count))
+    for code, count in summary.by_code.most_common():
+        table.add_row(f"  error {code}", str(count))
+    table.add_row("elapsed", f"{summary.elapsed_s:.2f}s")
+    console.print(table)

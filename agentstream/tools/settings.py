@@ -1,0 +1,95 @@
+"""Tool settings: the ``tools`` group of :class:`agentstream.config.Settings`.
+
+MCP servers use the common ``mcpServers`` JSON format, from a file (``mcp_servers_file``) and/or
+inline (``mcp_servers``, e.g. ``AGENTSTREAM_TOOLS__MCP_SERVERS='{"mcpServers": {...}}'``); an
+inline server replaces a file server of the same name. Per server entry::
+
+    {"command": "...", "args": [...], "env": {...}, "cwd": "..."}        stdio
+    {"url": "http://host:port/mcp", "headers": {...}}                     streamable HTTP
+    optional: "type" ("stdio" | "http" | "streamable-http"), "disabled", and agentstream's
+    "timeout_s", "max_concurrency", "cache_ttl_s", "trust_annotations"
+
+``${VAR}`` in ``env`` and ``headers`` values is replaced from the worker's environment.
+
+Access (glob patterns over namespaced tool names, ``fnmatch`` rules, case-sensitive; ``*``
+matches dots too): a call is allowed when every level that is configured allows it and none
+denies it: the global ``allow``/``deny``, then ``tenants[tenant]``, then
+``tenants[tenant].users[user]``; the result is intersected with the request's ``allowed_tools``.
+
+``overrides`` maps a tool name or glob to policy/timeout/cache settings; an exact name beats a
+glob, and a longer glob beats a shorter one, field by field.
+
+This module imports nothing from the rest of the project (``config`` imports it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_serializer
+
+MASK = "**********"
+
+
+class ToolAccessRule(BaseModel):
+    """Allow/deny globs for one level (everyone, a tenant or a user)."""
+
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+
+
+class TenantToolAccess(ToolAccessRule):
+    """A tenant's rule, and its users' rules (keyed by user_id)."""
+
+    users: dict[str, ToolAccessRule] = Field(default_factory=dict)
+
+
+class ToolOverride(BaseModel):
+    """Operator overrides for tools matching a name or glob. ``None`` keeps the tool's value."""
+
+    read_only: bool | None = None
+    idempotent: bool | None = None
+    accepts_idempotency_key: bool | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    cache_ttl_s: int | None = Field(default=None, ge=0)  # 0: never cache
+
+
+class ToolSettings(BaseModel):
+    """Tools: MCP servers, access rules, overrides, cache and connection behaviour."""
+
+    mcp_servers_file: Path | None = None
+    mcp_servers: dict[str, Any] = Field(default_factory=dict)
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+    tenants: dict[str, TenantToolAccess] = Field(default_factory=dict)
+    overrides: dict[str, ToolOverride] = Field(default_factory=dict)
+    # Result cache for read-only tools; 0 disables it. Per tool/server via overrides.
+    cache_ttl_s: int = Field(default=900, ge=0)
+    max_concurrency_per_server: int = Field(default=8, ge=1)
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    # How often a connected server is asked for its tool list (liveness and tool changes).
+    health_check_interval_s: float = Field(default=30.0, gt=0)
+    stop_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_serializer("mcp_servers", when_used="json")
+    def _mask_server_secrets(self, servers: dict[str, Any]) -> dict[str, Any]:
+        """Dumps (``safe_dump``, ``agentstream config``) never show env or header values."""
+        return mask_server_secrets(servers)
+
+
+def mask_server_secrets(servers: dict[str, Any]) -> dict[str, Any]:
+    inner = servers.get("mcpServers", servers)
+    if not isinstance(inner, dict):
+        return servers
+    masked: dict[str, Any] = {}
+    for name, entry in inner.items():
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            for key in ("env", "headers"):
+                if isinstance(entry.get(key), dict):
+                    entry[key] = dict.fromkeys(entry[key], MASK)
+        masked[name] = entry
+    return {"mcpServers": masked} if "mcpServers" in servers else masked
