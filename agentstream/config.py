@@ -136,6 +136,8 @@ class StateSettings(BaseModel):
     dedupe_ttl_s: int = Field(default=24 * 3600, ge=1)
     # Must exceed the longest redelivery/replay window (see state/journal.py).
     journal_retention_s: int = Field(default=24 * 3600, ge=60)
+    redis_max_connections: int = Field(default=64, ge=1)
+    redis_pool_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class ModelPriceSettings(BaseModel):

@@ -25,7 +25,7 @@
     │   └── DeadlineExceededError        TIMEOUT     retriable = False
     └── ToolError                        (agentstream.tools.exceptions)
         ├── ToolNotFoundError / ToolArgumentsError / ToolDeniedError
-        ├── ToolTimeoutError                         retriable = True
+        ├── ToolTimeoutError, ToolUnavailableError   retriable = True
         ├── ToolExecutionError
         └── DuplicateToolError
 

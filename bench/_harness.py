@@ -15,12 +15,13 @@ FAST_KAFKA = {
     "heartbeat_interval_s": 0.5,
     "rebalance_timeout_s": 2.0,
     "commit_interval_s": 1.0,
-    "fetch_max_wait_ms": 2,
+    "fetch_max_wait_ms": 5,
 }
 
 
-def bench_settings(live: Settings, **overrides: Any) -> Settings:
-    return live.model_copy(update={"kafka": live.kafka.model_copy(update=FAST_KAFKA), **overrides})
+def bench_settings(live: Settings, *, fetch_max_wait_ms: int = 5, **overrides: Any) -> Settings:
+    kafka = {**FAST_KAFKA, "fetch_max_wait_ms": fetch_max_wait_ms}
+    return live.model_copy(update={"kafka": live.kafka.model_copy(update=kafka), **overrides})
 
 
 def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
@@ -32,18 +33,21 @@ def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
             "AGENTSTREAM_LOG_LEVEL": "WARNING",
         }
     )
-    for key, value in FAST_KAFKA.items():
-        env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
+    for key in FAST_KAFKA:
+        env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(getattr(settings.kafka, key))
     env.update(extra)
     return env
 
 
 def start_worker(settings: Settings, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The worker's log goes to ``<run_dir>/bench-worker.log``."""
+    Path(settings.run_dir).mkdir(parents=True, exist_ok=True)
+    log = open(Path(settings.run_dir) / "bench-worker.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "agentstream.cli", "worker"],
         env=worker_env(settings, extra),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
 
 

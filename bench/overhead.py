@@ -54,7 +54,7 @@ async def raw_hops(settings: Settings, n: int) -> list[float]:
 
 async def run(requests: int) -> None:
     async with DevStack(Settings(kafka_bootstrap_servers=None, redis_url=None)) as live:
-        settings = bench_settings(live)
+        settings = bench_settings(live, fetch_max_wait_ms=2)
         worker = start_worker(settings, {})
         try:
             async with AgentClient(settings) as client:

@@ -50,7 +50,9 @@ async def test_what_time_is_it_in_tokyo_via_the_mcp_time_server(settings_factory
     assert not call["is_error"]
     assert "Asia/Tokyo" in response.content
     assert ISO_TOKYO.search(response.content), response.content
-    print("RESPONSE:", response.content)
+    # The tool call succeeded (above). The local model still words a JSON time result as
+    # "tool failed: {...}" because llm/local.py matches the ISO time only at the start of the
+    # result; the wording is not asserted here until that is changed to a search.
 
 
 async def test_denied_mcp_tool_reaches_neither_the_server_nor_the_answer(

@@ -8,7 +8,10 @@ how these tests prove that denied, invalid and unknown calls never got there.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +26,7 @@ from agentstream.state.redis import redis_from_settings
 from agentstream.tools.base import CallContext
 from agentstream.tools.executor import PolicyExecutor
 from agentstream.tools.factory import build_tools
-from tests.mcp_servers.harness import CounterServer, servers_json
+from tests.mcp_servers.harness import SERVER_SCRIPT, CounterServer, servers_json
 
 pytestmark = pytest.mark.integration
 
@@ -377,3 +380,67 @@ async def test_third_party_time_server_over_stdio(settings_factory: Any) -> None
         assert (settings.run_dir / "mcp" / "time.stderr.log").exists()
     finally:
         await executor.stop()
+
+
+async def test_stdio_server_killed_mid_call_is_respawned(settings_factory: Any) -> None:
+    entry = {"command": sys.executable, "args": [str(SERVER_SCRIPT), "--stdio"]}
+    settings: Settings = settings_factory(
+        tools={"mcp_servers": servers_json(local=entry), **FAST_RECONNECT}
+    )
+    executor = build_tools(settings)
+    await executor.start()
+    try:
+        assert executor.toolset is not None
+        connection = executor.toolset.connections["local"]
+
+        async def stats() -> dict[str, Any]:
+            outcome = await executor.execute("local.stats", {}, timeout_s=10, call=ctx())
+            assert not outcome.is_error, outcome.content
+            data: dict[str, Any] = json.loads(outcome.content)
+            return data
+
+        first_pid = (await stats())["pid"]
+        in_flight = asyncio.create_task(
+            executor.execute("local.slow", {"seconds": 60}, timeout_s=120, call=ctx())
+        )
+
+        async def slow_started() -> bool:
+            return (await stats())["calls"].get("slow", 0) == 1
+
+        await wait_until(slow_started, "the slow call to reach the server")
+        os.kill(first_pid, signal.SIGKILL)
+        outcome = await asyncio.wait_for(in_flight, 30)
+        assert outcome.error_code == "TOOL_UNAVAILABLE"
+
+        async def respawned() -> bool:
+            return connection.connected
+
+        await wait_until(respawned, "a new server process")
+        assert (await stats())["pid"] != first_pid
+        again = await executor.execute("local.add", {"a": 1, "b": 2}, timeout_s=10, call=ctx())
+        assert again.content == "3"
+    finally:
+        await executor.stop()
+
+
+async def test_health_check_notices_a_dead_idle_server(
+    make_executor: ExecutorFactory, counter: CounterServer
+) -> None:
+    executor = await make_executor(health_check_interval_s=0.1)
+    assert executor.toolset is not None
+    connection = executor.toolset.connections["counter"]
+    counter.kill()
+
+    async def disconnected() -> bool:
+        return not connection.connected
+
+    await wait_until(disconnected, "the health check to mark the server down")
+    assert executor.health()["servers"][0]["last_error"]
+    await counter.start()
+
+    async def reconnected() -> bool:
+        return connection.connected
+
+    await wait_until(reconnected, "the server to reconnect")
+    ok = await executor.execute("counter.add", {"a": 2, "b": 2}, timeout_s=10, call=ctx())
+    assert ok.content == "4"

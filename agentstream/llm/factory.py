@@ -25,6 +25,7 @@ from agentstream.llm.wrappers import CircuitBreakerLLM, FallbackLLM, RetryingLLM
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.breaker import BreakerConfig, BreakerRegistry
 from agentstream.resilience.retry import RetryPolicy
+from agentstream.state.redis import redis_from_settings
 
 log = get_logger(__name__)
 
@@ -147,7 +148,7 @@ def build_router(settings: Settings, *, redis: Redis | None = None) -> ModelRout
     registry: BreakerRegistry | None = None
     if llm.breaker.enabled:
         if redis is None and settings.redis_url:
-            redis = Redis.from_url(settings.redis_url, decode_responses=False)
+            redis = redis_from_settings(settings)
             closers.append(redis.aclose)
         if redis is not None:
             registry = BreakerRegistry(

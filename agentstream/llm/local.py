@@ -190,7 +190,7 @@ def _looks_failed(name: str, content: str) -> bool:
     if _is_calculator(name):
         return _NUMBER_RESULT.fullmatch(content) is None
     if _is_time_tool(name):
-        return _TIME_RESULT.match(content) is None
+        return _TIME_RESULT.search(content) is None
     return False
 
 

@@ -18,7 +18,21 @@ import structlog
 
 from agentstream.config import Settings
 
-NOISY_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "aiohttp", "asyncio", "httpx", "mcp")
+NOISY_LOGGERS = (
+    "faust",
+    "mode",
+    "aiokafka",
+    "kafka",
+    "aiohttp",
+    "asyncio",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "mcp",
+    "openai",
+    "anthropic",
+)
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:

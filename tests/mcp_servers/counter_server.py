@@ -8,7 +8,7 @@ requests reached this process per tool name, counted *before* the server validat
 or looks the tool up, and the most ``slow`` calls that ran at once. ``stats`` does not count
 itself, so a test can read the counter without changing it.
 
-    python tests/mcp_servers/counter_server.py --port 8123
+    python tests/mcp_servers/counter_server.py --port 8123     (or --stdio)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 from collections import Counter
 from typing import Any
@@ -95,7 +96,12 @@ def create_server() -> MCPServer:
     @server.tool(name=STATS_TOOL, description="Calls received per tool.", annotations=READ_ONLY)
     def stats() -> str:
         return json.dumps(
-            {"calls": dict(calls), "bumps": bumps["count"], "max_slow_at_once": slow_calls["max"]}
+            {
+                "calls": dict(calls),
+                "bumps": bumps["count"],
+                "max_slow_at_once": slow_calls["max"],
+                "pid": os.getpid(),
+            }
         )
 
     return server
@@ -104,10 +110,16 @@ def create_server() -> MCPServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, help="serve streamable HTTP on this port")
+    parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead")
     args = parser.parse_args()
     server = create_server()
-    asyncio.run(server.run_streamable_http_async(host=args.host, port=args.port))
+    if args.stdio:
+        asyncio.run(server.run_stdio_async())
+    elif args.port:
+        asyncio.run(server.run_streamable_http_async(host=args.host, port=args.port))
+    else:
+        parser.error("give --port or --stdio")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ from typing import Any, TextIO, cast
 
 import httpx2
 import mcp_types
-from mcp import Client, MCPError, StdioServerParameters
+from mcp import Client, InputRequiredRoundsExceededError, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CONNECTION_CLOSED, CallToolResult, Implementation, RequestParamsMeta
+from pydantic import ValidationError
 
 from agentstream import __version__
 from agentstream.observability.logging import get_logger
@@ -45,6 +46,10 @@ log = get_logger(__name__)
 
 ToolsCallback = Callable[["McpConnection", list[mcp_types.Tool]], None]
 _MAX_LIST_PAGES = 100
+# Errors about one result (output-schema mismatch, malformed result, too many input rounds),
+# as opposed to transport failures, which break the session.
+# (InputRequiredRoundsExceededError is a RuntimeError; named for the reader.)
+_BAD_RESULT = (RuntimeError, ValidationError, InputRequiredRoundsExceededError)
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 
 
@@ -139,19 +144,28 @@ class McpConnection:
                 request.cancel()
                 raise
             if request.cancelled():
-                raise self._lost("the connection was lost during the call")
+                raise self._lost("the connection was lost during the call", client)
             error = request.exception()
             if isinstance(error, MCPError) and error.code != CONNECTION_CLOSED:
                 self.health.latency.add(_ms_since(started))
                 raise ToolExecutionError(f"MCP error {error.code}: {error.message}")
+            if isinstance(error, _BAD_RESULT) and self._client is client:
+                # The session is fine; the answer is not usable. The SDK's message may quote the
+                # result, so only the kind of problem is passed on.
+                self.health.latency.add(_ms_since(started))
+                raise ToolExecutionError(
+                    f"the server's answer could not be used ({type(error).__name__}: it does not "
+                    "match the protocol or the tool's declared output schema)"
+                )
             if error is not None:
-                raise self._lost(describe_error(error))
+                raise self._lost(describe_error(error), client)
             self.health.latency.add(_ms_since(started))
             return request.result()
 
-    def _lost(self, reason: str) -> ToolUnavailableError:
+    def _lost(self, reason: str, client: Client) -> ToolUnavailableError:
         self.health.call_failures += 1
-        self.mark_broken(reason)
+        if self._client is client:  # not a leftover call of a session already replaced
+            self.mark_broken(reason)
         return ToolUnavailableError(f"MCP server {self.name!r} failed during the call: {reason}")
 
     def mark_broken(self, reason: str) -> None:
