@@ -256,7 +256,9 @@ class AdmissionSettings(BaseModel):
     budget_on_redis_error: Literal["allow", "deny"] = "deny"
     redis_timeout_s: float = Field(default=1.0, gt=0)
     completion_token_estimate: int = Field(default=256, ge=0)
-    cache_enabled: bool = True
+    # Opt-in: an answer built from time-sensitive read-only tools (current time, prices) would
+    # be served stale for up to cache_ttl_s; enable where answers are stable enough.
+    cache_enabled: bool = False
     cache_ttl_s: int = Field(default=300, ge=1)
     cache_bucket_s: int = Field(default=3600, ge=1)
     cache_min_confidence: float = Field(default=0.8, ge=0, le=1)

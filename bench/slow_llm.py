@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 from _harness import bench_settings, peak_rss_mb, percentile, start_worker, worker_cpu_s
@@ -21,10 +22,11 @@ from agentstream.config import Settings
 from agentstream.embedded import DevStack
 
 
-async def run(requests: int, in_flight: int, latency: float) -> None:
+async def run(requests: int, in_flight: int, latency: float, fetch_ms: int) -> None:
     base = Settings(kafka_bootstrap_servers=None, redis_url=None)
-    async with DevStack(base) as live:
-        settings = bench_settings(live)
+    stack = DevStack(base)
+    async with stack as live:
+        settings = bench_settings(live, fetch_max_wait_ms=fetch_ms)
         worker = start_worker(
             settings,
             {
@@ -64,6 +66,11 @@ async def run(requests: int, in_flight: int, latency: float) -> None:
                 await collector
             rss = peak_rss_mb(worker.pid)
             cpu = worker_cpu_s(worker.pid)
+            others = {
+                "broker (Tansu)": worker_cpu_s(stack.kafka.pid) if stack.kafka else 0.0,
+                "redis-server": worker_cpu_s(stack.redis.pid) if stack.redis else 0.0,
+                "bench client": time.process_time(),
+            }
         finally:
             worker.terminate()
             worker.wait(timeout=60)
@@ -78,7 +85,11 @@ async def run(requests: int, in_flight: int, latency: float) -> None:
     print(f"latency p50           {percentile(latencies, 0.50) * 1000:.0f} ms")
     print(f"latency p99           {percentile(latencies, 0.99) * 1000:.0f} ms")
     print(f"worker peak RSS       {rss:.0f} MB   (target <= 250 MB)")
+    print(f"fetch_max_wait_ms     {fetch_ms}")
     print(f"worker CPU            {cpu:.1f} s ({cpu / requests * 1000:.2f} ms per request)")
+    for name, seconds in others.items():
+        print(f"{name + ' CPU':22}{seconds:.1f} s")
+    print(f"machine               {os.cpu_count()} cores, run {elapsed:.1f} s")
 
 
 def main() -> None:
@@ -86,8 +97,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=500)
     parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=5)
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.in_flight, args.latency))
+    asyncio.run(run(args.requests, args.in_flight, args.latency, args.fetch_max_wait_ms))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ async def admission_for(
         settings = Settings(
             redis_url=own_redis.url,
             state={"key_prefix": unique_prefix},
-            admission={"redis_timeout_s": 0.5, **admission},
+            admission={"redis_timeout_s": 0.5, "cache_enabled": True, **admission},
         )
         redis = Redis.from_url(own_redis.url)
         clients.append(redis)

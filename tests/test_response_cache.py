@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def settings(settings_factory: Any) -> Settings:
-    s: Settings = settings_factory(kafka=FAST_KAFKA)
+    s: Settings = settings_factory(kafka=FAST_KAFKA, admission={"cache_enabled": True})
     await ensure_topics(s)
     return s
 

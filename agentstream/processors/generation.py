@@ -41,8 +41,8 @@ from agentstream.processors.signals import DeadLetter, RetryLater
 from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
 from agentstream.schemas.exceptions import SerializationError
-from agentstream.state.context import AgentContext
-from agentstream.state.journal import llm_step_id
+from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.journal import StepState, llm_step_id
 
 STAGE = "generation"
 # Confidence of an answer produced on a degraded path (simplified context, fallback model).
@@ -107,8 +107,16 @@ class GenerationStage:
                 f"stopped after {deps.settings.limits.max_turns} model turns without "
                 "a final answer",
             )
+        # one round trip: the session context and the step journal entry of this LLM step
+        step = llm_step_id(ids.request_id, turn)
+        step_state, raw_ctx = await deps.journal.begin_and_read(
+            ids.tenant_id, step, deps.contexts.key(ids.tenant_id, ids.session_id)
+        )
         ctx = await deps.contexts.update(
-            ids.tenant_id, ids.session_id, lambda c: _with_tool_results(c, ids, turn, event)
+            ids.tenant_id,
+            ids.session_id,
+            lambda c: _with_tool_results(c, ids, turn, event),
+            current=ContextStore.parse_get(raw_ctx),
         )
         if ctx is None:
             return fail(
@@ -116,7 +124,7 @@ class GenerationStage:
                 "Your conversation context has expired. Please restate your request.",
             )
         try:
-            result = await self._journaled_step(ctx, event, ids, turn)
+            result, fresh = await self._journaled_step(ctx, event, ids, turn, step_state)
         except AdmissionDenied as denied:  # token rate limit or daily budget
             await self._set_state(ids, "ERROR")
             return fail(
@@ -154,10 +162,18 @@ class GenerationStage:
             request_id=ids.request_id,
             turn=turn,
         )
+        # the assistant turn and the journal's "step done" in one atomic write
+        done = (deps.journal.key(ids.tenant_id, step), result.to_json(), deps.journal.retention_s)
         ctx = await deps.contexts.update(
-            ids.tenant_id, ids.session_id, lambda c: _with_assistant(c, entry, state), current=ctx
+            ids.tenant_id,
+            ids.session_id,
+            lambda c: _with_assistant(c, entry, state),
+            current=ctx,
+            complete_step=done if fresh else None,
         )
         if ctx is None:
+            if fresh:
+                await deps.journal.complete(ids.tenant_id, step, result.to_json())
             return fail(
                 "CONTEXT_LOST",
                 "Your conversation context has expired. Please restate your request.",
@@ -216,16 +232,20 @@ class GenerationStage:
         return StageResult(records=records, then=release)
 
     async def _journaled_step(
-        self, ctx: AgentContext, event: dict[str, Any], ids: RequestIds, turn: int
-    ) -> LLMResult:
+        self,
+        ctx: AgentContext,
+        event: dict[str, Any],
+        ids: RequestIds,
+        turn: int,
+        state: StepState,
+    ) -> tuple[LLMResult, bool]:
         """Run the LLM step once: a step already completed (redelivery, replay) is not re-run;
-        one left in flight by a crashed worker runs again (a model call has no side effects)."""
-        journal = self.deps.journal
+        one left in flight by a crashed worker runs again (a model call has no side effects).
+        Returns the result and whether it is fresh (the caller records it in the journal)."""
         step = llm_step_id(ids.request_id, turn)
-        state = await journal.begin(ids.tenant_id, step)
         if state.status == "done" and state.result is not None:
             log.info("llm step replayed from journal", turn=turn)
-            return LLMResult.from_json(state.result)
+            return LLMResult.from_json(state.result), False
         if state.status == "in_flight":
             log.info("llm step left in flight by another attempt; running again", turn=turn)
         async with admitted_llm_call(
@@ -237,8 +257,7 @@ class GenerationStage:
         ) as grant:
             result = await self._call_with_recovery(ctx, event)
             grant.record(result.usage)
-        await journal.complete(ids.tenant_id, step, result.to_json())
-        return result
+        return result, True
 
     async def _call_with_recovery(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
         """LLM_TIMEOUT and context-too-long: try once more with a simplified context (a quarter

@@ -26,7 +26,8 @@ from agentstream.processors.progress import add_stage_time, new_progress
 from agentstream.processors.sanitize import sanitize_text, valid_id
 from agentstream.processors.signals import DeadLetter
 from agentstream.schemas.exceptions import SerializationError
-from agentstream.state.context import AgentContext
+from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.exceptions import SessionBusyError
 
 STAGE = "validation"
@@ -68,9 +69,12 @@ class ValidationStage:
                         origin=msg,
                     )
                 )
-            if not await self.deps.dedupe.first_sighting(
-                ids.tenant_id, ids.request_id, msg.position
-            ):
+            # one round trip: the dedupe marker and the session context
+            pipe = self.deps.contexts.pipeline()
+            self.deps.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, msg.position)
+            self.deps.contexts.queue_get(pipe, ids.tenant_id, ids.session_id)
+            _, stored, raw_ctx = await pipe.execute()
+            if not RequestDedupe.parse(stored, msg.position):
                 log.info("duplicate request dropped")
                 dup = Failure(
                     code="DUPLICATE_REQUEST",
@@ -152,7 +156,9 @@ class ValidationStage:
                 )
                 return StageResult(records=records)
             try:
-                await self._record_user_turn(ids, message, allowed, request["metadata"])
+                await self._record_user_turn(
+                    ids, message, allowed, request["metadata"], ContextStore.parse_get(raw_ctx)
+                )
             except RequestRejected as rej:
                 log.info("request rejected", code=rej.code)
                 failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
@@ -218,7 +224,12 @@ class ValidationStage:
         return message, allowed
 
     async def _record_user_turn(
-        self, ids: RequestIds, message: str, allowed: list[str], metadata: dict[str, str]
+        self,
+        ids: RequestIds,
+        message: str,
+        allowed: list[str],
+        metadata: dict[str, str],
+        current: AgentContext | None,
     ) -> None:
         """Append the user turn and make this request the session's active one. Under the
         ``queue`` double-text policy a request waits while an earlier one of its session runs."""
@@ -254,6 +265,7 @@ class ValidationStage:
             return ctx
 
         delay = 0.005
+        known: dict[str, Any] = {"current": current}  # the prefetched context, first try only
         while True:
             try:
                 await self.deps.contexts.update(
@@ -262,7 +274,9 @@ class ValidationStage:
                     change,
                     claim=ids.request_id,
                     stale_s=limits.session_busy_timeout_s,
+                    **known,
                 )
+                known = {}
             except SessionBusyError as busy:
                 if limits.double_text == "reject":
                     raise RequestRejected(
@@ -272,6 +286,7 @@ class ValidationStage:
                     ) from busy
                 # Queue policy: this session's later requests wait behind the active one; other
                 # sessions keep flowing (the runner holds only this key).
+                known = {}
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
                 continue

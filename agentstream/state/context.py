@@ -26,9 +26,9 @@ from agentstream.state.exceptions import (
 )
 from agentstream.state.keys import Keys
 
-# KEYS[1] context key
+# KEYS[1] context key; KEYS[2] (optional) a step-journal entry completed in the same write
 # ARGV: expected version ("0" = must not exist), data, ttl s, claim request_id ("" = none),
-#       now ms, stale ms
+#       now ms, stale ms, [step result, step retention s]
 # Returns the new version, -1 on a version conflict, -2 when another request holds the session.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], 'v')
@@ -47,6 +47,10 @@ end
 local nv = tonumber(cur) + 1
 redis.call('HSET', KEYS[1], 'v', nv, 'data', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if KEYS[2] then
+  redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[7])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[8]))
+end
 return nv
 """
 
@@ -119,6 +123,26 @@ class ContextStore:
         self._cas = redis.register_script(_CAS)
         self._release = redis.register_script(_RELEASE)
 
+    def key(self, tenant_id: str, session_id: str) -> str:
+        return self._keys.context(tenant_id, session_id)
+
+    def pipeline(self) -> Any:
+        """A non-transactional pipeline on the same client (to batch independent reads)."""
+        return self._redis.pipeline(transaction=False)
+
+    def queue_get(self, pipe: Any, tenant_id: str, session_id: str) -> None:
+        """Add this context's read to a pipeline (see :meth:`parse_get`)."""
+        pipe.hmget(self._keys.context(tenant_id, session_id), ["v", "data", "a"])
+
+    @staticmethod
+    def parse_get(raw: list[Any]) -> AgentContext | None:
+        version, data, active = raw
+        if version is None or data is None:
+            return None
+        text = active.decode() if isinstance(active, bytes) else active
+        holder = text.rsplit("|", 1)[0] if text else None
+        return AgentContext.from_json(data, int(version), holder)
+
     async def get(self, tenant_id: str, session_id: str) -> AgentContext | None:
         key = self._keys.context(tenant_id, session_id)
         version, data, active = await self._redis.hmget(key, ["v", "data", "a"])
@@ -143,6 +167,7 @@ class ContextStore:
         current: AgentContext | None = _UNSET,
         claim: str | None = None,
         stale_s: float = 0.0,
+        complete_step: tuple[str, str, int] | None = None,
     ) -> AgentContext | None:
         """Apply ``change`` atomically. ``change`` gets the current context (or None) and returns
         the new one, or None to leave it untouched. It may run more than once: keep it pure
@@ -151,8 +176,11 @@ class ContextStore:
         ``current``: a context this caller just read; the first attempt skips the read.
         ``claim``: also make this request the session's active one; raises
         :class:`SessionBusyError` while another request (active for less than ``stale_s``)
-        holds it."""
+        holds it.
+        ``complete_step``: (step key, result, retention s) of a step-journal entry to mark done
+        in the same atomic write (saves a round trip on the hot path)."""
         key = self._keys.context(tenant_id, session_id)
+        keys = [key, complete_step[0]] if complete_step else [key]
         known = current
         for attempt in range(self._max_attempts):
             if attempt:  # lost a race: back off a little, with jitter, before re-reading
@@ -176,7 +204,9 @@ class ContextStore:
                 now_ms(),
                 int(stale_s * 1000),
             ]
-            result = int(await self._cas(keys=[key], args=args))
+            if complete_step:
+                args += [complete_step[1], complete_step[2]]
+            result = int(await self._cas(keys=keys, args=args))
             if result >= 0:
                 new.version = result
                 if claim:

@@ -7,6 +7,8 @@ the *same* position is Kafka redelivering the record after a crash, so it is pro
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
 from agentstream.state.keys import Keys
@@ -17,6 +19,19 @@ class RequestDedupe:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
+
+    def queue_first_sighting(
+        self, pipe: Any, tenant_id: str, request_id: str, position: str
+    ) -> None:
+        """Add the check to a pipeline: two replies, read them with :meth:`parse`."""
+        key = self._keys.request(tenant_id, request_id)
+        pipe.set(key, position, nx=True, ex=self._ttl_s)
+        pipe.get(key)
+
+    @staticmethod
+    def parse(stored: Any, position: str) -> bool:
+        """The stored position is this record's: new, or a redelivery of the original."""
+        return stored in (position, position.encode())
 
     async def first_sighting(self, tenant_id: str, request_id: str, position: str) -> bool:
         """True when this request should run: new, or a redelivery of the original record."""

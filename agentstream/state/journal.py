@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -30,20 +30,28 @@ from agentstream.state.keys import Keys
 
 # KEYS[1] step key; ARGV: owner, now ms, retention s, rerun unknown ("1" = operator replay)
 _BEGIN = """
+local function reply(status, value)
+  local r = {status, value}
+  if KEYS[2] then  -- also read a hash (the session context) in the same round trip
+    local h = redis.call('HMGET', KEYS[2], 'v', 'data', 'a')
+    r[3] = h[1]; r[4] = h[2]; r[5] = h[3]
+  end
+  return r
+end
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'done' then
-  return {'done', redis.call('HGET', KEYS[1], 'result')}
+  return reply('done', redis.call('HGET', KEYS[1], 'result'))
 end
 if st == 'unknown' and ARGV[4] == '0' then
-  return {'unknown', ''}
+  return reply('unknown', '')
 end
 local prev = ''
 if st == 'running' then prev = redis.call('HGET', KEYS[1], 'owner') end
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'started', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-if st == 'running' then return {'in_flight', prev} end
-return {'new', ''}
+if st == 'running' then return reply('in_flight', prev) end
+return reply('new', '')
 """
 
 # KEYS[1] step key; ARGV: result, retention s
@@ -88,14 +96,39 @@ class StepJournal:
         self._complete = redis.register_script(_COMPLETE)
         self._unknown = redis.register_script(_UNKNOWN)
 
+    @property
+    def retention_s(self) -> int:
+        return self._retention_s
+
+    def key(self, tenant_id: str, step_id: str) -> str:
+        return self._keys.step(tenant_id, step_id)
+
+    def _begin_args(self, rerun_unknown: bool) -> list[str | int]:
+        now = int(time.time() * 1000)
+        return [self._owner, now, self._retention_s, "1" if rerun_unknown else "0"]
+
+    async def begin_and_read(
+        self, tenant_id: str, step_id: str, hash_key: str, *, rerun_unknown: bool = False
+    ) -> tuple[StepState, list[Any]]:
+        """:meth:`begin`, and read fields ``v, data, a`` of ``hash_key`` (the session context)
+        in the same round trip."""
+        key = self._keys.step(tenant_id, step_id)
+        raw = await self._begin(keys=[key, hash_key], args=self._begin_args(rerun_unknown))
+        fields = list(raw[2:5])
+        fields += [None] * (3 - len(fields))  # trailing nils are dropped from Lua replies
+        return self.parse_begin(raw[:2]), fields
+
     async def begin(
         self, tenant_id: str, step_id: str, *, rerun_unknown: bool = False
     ) -> StepState:
         """Look the step up and, unless it is done (or unknown and not re-run), take it."""
         key = self._keys.step(tenant_id, step_id)
-        now = int(time.time() * 1000)
-        args: list[str | int] = [self._owner, now, self._retention_s, "1" if rerun_unknown else "0"]
-        status, value = await self._begin(keys=[key], args=args)
+        raw = await self._begin(keys=[key], args=self._begin_args(rerun_unknown))
+        return self.parse_begin(raw)
+
+    @staticmethod
+    def parse_begin(raw: Any) -> StepState:
+        status, value = raw
         status = status.decode() if isinstance(status, bytes) else str(status)
         text = value.decode() if isinstance(value, bytes) else (value or None)
         if status == "done":

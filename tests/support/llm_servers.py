@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -117,12 +118,15 @@ def anthropic_error(status: int, type_: str, message: str) -> Reply:
 
 class FakeLLMServer:
     """``async with FakeLLMServer() as server``: ``server.base_url`` ends in ``/v1`` for OpenAI
-    clients; Anthropic clients use ``server.root_url``. Unscripted requests get a plain answer."""
+    clients; Anthropic clients use ``server.root_url``. Unscripted requests get the
+    ``responder``'s reply for their arrival (when set and not None), else ``default``, else a
+    plain answer."""
 
     def __init__(self) -> None:
         self.arrivals: list[Arrival] = []
         self._script: deque[Reply] = deque()
         self.default: Reply | None = None
+        self.responder: Callable[[Arrival], Reply | None] | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -183,15 +187,18 @@ class FakeLLMServer:
     async def _answer(self, request: web.Request, wire: Wire) -> web.StreamResponse:
         at = time.monotonic()
         body = await request.json()
-        self.arrivals.append(
-            Arrival(
-                wire=wire,
-                at=at,
-                body=body,
-                headers={k.lower(): v for k, v in request.headers.items()},
-            )
+        arrival = Arrival(
+            wire=wire,
+            at=at,
+            body=body,
+            headers={k.lower(): v for k, v in request.headers.items()},
         )
-        reply = self._script.popleft() if self._script else self.default
+        self.arrivals.append(arrival)
+        reply = self._script.popleft() if self._script else None
+        if reply is None and self.responder is not None:
+            reply = self.responder(arrival)
+        if reply is None:
+            reply = self.default
         if reply is None:
             reply = Reply(body=openai_completion() if wire == "openai" else anthropic_message())
         if reply.delay_s:
