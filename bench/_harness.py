@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agentstream.config import Settings
+from agentstream.embedded.process import die_with_parent_hook
 
 FAST_KAFKA = {
     "session_timeout_s": 2.0,
@@ -48,6 +49,7 @@ def start_worker(settings: Settings, extra: dict[str, str]) -> subprocess.Popen[
         env=worker_env(settings, extra),
         stdout=subprocess.DEVNULL,
         stderr=log,
+        preexec_fn=die_with_parent_hook(),
     )
 
 

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
 
-from agentstream.cli.runtime import err_console, load_cli_settings, until_signal
+from agentstream.cli.runtime import err_console, load_cli_settings, run, until_signal
 from agentstream.exceptions import AgentStreamError
 from agentstream.streams.app import STAGES, PipelineWorker
+
+STOP_MARGIN_S = 15.0
+
+
+async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound_s: float) -> None:
+    """Drain and stop gracefully; a second signal, or a stop that outlasts ``bound_s`` (say the
+    broker is gone and commits hang), exits at once: unfinished work is redelivered anyway."""
+    stop.clear()
+    stopping = asyncio.create_task(pipeline.stop())
+    again = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stopping, again}, timeout=bound_s, return_when="FIRST_COMPLETED")
+    again.cancel()
+    if stopping in done:
+        stopping.result()
+        return
+    err_console.print("[red]worker did not stop in time; exiting now[/red]")
+    os._exit(3)
 
 
 def worker(
@@ -25,12 +43,14 @@ def worker(
     settings = load_cli_settings()
 
     async def main(stop: asyncio.Event) -> None:
-        async with PipelineWorker(settings, stages=chosen):
-            err_console.print(f"worker running stages {','.join(chosen)}; Ctrl-C to stop")
-            await stop.wait()
+        pipeline = PipelineWorker(settings, stages=chosen)
+        await pipeline.start()
+        err_console.print(f"worker running stages {','.join(chosen)}; Ctrl-C to stop")
+        await stop.wait()
+        await stop_within_bound(pipeline, stop, settings.timeouts.shutdown_grace_s + STOP_MARGIN_S)
 
     try:
-        asyncio.run(until_signal(main))
+        run(until_signal(main))
     except AgentStreamError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

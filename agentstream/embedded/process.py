@@ -42,7 +42,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -93,7 +93,7 @@ class ManagedProcess:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             process_group=0,
-            preexec_fn=_die_with_parent_hook(),  # prctl must run in the child
+            preexec_fn=die_with_parent_hook(),  # prctl must run in the child
             close_fds=True,
         )
         _LIVE[self._proc.pid] = self
