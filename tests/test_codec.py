@@ -140,6 +140,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tool_calls": 1,
         "tool_errors": 0,
         "time": NOW,
+        "tool_details": [
+            {
+                "call_id": "c1",
+                "name": "calculator",
+                "turn": 0,
+                "is_error": False,
+                "error_code": None,
+                "duration_ms": 0.4,
+            }
+        ],
+        "model": "local-rules",
     },
 }
 
@@ -365,3 +376,19 @@ async def test_codec_from_settings() -> None:
     remote = codec_from_settings(Settings(schema_registry_url="http://127.0.0.1:1"))
     assert isinstance(remote.catalog, SchemaRegistryCatalog)
     await remote.aclose()
+
+
+def test_metrics_event_written_before_tool_details_reads_with_defaults() -> None:
+    """MetricsEvent gained two optional fields; events written without them still read."""
+    current = builtin_schemas()["io.agentstream.MetricsEvent"].definition
+    new_fields = ("tool_details", "model")
+    old = {**current, "fields": [f for f in current["fields"] if f["name"] not in new_fields]}
+    catalog = LocalCatalog()
+    old_id = catalog.register(old)
+    record = {k: v for k, v in SAMPLES["MetricsEvent"].items() if k not in new_fields}
+    buffer = io.BytesIO()
+    buffer.write(struct.pack(">bI", 0, old_id))
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(old), record)
+    decoded = AvroCodec(catalog).decode("MetricsEvent", buffer.getvalue())
+    assert decoded["tool_details"] == []
+    assert decoded["model"] is None

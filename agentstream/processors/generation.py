@@ -282,7 +282,8 @@ class GenerationStage:
         max_tokens = DEFAULT_MAX_TOKENS
         if simplified:
             budget, max_tokens = budget // 4, max(64, max_tokens // 4)
-        messages = build_messages(deps.settings.llm.system_prompt, ctx.history, budget)
+        history = history_for_request(ctx.history, event["request_id"])
+        messages = build_messages(deps.settings.llm.system_prompt, history, budget)
         allowed: list[str] = event["allowed_tools"]
         request = LLMRequest(
             messages=messages,
@@ -361,6 +362,16 @@ def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
     return bool(
         entry["role"] == "assistant" and entry["request_id"] == request_id and entry["turn"] == turn
     )
+
+
+def history_for_request(history: list[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
+    """The conversation as this request saw it: everything before its first entry, plus its own
+    entries. A request replayed from a dead-letter topic after the session moved on must not see
+    (and answer) the later requests' messages."""
+    first = next((i for i, e in enumerate(history) if e["request_id"] == request_id), None)
+    if first is None:
+        return history
+    return history[:first] + [e for e in history[first:] if e["request_id"] == request_id]
 
 
 def _past(deadline: datetime | None) -> bool:

@@ -120,6 +120,8 @@ def finish(
         "tool_calls": len(tool_calls),
         "tool_errors": sum(1 for c in tool_calls if c["is_error"]),
         "time": now,
+        "tool_details": list(tool_calls),
+        "model": meta.get("served_by") or meta.get("model"),
     }
     key = ids.session_id.encode()
     topics = deps.settings.topics

@@ -257,6 +257,7 @@ class PipelineWorker:
             topic_disable_leader=True,
             web_enabled=False,
             store="memory://",
+            datadir=str(s.run_dir / "faust-data"),  # Faust's default is ./<app id>-data
             autodiscover=False,
             producer_acks=-1,
             # Faust would otherwise wait, without limit, for every in-flight event before a
