@@ -40,12 +40,12 @@ def worker_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, extra: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     """The worker's log goes to ``<run_dir>/bench-worker.log``."""
     Path(settings.run_dir).mkdir(parents=True, exist_ok=True)
     log = open(Path(settings.run_dir) / "bench-worker.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "agentstream.cli", "worker"],
+        [sys.executable, "-m", "agentstream.cli", "worker", *args],
         env=worker_env(settings, extra),
         stdout=subprocess.DEVNULL,
         stderr=log,

@@ -52,10 +52,10 @@ async def raw_hops(settings: Settings, n: int) -> list[float]:
     return hops
 
 
-async def run(requests: int) -> None:
+async def run(requests: int, fetch_ms: int, stage_args: list[str]) -> None:
     async with DevStack(Settings(kafka_bootstrap_servers=None, redis_url=None)) as live:
-        settings = bench_settings(live, fetch_max_wait_ms=2)
-        worker = start_worker(settings, {})
+        settings = bench_settings(live, fetch_max_wait_ms=fetch_ms)
+        worker = start_worker(settings, {}, *stage_args)
         try:
             async with AgentClient(settings) as client:
                 await client.ask("hello", session_id="warm", user_id="u", tenant_id="t", timeout=60)
@@ -85,7 +85,11 @@ async def run(requests: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=500)
-    asyncio.run(run(parser.parse_args().requests))
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=1)
+    parser.add_argument("--stages", default="", help="worker --stages (default: all)")
+    args = parser.parse_args()
+    stage_args = ["--stages", args.stages] if args.stages else []
+    asyncio.run(run(args.requests, args.fetch_max_wait_ms, stage_args))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
+from agentstream.streams.retry_consumer import RetryConsumer
 from agentstream.streams.runner import StageRunner
 from agentstream.tools.base import ManagedTools, ToolExecutor
 from agentstream.tools.factory import build_tools
@@ -116,6 +117,7 @@ class PipelineWorker:
         self._codec = codec_from_settings(settings)
         self._publisher = Publisher(settings)
         self._app: faust.App | None = None
+        self._retry_consumer: RetryConsumer | None = None
         self._started = asyncio.Event()
 
     async def start(self) -> None:
@@ -156,6 +158,9 @@ class PipelineWorker:
             self.runners[stage] = self._runner(stage, handlers[stage], deps)
         self._app = self._build_app()
         await self._app.start()
+        if "retry" in self.runners and s.topics.retry_tiers_s:
+            self._retry_consumer = RetryConsumer(s, self.runners["retry"])
+            await self._retry_consumer.start()
         log.info("worker started", stages=",".join(self.stages), group=s.consumer_group)
 
     def _runner(self, stage: str, handler: Handler, deps: StageDeps) -> StageRunner:
@@ -242,6 +247,7 @@ class PipelineWorker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
+        (s.run_dir / "faust-data").mkdir(parents=True, exist_ok=True)
         app = TunedApp(
             s.consumer_group,
             fetch_max_wait_ms=s.kafka.fetch_max_wait_ms,
@@ -265,7 +271,8 @@ class PipelineWorker:
             stream_wait_empty=False,
         )
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        for stage, name in ((st, t) for st in self.stages for t in stage_topics(s, st)):
+        faust_stages = [st for st in self.stages if st != "retry"]
+        for stage, name in ((st, t) for st in faust_stages for t in stage_topics(s, st)):
             topic = app.topic(
                 name,
                 key_type=bytes,
@@ -299,9 +306,15 @@ class PipelineWorker:
 
     async def stop(self) -> None:
         grace = self.settings.timeouts.shutdown_grace_s
-        drained = await asyncio.gather(*(r.drain(grace) for r in self.runners.values()))
+        # records waiting in the retry forwarder are not worth waiting for: unacked, they come
+        # back to whichever worker owns their partition next, with their due time intact
+        drained = await asyncio.gather(
+            *(r.drain(0 if name == "retry" else grace) for name, r in self.runners.items())
+        )
         if not all(drained):
             log.warning("shutdown grace expired; unfinished events will be redelivered")
+        if self._retry_consumer is not None:
+            await self._retry_consumer.stop()
         if self._app is not None:
             await self._app.stop()
         for runner in self.runners.values():
