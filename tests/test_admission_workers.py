@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -15,53 +11,21 @@ from agentstream.client import AgentClient, new_request
 from agentstream.config import Settings
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA
+from tests.support.workers import start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-            "AGENTSTREAM_REDIS_URL": settings.redis_url or "",
-            "AGENTSTREAM_CONSUMER_GROUP": settings.consumer_group,
-            "AGENTSTREAM_STATE__KEY_PREFIX": settings.state.key_prefix,
-            "AGENTSTREAM_LOG_LEVEL": "WARNING",
-            "AGENTSTREAM_ADMISSION__DEFAULTS__USER_REQUESTS": "10",
-            "AGENTSTREAM_ADMISSION__DEFAULTS__WINDOW_S": "60",
-        }
-    )
-    for name in ("requests", "generation", "tool_calls", "responses", "errors", "metrics"):
-        env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
-    for key, value in FAST_KAFKA.items():
-        env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
-    return env
-
-
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agentstream.cli", "worker"],
-        env=worker_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+ADMISSION_ENV = {
+    "AGENTSTREAM_ADMISSION__DEFAULTS__USER_REQUESTS": "10",
+    "AGENTSTREAM_ADMISSION__DEFAULTS__WINDOW_S": "60",
+}
 
 
 async def test_request_limit_holds_across_two_worker_processes(settings_factory: Any) -> None:
     settings: Settings = settings_factory(kafka=FAST_KAFKA)
     await ensure_topics(settings)
-    procs = [start_worker(settings), start_worker(settings)]
+    procs = [start_worker(settings, ADMISSION_ENV), start_worker(settings, ADMISSION_ENV)]
     try:
         async with AgentClient(settings) as client:
             # Both members must have joined before the limited work arrives: warm up with many

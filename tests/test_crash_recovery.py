@@ -25,7 +25,7 @@ from agentstream.config import Settings
 from agentstream.schemas import dead_letter as dlq
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA, TopicReader
-from tests.test_worker_processes import worker_env
+from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
 

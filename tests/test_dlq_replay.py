@@ -34,7 +34,7 @@ from agentstream.streams.replay import (
     summarize,
 )
 from tests.support.kafka import FAST_KAFKA
-from tests.test_worker_processes import worker_env
+from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
 

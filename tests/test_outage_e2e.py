@@ -49,7 +49,7 @@ from tests.support.llm_servers import (
     openai_completion,
     openai_error,
 )
-from tests.test_worker_processes import stop_worker, worker_env
+from tests.support.workers import stop_worker, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -15,45 +11,9 @@ from agentstream.client import AgentClient, new_request
 from agentstream.config import Settings
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA
+from tests.support.workers import start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-            "AGENTSTREAM_REDIS_URL": settings.redis_url or "",
-            "AGENTSTREAM_CONSUMER_GROUP": settings.consumer_group,
-            "AGENTSTREAM_STATE__KEY_PREFIX": settings.state.key_prefix,
-            "AGENTSTREAM_LOG_LEVEL": "WARNING",
-        }
-    )
-    for name in ("requests", "generation", "tool_calls", "responses", "errors", "metrics"):
-        env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
-    for key, value in FAST_KAFKA.items():
-        env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
-    return env
-
-
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agentstream.cli", "worker"],
-        env=worker_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def test_two_worker_processes_share_the_work(settings_factory: Any) -> None:

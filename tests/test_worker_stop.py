@@ -15,7 +15,7 @@ from agentstream.config import Settings
 from agentstream.embedded import EmbeddedKafka
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA
-from tests.test_worker_processes import worker_env
+from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
 

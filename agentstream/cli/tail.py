@@ -16,21 +16,7 @@ from agentstream.schemas.codec import AvroCodec, codec_from_settings
 from agentstream.schemas.dead_letter import header_map
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.kafka_config import client_kwargs
-
-
-def schema_for_topic(settings: Settings, topic: str) -> str | None:
-    t = settings.topics
-    names = {
-        t.requests: "AgentRequest",
-        t.generation: "GenerationTurn",
-        t.tool_calls: "ToolCallBatch",
-        t.responses: "AgentResponse",
-        t.errors: "ErrorEvent",
-        t.metrics: "MetricsEvent",
-    }
-    if topic.endswith(t.dlq_suffix):
-        return names.get(topic[: -len(t.dlq_suffix)])
-    return names.get(topic)
+from agentstream.streams.replay import schema_for_topic
 
 
 def _jsonable(value: Any) -> Any:

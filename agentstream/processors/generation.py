@@ -24,12 +24,11 @@ from agentstream.llm.exceptions import (
     LLMTimeoutError,
 )
 from agentstream.llm.wrappers import route_of
-from agentstream.observability.logging import bind_request, get_logger
+from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Inbound,
     Outbound,
     RequestIds,
-    StageDeps,
     StageResult,
     ms_since,
     utcnow,
@@ -37,10 +36,10 @@ from agentstream.processors.base import (
 from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import add_stage_time, add_usage
 from agentstream.processors.prompt import build_messages, canonical_arguments, history_entry
-from agentstream.processors.signals import DeadLetter, RetryLater
+from agentstream.processors.signals import RetryLater
+from agentstream.processors.stage import Stage
 from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
-from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.journal import StepState, llm_step_id
 
@@ -51,19 +50,9 @@ DEFAULT_MAX_TOKENS = 1024
 log = get_logger(__name__)
 
 
-class GenerationStage:
-    def __init__(self, deps: StageDeps) -> None:
-        self.deps = deps
-
-    async def __call__(self, msg: Inbound) -> StageResult:
-        started = utcnow()
-        try:
-            event = await self.deps.codec.decode_async("GenerationTurn", msg.value)
-        except SerializationError as exc:
-            raise DeadLetter("UNDECODABLE", f"cannot decode GenerationTurn: {exc}") from exc
-        ids = RequestIds.of(event)
-        with bind_request(request_id=ids.request_id, session_id=ids.session_id, stage=STAGE):
-            return await self._run(msg, event, ids, started)
+class GenerationStage(Stage):
+    stage = STAGE
+    schema = "GenerationTurn"
 
     async def _run(
         self, msg: Inbound, event: dict[str, Any], ids: RequestIds, started: Any

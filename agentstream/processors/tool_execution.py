@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from agentstream.observability.logging import bind_request, get_logger
+from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Inbound,
     Outbound,
@@ -19,13 +19,11 @@ from agentstream.processors.base import (
     StageDeps,
     StageResult,
     ms_since,
-    utcnow,
 )
 from agentstream.processors.outcomes import Failure, error_event, finish
 from agentstream.processors.progress import add_stage_time
-from agentstream.processors.signals import DeadLetter
+from agentstream.processors.stage import Stage
 from agentstream.schemas.dead_letter import REPLAYED_FROM, dead_letter
-from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import AgentContext
 from agentstream.state.journal import tool_step_id
 from agentstream.tools.base import CallContext, ToolOutcome
@@ -42,20 +40,13 @@ _ALREADY_DEAD_LETTERED = ToolOutcome(content="", is_error=True, error_code="TOOL
 log = get_logger(__name__)
 
 
-class ToolExecutionStage:
-    def __init__(self, deps: StageDeps) -> None:
-        self.deps = deps
-        self._limit = asyncio.Semaphore(deps.settings.limits.tool_concurrency)
+class ToolExecutionStage(Stage):
+    stage = STAGE
+    schema = "ToolCallBatch"
 
-    async def __call__(self, msg: Inbound) -> StageResult:
-        started = utcnow()
-        try:
-            batch = await self.deps.codec.decode_async("ToolCallBatch", msg.value)
-        except SerializationError as exc:
-            raise DeadLetter("UNDECODABLE", f"cannot decode ToolCallBatch: {exc}") from exc
-        ids = RequestIds.of(batch)
-        with bind_request(request_id=ids.request_id, session_id=ids.session_id, stage=STAGE):
-            return await self._run(msg, batch, ids, started)
+    def __init__(self, deps: StageDeps) -> None:
+        super().__init__(deps)
+        self._limit = asyncio.Semaphore(deps.settings.limits.tool_concurrency)
 
     async def _run(
         self, msg: Inbound, batch: dict[str, Any], ids: RequestIds, started: Any

@@ -11,12 +11,11 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from agentstream.observability.logging import bind_request, get_logger
+from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Inbound,
     Outbound,
     RequestIds,
-    StageDeps,
     StageResult,
     ms_since,
     utcnow,
@@ -24,8 +23,7 @@ from agentstream.processors.base import (
 from agentstream.processors.outcomes import Failure, error_event, finish
 from agentstream.processors.progress import add_stage_time, new_progress
 from agentstream.processors.sanitize import sanitize_text, valid_id
-from agentstream.processors.signals import DeadLetter
-from agentstream.schemas.exceptions import SerializationError
+from agentstream.processors.stage import Stage
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.exceptions import SessionBusyError
@@ -41,152 +39,143 @@ class RequestRejected(Exception):
         self.message = message
 
 
-class ValidationStage:
-    def __init__(self, deps: StageDeps) -> None:
-        self.deps = deps
+class ValidationStage(Stage):
+    stage = STAGE
+    schema = "AgentRequest"
 
-    async def __call__(self, msg: Inbound) -> StageResult:
-        started = utcnow()
+    async def _run(
+        self, msg: Inbound, request: dict[str, Any], ids: RequestIds, started: datetime
+    ) -> StageResult:
+        progress = new_progress(started, len(request["message"].encode()))
         try:
-            request = await self.deps.codec.decode_async("AgentRequest", msg.value)
-        except SerializationError as exc:
-            raise DeadLetter("UNDECODABLE", f"cannot decode AgentRequest: {exc}") from exc
-        ids = RequestIds.of(request)
-        with bind_request(request_id=ids.request_id, session_id=ids.session_id, stage=STAGE):
-            progress = new_progress(started, len(request["message"].encode()))
-            try:
-                message, allowed = self._validate(request)
-            except RequestRejected as rej:
-                log.info("request rejected", code=rej.code)
-                failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
-                return StageResult(
-                    records=finish(
+            message, allowed = self._validate(request)
+        except RequestRejected as rej:
+            log.info("request rejected", code=rej.code)
+            failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
+            return StageResult(
+                records=finish(
+                    self.deps,
+                    ids=ids,
+                    progress=progress,
+                    content=rej.message,
+                    failure=failure,
+                    origin=msg,
+                )
+            )
+        # one round trip: the dedupe marker and the session context
+        pipe = self.deps.contexts.pipeline()
+        self.deps.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, msg.position)
+        self.deps.contexts.queue_get(pipe, ids.tenant_id, ids.session_id)
+        _, stored, raw_ctx = await pipe.execute()
+        if not RequestDedupe.parse(stored, msg.position):
+            log.info("duplicate request dropped")
+            dup = Failure(
+                code="DUPLICATE_REQUEST",
+                stage=STAGE,
+                message="request_id already accepted; the repeat was not run",
+            )
+            return StageResult(
+                records=[
+                    error_event(
                         self.deps,
-                        ids=ids,
-                        progress=progress,
-                        content=rej.message,
-                        failure=failure,
+                        request_id=ids.request_id,
+                        failure=dup,
+                        session_id=ids.session_id,
+                        tenant_id=ids.tenant_id,
                         origin=msg,
                     )
-                )
-            # one round trip: the dedupe marker and the session context
-            pipe = self.deps.contexts.pipeline()
-            self.deps.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, msg.position)
-            self.deps.contexts.queue_get(pipe, ids.tenant_id, ids.session_id)
-            _, stored, raw_ctx = await pipe.execute()
-            if not RequestDedupe.parse(stored, msg.position):
-                log.info("duplicate request dropped")
-                dup = Failure(
-                    code="DUPLICATE_REQUEST",
-                    stage=STAGE,
-                    message="request_id already accepted; the repeat was not run",
-                )
-                return StageResult(
-                    records=[
-                        error_event(
-                            self.deps,
-                            request_id=ids.request_id,
-                            failure=dup,
-                            session_id=ids.session_id,
-                            tenant_id=ids.tenant_id,
-                            origin=msg,
-                        )
-                    ]
-                )
-            shed = self.deps.load.overloaded() if self.deps.load is not None else None
-            if shed is not None:  # RESOURCE_EXHAUSTED: refuse new work, answer at once
-                log.warning("shedding load", reason=shed)
-                text = "The service is overloaded right now; please try again in a few seconds."
+                ]
+            )
+        shed = self.deps.load.overloaded() if self.deps.load is not None else None
+        if shed is not None:  # RESOURCE_EXHAUSTED: refuse new work, answer at once
+            log.warning("shedding load", reason=shed)
+            text = "The service is overloaded right now; please try again in a few seconds."
+            failure = Failure(code="RESOURCE_EXHAUSTED", message=text, stage=STAGE, retriable=True)
+            records = finish(
+                self.deps,
+                ids=ids,
+                progress=progress,
+                content=text,
+                failure=failure,
+                metadata={"retry_after_s": "5"},
+                origin=msg,
+            )
+            return StageResult(records=records)
+        if self.deps.admission is not None:  # rate limits, budget, then the response cache
+            denial, cached = await self.deps.admission.admit(
+                **ids.as_fields(),
+                message=message,
+                allowed_tools=allowed,
+                metadata=request["metadata"],
+            )
+            if denial is not None:
+                log.info("request not admitted", code=denial.code, limit=denial.limit)
                 failure = Failure(
-                    code="RESOURCE_EXHAUSTED", message=text, stage=STAGE, retriable=True
+                    code=denial.code,
+                    message=denial.message,
+                    stage=STAGE,
+                    retriable=denial.retriable,
                 )
                 records = finish(
                     self.deps,
                     ids=ids,
                     progress=progress,
-                    content=text,
+                    content=denial.message,
                     failure=failure,
-                    metadata={"retry_after_s": "5"},
+                    metadata=denial.metadata,
                     origin=msg,
                 )
                 return StageResult(records=records)
-            if self.deps.admission is not None:  # rate limits, budget, then the response cache
-                denial, cached = await self.deps.admission.admit(
-                    **ids.as_fields(),
-                    message=message,
-                    allowed_tools=allowed,
-                    metadata=request["metadata"],
-                )
-                if denial is not None:
-                    log.info("request not admitted", code=denial.code, limit=denial.limit)
-                    failure = Failure(
-                        code=denial.code,
-                        message=denial.message,
-                        stage=STAGE,
-                        retriable=denial.retriable,
-                    )
-                    records = finish(
-                        self.deps,
-                        ids=ids,
-                        progress=progress,
-                        content=denial.message,
-                        failure=failure,
-                        metadata=denial.metadata,
-                        origin=msg,
-                    )
-                    return StageResult(records=records)
-                if cached is not None:
-                    log.info("answered from the response cache")
-                    records = finish(
-                        self.deps,
-                        ids=ids,
-                        progress=progress,
-                        content=cached.content,
-                        confidence=cached.confidence,
-                        metadata=cached.metadata(),
-                    )
-                    return StageResult(records=records)
-            if self.deps.settings.degradation.cached_only:  # no cached answer above: refuse
-                text = "Only cached answers are available right now; please try again later."
-                failure = Failure(
-                    code="SERVICE_DEGRADED", message=text, stage=STAGE, retriable=True
-                )
+            if cached is not None:
+                log.info("answered from the response cache")
                 records = finish(
-                    self.deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
+                    self.deps,
+                    ids=ids,
+                    progress=progress,
+                    content=cached.content,
+                    confidence=cached.confidence,
+                    metadata=cached.metadata(),
                 )
                 return StageResult(records=records)
-            try:
-                await self._record_user_turn(
-                    ids, message, allowed, request["metadata"], ContextStore.parse_get(raw_ctx)
-                )
-            except RequestRejected as rej:
-                log.info("request rejected", code=rej.code)
-                failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
-                return StageResult(
-                    records=finish(
-                        self.deps,
-                        ids=ids,
-                        progress=progress,
-                        content=rej.message,
-                        failure=failure,
-                        origin=msg,
-                    )
-                )
-            add_stage_time(progress, STAGE, ms_since(started))
-            turn = {
-                **ids.as_fields(),
-                "turn": 0,
-                "allowed_tools": allowed,
-                "metadata": request["metadata"],
-                "tool_results": [],
-                "progress": progress,
-                "deadline": request["deadline"],
-            }
-            topic = self.deps.settings.topics.generation
-            value = self.deps.codec.encode("GenerationTurn", turn)
-            return StageResult(
-                records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
+        if self.deps.settings.degradation.cached_only:  # no cached answer above: refuse
+            text = "Only cached answers are available right now; please try again later."
+            failure = Failure(code="SERVICE_DEGRADED", message=text, stage=STAGE, retriable=True)
+            records = finish(
+                self.deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
             )
+            return StageResult(records=records)
+        try:
+            await self._record_user_turn(
+                ids, message, allowed, request["metadata"], ContextStore.parse_get(raw_ctx)
+            )
+        except RequestRejected as rej:
+            log.info("request rejected", code=rej.code)
+            failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
+            return StageResult(
+                records=finish(
+                    self.deps,
+                    ids=ids,
+                    progress=progress,
+                    content=rej.message,
+                    failure=failure,
+                    origin=msg,
+                )
+            )
+        add_stage_time(progress, STAGE, ms_since(started))
+        turn = {
+            **ids.as_fields(),
+            "turn": 0,
+            "allowed_tools": allowed,
+            "metadata": request["metadata"],
+            "tool_results": [],
+            "progress": progress,
+            "deadline": request["deadline"],
+        }
+        topic = self.deps.settings.topics.generation
+        value = self.deps.codec.encode("GenerationTurn", turn)
+        return StageResult(
+            records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
+        )
 
     def _validate(self, request: dict[str, Any]) -> tuple[str, list[str]]:
         limits = self.deps.settings.limits
