@@ -51,17 +51,7 @@ class ValidationStage(Stage):
             message, allowed = self._validate(request)
         except RequestRejected as rej:
             log.info("request rejected", code=rej.code)
-            failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
-            return StageResult(
-                records=finish(
-                    self.deps,
-                    ids=ids,
-                    progress=progress,
-                    content=rej.message,
-                    failure=failure,
-                    origin=msg,
-                )
-            )
+            return self._refuse(msg, ids, progress, rej.code, rej.message)
         # one round trip: the dedupe marker and the session context
         pipe = self.deps.contexts.pipeline()
         self.deps.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, msg.position)
@@ -90,17 +80,15 @@ class ValidationStage(Stage):
         if shed is not None:  # RESOURCE_EXHAUSTED: refuse new work, answer at once
             log.warning("shedding load", reason=shed)
             text = "The service is overloaded right now; please try again in a few seconds."
-            failure = Failure(code="RESOURCE_EXHAUSTED", message=text, stage=STAGE, retriable=True)
-            records = finish(
-                self.deps,
-                ids=ids,
-                progress=progress,
-                content=text,
-                failure=failure,
+            return self._refuse(
+                msg,
+                ids,
+                progress,
+                "RESOURCE_EXHAUSTED",
+                text,
+                retriable=True,
                 metadata={"retry_after_s": "5"},
-                origin=msg,
             )
-            return StageResult(records=records)
         if self.deps.admission is not None:  # rate limits, budget, then the response cache
             denial, cached = await self.deps.admission.admit(
                 **ids.as_fields(),
@@ -110,22 +98,15 @@ class ValidationStage(Stage):
             )
             if denial is not None:
                 log.info("request not admitted", code=denial.code, limit=denial.limit)
-                failure = Failure(
-                    code=denial.code,
-                    message=denial.message,
-                    stage=STAGE,
+                return self._refuse(
+                    msg,
+                    ids,
+                    progress,
+                    denial.code,
+                    denial.message,
                     retriable=denial.retriable,
-                )
-                records = finish(
-                    self.deps,
-                    ids=ids,
-                    progress=progress,
-                    content=denial.message,
-                    failure=failure,
                     metadata=denial.metadata,
-                    origin=msg,
                 )
-                return StageResult(records=records)
             if cached is not None:
                 log.info("answered from the response cache")
                 records = finish(
@@ -139,28 +120,14 @@ class ValidationStage(Stage):
                 return StageResult(records=records)
         if self.deps.settings.degradation.cached_only:  # no cached answer above: refuse
             text = "Only cached answers are available right now; please try again later."
-            failure = Failure(code="SERVICE_DEGRADED", message=text, stage=STAGE, retriable=True)
-            records = finish(
-                self.deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
-            )
-            return StageResult(records=records)
+            return self._refuse(msg, ids, progress, "SERVICE_DEGRADED", text, retriable=True)
         try:
             await self._record_user_turn(
                 ids, message, allowed, request["metadata"], ContextStore.parse_get(raw_ctx)
             )
         except RequestRejected as rej:
             log.info("request rejected", code=rej.code)
-            failure = Failure(code=rej.code, message=rej.message, stage=STAGE)
-            return StageResult(
-                records=finish(
-                    self.deps,
-                    ids=ids,
-                    progress=progress,
-                    content=rej.message,
-                    failure=failure,
-                    origin=msg,
-                )
-            )
+            return self._refuse(msg, ids, progress, rej.code, rej.message)
         add_stage_time(progress, STAGE, ms_since(started))
         turn = {
             **ids.as_fields(),
@@ -176,6 +143,30 @@ class ValidationStage(Stage):
         return StageResult(
             records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
         )
+
+    def _refuse(
+        self,
+        msg: Inbound,
+        ids: RequestIds,
+        progress: dict[str, Any],
+        code: str,
+        text: str,
+        *,
+        retriable: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> StageResult:
+        """Answer the request now with an ERROR response (plus its ErrorEvent and metrics)."""
+        failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
+        records = finish(
+            self.deps,
+            ids=ids,
+            progress=progress,
+            content=text,
+            failure=failure,
+            metadata=metadata,
+            origin=msg,
+        )
+        return StageResult(records=records)
 
     def _validate(self, request: dict[str, Any]) -> tuple[str, list[str]]:
         limits = self.deps.settings.limits
