@@ -90,7 +90,11 @@ def response_record(request_id: str) -> dict[str, Any]:
 
 async def run(url: str, n: int) -> None:
     prefix = f"bench{int(time.time())}"
-    settings = Settings(redis_url=url, state={"key_prefix": prefix}, admission={"defaults": LIMITS})
+    settings = Settings(
+        redis_url=url,
+        state={"key_prefix": prefix},
+        admission={"defaults": LIMITS, "cache_enabled": True},
+    )
     redis = Redis.from_url(url)
     codec = AvroCodec()
     await codec.prepare()
