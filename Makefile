@@ -35,7 +35,7 @@ pytest: $(DEVSTAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/pipeline_overhead.py
+	cd bench && ../$(BIN)/python overhead.py && ../$(BIN)/python slow_llm.py
 
 clean:
 	rm -rf $(VENV) .agentstream .mypy_cache .ruff_cache .pytest_cache
