@@ -24,6 +24,8 @@ from typing import Any
 
 from agentstream.llm.base import ToolSpec
 from agentstream.observability.logging import get_logger
+from agentstream.resilience.breaker import BreakerRegistry
+from agentstream.resilience.exceptions import CircuitOpenError
 from agentstream.tools.base import CallContext, ToolExecutor, ToolOutcome, ToolPolicy
 from agentstream.tools.cache import ToolResultCache
 from agentstream.tools.health import ToolMetrics
@@ -37,6 +39,10 @@ UNKNOWN_TOOL_METRIC = "(unknown)"
 DEFAULT_CACHE_TTL_S = 900
 
 
+# Outcomes that count against a tool server's breaker (bad arguments or a tool's own error do not).
+_SERVER_FAILURES = frozenset({"TOOL_UNAVAILABLE", "TOOL_TIMEOUT"})
+
+
 class PolicyExecutor:
     """A :class:`ToolExecutor` that checks permissions and caches around ``inner``."""
 
@@ -48,8 +54,10 @@ class PolicyExecutor:
         cache: ToolResultCache | None = None,
         default_cache_ttl_s: int = DEFAULT_CACHE_TTL_S,
         toolset: McpToolset | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.inner = inner
+        self.breakers = breakers
         self.permissions = permissions or ToolPermissions()
         self.cache = cache
         self.default_cache_ttl_s = default_cache_ttl_s
@@ -121,10 +129,33 @@ class PolicyExecutor:
                 outcome = ToolOutcome(content=cached, duration_ms=_elapsed_ms(started))
                 self._record(metric, outcome, cache_hit=True)
                 return outcome
-        outcome = await self.inner.execute(name, arguments, timeout_s=timeout_s, call=call)
+        outcome = await self._guarded(name, arguments, timeout_s=timeout_s, call=call)
         if ttl > 0 and self.cache is not None and call is not None and not outcome.is_error:
             await self.cache.put(call.tenant_id, name, arguments, outcome.content, ttl)
         self._record(metric, outcome)
+        return outcome
+
+    async def _guarded(
+        self, name: str, arguments: dict[str, Any], *, timeout_s: float, call: CallContext | None
+    ) -> ToolOutcome:
+        """Calls to an MCP server go through that server's circuit breaker (state shared by all
+        workers in Redis): a server that keeps failing or timing out is not called at all while
+        the breaker is open, and its calls fail fast as ``TOOL_UNAVAILABLE``."""
+        server = name.split(".", 1)[0] if "." in name and self.inner.has(name) else None
+        if server is None or self.breakers is None:
+            return await self.inner.execute(name, arguments, timeout_s=timeout_s, call=call)
+        breaker = self.breakers.get(f"tools:{server}")
+        try:
+            permit = await breaker.acquire()
+        except CircuitOpenError:
+            return ToolOutcome(
+                content=f"{ERROR_PREFIX}tool server {server!r} is unavailable (circuit open)",
+                is_error=True,
+                error_code="TOOL_UNAVAILABLE",
+            )
+        outcome = await self.inner.execute(name, arguments, timeout_s=timeout_s, call=call)
+        failed = outcome.error_code in _SERVER_FAILURES
+        await breaker.record(permit, "failure" if failed else "success")
         return outcome
 
     # --- health ---------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from agentstream.config import Settings
+from agentstream.llm.factory import breaker_config
+from agentstream.resilience.breaker import BreakerRegistry
 from agentstream.tools.builtin import builtin_tools
 from agentstream.tools.cache import ToolResultCache
 from agentstream.tools.executor import PolicyExecutor
@@ -39,4 +41,9 @@ def build_tools(settings: Settings, *, redis: Redis | None = None) -> PolicyExec
         cache=ToolResultCache(redis, settings.state.key_prefix) if redis is not None else None,
         default_cache_ttl_s=ts.cache_ttl_s,
         toolset=toolset,
+        breakers=(
+            BreakerRegistry(redis, breaker_config(settings), namespace=settings.state.key_prefix)
+            if redis is not None and settings.llm.breaker.enabled
+            else None
+        ),
     )
