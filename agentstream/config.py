@@ -302,6 +302,8 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
 
     redis_url: str | None = None
+    # Prometheus /metrics for `agentstream worker` (and `dev`); off when unset.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     schema_registry_url: str | None = None
     schema_registry_username: str | None = None
     schema_registry_password: SecretStr | None = None

@@ -17,6 +17,7 @@ from agentstream.cli.demo import run_demo
 from agentstream.config import Settings, mask_url
 from agentstream.embedded import DevStack
 from agentstream.exceptions import AgentStreamError
+from agentstream.observability import metrics
 from agentstream.streams.app import PipelineWorker
 
 TANSU_FETCH_WAIT_MS = 5
@@ -56,6 +57,8 @@ def dev(
 ) -> None:
     """Start a local Kafka-protocol broker (Tansu) and Redis and run the pipeline on them."""
     settings = Settings()
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
     try:
         asyncio.run(_serve(settings, demo, run_dir))
     except AgentStreamError as exc:

@@ -11,6 +11,7 @@ import typer
 
 from agentstream.cli.runtime import err_console, load_cli_settings, run, until_signal
 from agentstream.exceptions import AgentStreamError
+from agentstream.observability import metrics
 from agentstream.streams.app import STAGES, PipelineWorker
 
 STOP_MARGIN_S = 15.0
@@ -42,6 +43,9 @@ def worker(
     if bad or not chosen:
         raise typer.BadParameter(f"stages must be among {', '.join(STAGES)}", param_hint="--stages")
     settings = load_cli_settings()
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+        err_console.print(f"metrics on :{settings.metrics_port}/metrics")
 
     async def main(stop: asyncio.Event) -> None:
         pipeline = PipelineWorker(settings, stages=chosen)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agentstream.observability import metrics as prom
 from agentstream.processors.base import Inbound, Outbound, RequestIds, StageDeps, utcnow
 
 _RESPONSE_NS = uuid.UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
@@ -123,6 +124,7 @@ def finish(
         "tool_details": list(tool_calls),
         "model": meta.get("served_by") or meta.get("model"),
     }
+    prom.REQUESTS.labels(state, failure.code if failure else "").inc()
     key = ids.session_id.encode()
     topics = deps.settings.topics
     out = [

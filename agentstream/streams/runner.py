@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agentstream.exceptions import AgentStreamError
+from agentstream.observability import metrics
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter, RetryLater
@@ -99,6 +100,7 @@ class StageRunner:
         self._progress = asyncio.Event()
         self._closing = False
         self.stats = RunnerStats()
+        self._gauge = metrics.IN_FLIGHT.labels(stage)
 
     @property
     def in_flight(self) -> int:
@@ -114,6 +116,7 @@ class StageRunner:
         await self._slots.acquire()
         self._in_flight += 1
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight)
+        self._gauge.inc()
         self._idle.clear()
         tp = (msg.topic, msg.partition)
         self._partitions.setdefault(tp, PartitionAcks()).track(msg.offset, ack)
@@ -147,6 +150,7 @@ class StageRunner:
             chain.items.clear()
 
     def _release_slot(self) -> None:
+        self._gauge.dec()
         self._progress.set()
         self._in_flight -= 1
         self._slots.release()
@@ -154,7 +158,8 @@ class StageRunner:
             self._idle.set()
 
     async def _process(self, msg: Inbound) -> None:
-        result = await self._handle(msg)
+        with metrics.HANDLER_SECONDS.labels(self.stage).time():
+            result = await self._handle(msg)
         await self._publish_with_retry(msg, result.records)
         if result.then is not None:
             try:
@@ -168,6 +173,7 @@ class StageRunner:
                     error=type(exc).__name__,
                 )
         self.stats.processed += 1
+        metrics.EVENTS.labels(self.stage, "processed").inc()
 
     async def _handle(self, msg: Inbound) -> StageResult:
         """Run the handler; turn its signals and failures into the records that end the event."""
@@ -212,6 +218,7 @@ class StageRunner:
             scheduled = self._retry(msg, code)
             if scheduled is not None:
                 self.stats.retried_later += 1
+                metrics.EVENTS.labels(self.stage, "retry_scheduled").inc()
                 log.warning(
                     "sent to retry topic",
                     topic=msg.topic,
