@@ -42,6 +42,7 @@ from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.journal import StepState, llm_step_id
+from agentstream.tools.base import CallContext
 
 STAGE = "generation"
 # Confidence of an answer produced on a degraded path (simplified context, fallback model).
@@ -278,7 +279,7 @@ class GenerationStage(Stage):
             messages=messages,
             tools=()
             if deps.settings.degradation.disable_tools
-            else tuple(deps.tools.specs(allowed or None)),
+            else tuple(deps.tools.specs(allowed or None, call=_caller(event))),
             max_tokens=max_tokens,
             metadata=dict(event["metadata"]),
         )
@@ -350,6 +351,17 @@ def _with_assistant(
 def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
     return bool(
         entry["role"] == "assistant" and entry["request_id"] == request_id and entry["turn"] == turn
+    )
+
+
+def _caller(event: dict[str, Any]) -> CallContext:
+    """Who the tools would run for: the offer to the model follows the same permissions."""
+    return CallContext(
+        tenant_id=event["tenant_id"],
+        user_id=event["user_id"],
+        request_id=event["request_id"],
+        session_id=event["session_id"],
+        request_allowed=tuple(event["allowed_tools"]),
     )
 
 

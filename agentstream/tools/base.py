@@ -96,7 +96,11 @@ class KeyedTool(Protocol):
 class ToolExecutor(Protocol):
     """Runs tools by name; ``execute`` returns an error outcome instead of raising."""
 
-    def specs(self, allowed: list[str] | None = None) -> list[ToolSpec]: ...
+    def specs(
+        self, allowed: list[str] | None = None, *, call: CallContext | None = None
+    ) -> list[ToolSpec]:
+        """Tools to offer the model: those in ``allowed`` (None = all) that ``call`` may use."""
+        ...
 
     def has(self, name: str) -> bool: ...
 

@@ -83,8 +83,14 @@ class PolicyExecutor:
 
     # --- ToolExecutor ---------------------------------------------------------------------------
 
-    def specs(self, allowed: list[str] | None = None) -> list[ToolSpec]:
-        return self.inner.specs(allowed)
+    def specs(
+        self, allowed: list[str] | None = None, *, call: CallContext | None = None
+    ) -> list[ToolSpec]:
+        """Only tools this caller may use are offered: a denied tool is not in the prompt."""
+        specs = self.inner.specs(allowed)
+        if call is None:
+            return specs
+        return [spec for spec in specs if self.permissions.permits(spec.name, call)]
 
     def has(self, name: str) -> bool:
         return self.inner.has(name)

@@ -118,7 +118,9 @@ class ToolRegistry:
         entry = self._entries.get(name)
         return entry.timeout_s if entry is not None and entry.timeout_s else default_s
 
-    def specs(self, allowed: list[str] | None = None) -> list[ToolSpec]:
+    def specs(
+        self, allowed: list[str] | None = None, *, call: CallContext | None = None
+    ) -> list[ToolSpec]:
         """Specs of all tools, or of those named in ``allowed`` (unknown names are skipped)."""
         if allowed is None:
             return [e.tool.spec for e in self._entries.values()]
