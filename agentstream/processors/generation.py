@@ -25,6 +25,7 @@ from agentstream.llm.exceptions import (
 )
 from agentstream.llm.wrappers import route_of
 from agentstream.observability.logging import get_logger
+from agentstream.observability.tracing import chat_span
 from agentstream.processors.base import (
     Inbound,
     Outbound,
@@ -291,9 +292,16 @@ class GenerationStage(Stage):
             # routes time each attempt themselves; this only caps the whole retry budget
             timeout_s += deps.settings.llm.retry.max_total_s
         try:
-            with deadline_scope(event["deadline"]):
+            with (
+                deadline_scope(event["deadline"]),
+                chat_span(llm.name, **{"agentstream.request_id": event["request_id"]}) as span,
+            ):
                 async with asyncio.timeout(timeout_s):
-                    return await llm.complete(request)
+                    result = await llm.complete(request)
+                span.set_attribute("gen_ai.response.model", result.model or llm.name)
+                span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+                return result
         except TimeoutError as exc:
             raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
 

@@ -26,11 +26,12 @@ import contextlib
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability import metrics
 from agentstream.observability.logging import get_logger
+from agentstream.observability.tracing import consume_span, trace_headers
 from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter, RetryLater
 from agentstream.schemas.dead_letter import prior_attempts
@@ -158,8 +159,18 @@ class StageRunner:
             self._idle.set()
 
     async def _process(self, msg: Inbound) -> None:
-        with metrics.HANDLER_SECONDS.labels(self.stage).time():
+        with (
+            consume_span(self.stage, msg.topic, msg.partition, msg.offset, msg.headers),
+            metrics.HANDLER_SECONDS.labels(self.stage).time(),
+        ):
             result = await self._handle(msg)
+            context = trace_headers()
+        if context:  # continue the trace in the next stage
+            names = {k for k, _ in context}
+            result.records = [
+                replace(r, headers=[*(h for h in r.headers if h[0] not in names), *context])
+                for r in result.records
+            ]
         await self._publish_with_retry(msg, result.records)
         if result.then is not None:
             try:

@@ -1,0 +1,57 @@
+"""OpenTelemetry tracing: one consumer span per stage event, linked across Kafka hops by W3C
+``traceparent`` headers, and a ``chat`` span per model call with ``gen_ai.*`` attributes.
+
+The library uses only the OpenTelemetry API: spans are recorded when the application installs an
+SDK (``opentelemetry-sdk`` + an exporter); otherwise every call here is a cheap no-op. Attributes
+carry ids, topics, offsets, model names and token counts — never prompts, answers or arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind
+
+_TRACE_HEADERS = ("traceparent", "tracestate")
+tracer = trace.get_tracer("agentstream")
+
+
+@contextmanager
+def consume_span(
+    stage: str, topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]]
+) -> Iterator[Span]:
+    carrier = {k: v.decode(errors="replace") for k, v in headers if k in _TRACE_HEADERS}
+    with tracer.start_as_current_span(
+        f"{stage} process",
+        context=propagate.extract(carrier),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+            "agentstream.stage": stage,
+        },
+    ) as span:
+        yield span
+
+
+def trace_headers() -> list[tuple[str, bytes]]:
+    """W3C trace-context headers for records produced under the current span (may be empty)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(k, v.encode()) for k, v in carrier.items()]
+
+
+@contextmanager
+def chat_span(model: str, **attributes: Any) -> Iterator[Span]:
+    with tracer.start_as_current_span(
+        f"chat {model}",
+        kind=SpanKind.CLIENT,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": model, **attributes},
+    ) as span:
+        yield span
