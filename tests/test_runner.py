@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 from agentstream.processors.base import Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter
@@ -26,6 +27,23 @@ def test_partition_acks_hold_later_completions_until_earlier_ones_finish() -> No
     assert acked == [0, 1, 2, 3, 4]
     assert acks.acked_through == 4
     assert len(acks) == 0
+
+
+async def _drop(records: list[Outbound]) -> None:
+    return None
+
+
+def make_runner(handler: Any, **overrides: Any) -> StageRunner:
+    """A runner whose publishing and dead-lettering do nothing unless a test says otherwise."""
+    kwargs: dict[str, Any] = {
+        "stage": "s",
+        "handler": handler,
+        "publish": _drop,
+        "dead_letter": lambda *a: StageResult(),
+        "max_in_flight": 10,
+        **overrides,
+    }
+    return StageRunner(**kwargs)
 
 
 def _msg(offset: int, key: str, partition: int = 0) -> Inbound:
@@ -60,13 +78,7 @@ async def test_same_key_in_order_different_keys_concurrently_acks_in_offset_orde
     async def publish(records: list[Outbound]) -> None:
         published.extend(records)
 
-    runner = StageRunner(
-        stage="s",
-        handler=handler,
-        publish=publish,
-        dead_letter=lambda *a: StageResult(),
-        max_in_flight=50,
-    )
+    runner = make_runner(handler, publish=publish, max_in_flight=50)
     for offset in range(300):
         await runner.submit(_msg(offset, f"k{offset % 30}"), lambda o=offset: acked.append(o))
     assert await runner.drain(10)
@@ -84,16 +96,7 @@ async def test_backpressure_bounds_in_flight() -> None:
         await gate.wait()
         return StageResult()
 
-    async def publish(records: list[Outbound]) -> None:
-        return None
-
-    runner = StageRunner(
-        stage="s",
-        handler=handler,
-        publish=publish,
-        dead_letter=lambda *a: StageResult(),
-        max_in_flight=5,
-    )
+    runner = make_runner(handler, max_in_flight=5)
     for offset in range(5):
         await runner.submit(_msg(offset, f"k{offset}"), lambda: None)
     blocked = asyncio.create_task(runner.submit(_msg(5, "k5"), lambda: None))
@@ -116,21 +119,11 @@ async def test_poison_record_is_dead_lettered_and_the_partition_moves_on() -> No
             raise DeadLetter("UNDECODABLE", "bad bytes")
         return StageResult()
 
-    async def publish(records: list[Outbound]) -> None:
-        return None
-
     def to_dlq(msg: Inbound, code: str, exc: BaseException, attempt: int) -> StageResult:
         dead.append((msg.offset, code, attempt))
         return StageResult()
 
-    runner = StageRunner(
-        stage="s",
-        handler=handler,
-        publish=publish,
-        dead_letter=to_dlq,
-        max_in_flight=10,
-        retry_base_s=0.001,
-    )
+    runner = make_runner(handler, dead_letter=to_dlq, retry_base_s=0.001)
     for offset in range(4):
         await runner.submit(_msg(offset, "same"), lambda o=offset: acked.append(o))
     assert await runner.drain(5)
@@ -148,16 +141,7 @@ async def test_revoke_finishes_what_it_can_and_abandons_the_rest_unacked() -> No
             await slow_gate.wait()
         return StageResult()
 
-    async def publish(records: list[Outbound]) -> None:
-        return None
-
-    runner = StageRunner(
-        stage="s",
-        handler=handler,
-        publish=publish,
-        dead_letter=lambda *a: StageResult(),
-        max_in_flight=10,
-    )
+    runner = make_runner(handler)
 
     def item(partition: int, offset: int, key: str, value: bytes) -> Inbound:
         return Inbound(

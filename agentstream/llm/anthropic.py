@@ -92,10 +92,7 @@ class AnthropicLLM:
         return self._name
 
     async def complete(self, request: LLMRequest) -> LLMResult:
-        names = ToolNameMap(
-            [t.name for t in request.tools]
-            + [c.name for m in request.messages for c in m.tool_calls]
-        )
+        names = ToolNameMap.for_request(request)
         system, messages = _conversation(request.messages, names)
         params: dict[str, Any] = {
             "model": self.model,

@@ -11,6 +11,8 @@ import hashlib
 import re
 from collections.abc import Iterable
 
+from agentstream.llm.base import LLMRequest
+
 MAX_WIRE_NAME = 64
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -21,6 +23,14 @@ class ToolNameMap:
         self._from_wire: dict[str, str] = {}
         for name in names:
             self.wire(name)
+
+    @classmethod
+    def for_request(cls, request: LLMRequest) -> ToolNameMap:
+        """Names of the offered tools and of the tool calls already in the conversation."""
+        return cls(
+            [t.name for t in request.tools]
+            + [c.name for m in request.messages for c in m.tool_calls]
+        )
 
     def wire(self, name: str) -> str:
         """The provider-safe name for ``name`` (unchanged when it is already valid)."""

@@ -34,7 +34,7 @@ from agentstream.processors.base import (
     ms_since,
     utcnow,
 )
-from agentstream.processors.outcomes import Failure, finish
+from agentstream.processors.outcomes import CONTEXT_LOST_TEXT, Failure, finish
 from agentstream.processors.progress import add_stage_time, add_usage
 from agentstream.processors.prompt import build_messages, canonical_arguments, history_entry
 from agentstream.processors.signals import RetryLater
@@ -42,6 +42,7 @@ from agentstream.processors.stage import Stage
 from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
 from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.exceptions import ContextLostError
 from agentstream.state.journal import StepState, llm_step_id
 from agentstream.tools.base import CallContext
 
@@ -111,8 +112,8 @@ class GenerationStage(Stage):
         )
         if ctx is None:
             return fail(
-                "CONTEXT_LOST",
-                "Your conversation context has expired. Please restate your request.",
+                ContextLostError.code,
+                CONTEXT_LOST_TEXT,
             )
         try:
             result, fresh = await self._journaled_step(ctx, event, ids, turn, step_state)
@@ -166,8 +167,8 @@ class GenerationStage(Stage):
             if fresh:
                 await deps.journal.complete(ids.tenant_id, step, result.to_json())
             return fail(
-                "CONTEXT_LOST",
-                "Your conversation context has expired. Please restate your request.",
+                ContextLostError.code,
+                CONTEXT_LOST_TEXT,
             )
         add_stage_time(progress, STAGE, ms_since(started))
         if result.tool_calls:

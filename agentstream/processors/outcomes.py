@@ -24,6 +24,9 @@ _ERROR_NS = uuid.UUID("0b7e5c3a-1d2f-4e6a-8b9c-0d1e2f3a4b5c")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
+CONTEXT_LOST_TEXT = "Your conversation context has expired. Please restate your request."
+
+
 def response_id_for(request_id: str) -> str:
     return str(uuid.uuid5(_RESPONSE_NS, request_id))
 

@@ -20,11 +20,12 @@ from agentstream.processors.base import (
     StageResult,
     ms_since,
 )
-from agentstream.processors.outcomes import Failure, error_event, finish
+from agentstream.processors.outcomes import CONTEXT_LOST_TEXT, Failure, error_event, finish
 from agentstream.processors.progress import add_stage_time
 from agentstream.processors.stage import Stage
 from agentstream.schemas.dead_letter import REPLAYED_FROM, dead_letter
 from agentstream.state.context import AgentContext
+from agentstream.state.exceptions import ContextLostError
 from agentstream.state.journal import tool_step_id
 from agentstream.tools.base import CallContext, ToolOutcome
 
@@ -55,8 +56,8 @@ class ToolExecutionStage(Stage):
         progress: dict[str, Any] = batch["progress"]
         ctx = await deps.contexts.update(ids.tenant_id, ids.session_id, _executing)
         if ctx is None:
-            text = "Your conversation context has expired. Please restate your request."
-            failure = Failure(code="CONTEXT_LOST", message=text, stage=STAGE)
+            text = CONTEXT_LOST_TEXT
+            failure = Failure(code=ContextLostError.code, message=text, stage=STAGE)
             return StageResult(
                 records=finish(
                     deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
@@ -162,12 +163,8 @@ class ToolExecutionStage(Stage):
 
     def _safe_to_rerun(self, name: str) -> bool:
         """Read-only tools and tools that take an idempotency key may run again."""
-        tools = self.deps.tools
-        policy = getattr(tools, "policy", None)
-        if policy is not None:
-            p = policy(name)
-            return bool(p.read_only or getattr(p, "accepts_idempotency_key", False))
-        return tools.read_only(name)
+        policy = self.deps.tools.policy(name)
+        return policy.read_only or policy.accepts_idempotency_key
 
     def _outcome_unknown(self, msg: Inbound, ids: RequestIds, names: list[str]) -> StageResult:
         """A side-effecting call was in flight when its worker died and cannot be repeated

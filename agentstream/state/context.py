@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 
 from agentstream.state.exceptions import (
     ConcurrentUpdateError,
-    ContextLostError,
     SessionBusyError,
 )
 from agentstream.state.keys import Keys
@@ -145,18 +144,7 @@ class ContextStore:
 
     async def get(self, tenant_id: str, session_id: str) -> AgentContext | None:
         key = self._keys.context(tenant_id, session_id)
-        version, data, active = await self._redis.hmget(key, ["v", "data", "a"])
-        if version is None or data is None:
-            return None
-        text = active.decode() if isinstance(active, bytes) else active
-        holder = text.rsplit("|", 1)[0] if text else None
-        return AgentContext.from_json(data, int(version), holder)
-
-    async def require(self, tenant_id: str, session_id: str) -> AgentContext:
-        ctx = await self.get(tenant_id, session_id)
-        if ctx is None:
-            raise ContextLostError(f"context of session {session_id!r} is gone (expired?)")
-        return ctx
+        return self.parse_get(await self._redis.hmget(key, ["v", "data", "a"]))
 
     async def update(
         self,

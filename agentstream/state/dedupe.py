@@ -32,11 +32,3 @@ class RequestDedupe:
     def parse(stored: Any, position: str) -> bool:
         """The stored position is this record's: new, or a redelivery of the original."""
         return stored in (position, position.encode())
-
-    async def first_sighting(self, tenant_id: str, request_id: str, position: str) -> bool:
-        """True when this request should run: new, or a redelivery of the original record."""
-        key = self._keys.request(tenant_id, request_id)
-        if await self._redis.set(key, position, nx=True, ex=self._ttl_s):
-            return True
-        seen = await self._redis.get(key)
-        return seen in (position, position.encode())

@@ -142,11 +142,12 @@ class PipelineWorker:
             deps.admission = Admission(
                 self._redis, s, contexts=deps.contexts, tools=self.tools, codec=self._codec
             )
-        deps.load = LoadMonitor(
+        load = LoadMonitor(
             rss_limit_mb=s.limits.shed_rss_mb,
             in_flight_ratio=s.limits.shed_in_flight_ratio,
             in_flight=self._in_flight,
         )
+        deps.load = load if load.enabled else None
         self.retry_forwarder = RetryForwarder()
         handlers: dict[str, Handler] = {
             "validation": ValidationStage(deps),

@@ -52,7 +52,6 @@ class RetryForwarder:
     """Handler for retry topics: wait until due, then send the record back to its origin."""
 
     def __init__(self) -> None:
-        self.forwarded = 0
         self.lateness_ms: list[float] = []
 
     async def __call__(self, msg: Inbound) -> StageResult:
@@ -65,7 +64,6 @@ class RetryForwarder:
         if wait_s > 0:
             await asyncio.sleep(wait_s)
         self.lateness_ms.append(time.time() * 1000 - due_ms)
-        self.forwarded += 1
         return StageResult(
             records=[Outbound(topic=origin, key=msg.key, value=msg.value, headers=msg.headers)]
         )
