@@ -16,7 +16,8 @@ call reports its outcome with the generation it started in, and reports from an 
 are ignored (a slow call that started before the breaker opened cannot close it, and cannot count
 twice against it).
 
-Key layout: ``{namespace}:breaker:{key}`` (a hash), refreshed to ``state_ttl_s`` on each write;
+Key layout: ``{namespace}:breaker:{key}`` (a hash; the key percent-encoded), refreshed to
+``state_ttl_s`` on each write;
 an absent key means closed. If Redis cannot be reached the breaker fails OPEN in the permissive
 sense: calls are let through (logged once per outage) because Redis trouble says nothing about the
 provider's health.
@@ -37,6 +38,7 @@ from redis.exceptions import RedisError
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.exceptions import CircuitOpenError, DeadlineExceededError
+from agentstream.state.keys import key_part
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -217,7 +219,7 @@ class CircuitBreaker:
     ) -> None:
         self.key = key
         self.config = config or BreakerConfig()
-        self.redis_key = f"{namespace}:breaker:{key}"
+        self.redis_key = f"{namespace}:breaker:{key_part(key)}"
         self.is_failure = is_failure
         self._redis = redis
         self._acquire = redis.register_script(_ACQUIRE)
