@@ -25,12 +25,18 @@ from agentstream.streams.app import PipelineWorker
 from agentstream.tools.cache import ToolResultCache
 from tests.support.kafka import FAST_KAFKA
 
-# ids built from the characters that used to separate key components, plus any unicode
-_SPECIAL = st.sampled_from([":", "{", "}", "/", "%", "*", "|", "\\"])
+# ids built from the characters that used to separate key components, plus any unicode; a small
+# alphabet makes near-collisions (the same characters split differently) frequent
+_SPECIAL = st.sampled_from([":", "{", "}", "/", "%", "*", "|", "\\", "a", "é"])
 _IDS = st.lists(
-    st.one_of(_SPECIAL, st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))),
+    st.one_of(
+        _SPECIAL,
+        _SPECIAL,
+        _SPECIAL,
+        st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    ),
     min_size=1,
-    max_size=12,
+    max_size=8,
 ).map("".join)
 
 KEYS = Keys("p")
@@ -56,6 +62,18 @@ def test_distinct_id_pairs_never_share_a_key(a: tuple[str, str], b: tuple[str, s
         return
     for key_a, key_b in zip(_keys_of(*a), _keys_of(*b), strict=True):
         assert key_a != key_b
+
+
+@settings(max_examples=300, deadline=None)
+@given(tenant=_IDS, middle=_IDS, session=_IDS)
+def test_moving_a_separator_between_ids_changes_the_key(
+    tenant: str, middle: str, session: str
+) -> None:
+    """The reported attack: tenant ``iso:a`` + session ``X`` against ``iso`` + ``a:X``."""
+    for sep in (":", "}:{", "/"):
+        a, b = (tenant + sep + middle, session), (tenant, middle + sep + session)
+        for key_a, key_b in zip(_keys_of(*a), _keys_of(*b), strict=True):
+            assert key_a != key_b
 
 
 @given(value=_IDS)
