@@ -30,6 +30,7 @@ from agentstream.streams.app import PipelineWorker
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.message_size import detect_size_limit, record_size
 from agentstream.streams.publisher import Publisher
+from agentstream.streams.replay import replay
 from agentstream.streams.runner import StageRunner
 from tests.support.kafka import FAST_KAFKA, TopicReader
 from tests.support.llm_servers import FakeLLMServer, Reply, openai_completion
@@ -142,6 +143,9 @@ async def test_oversized_request_is_dead_lettered_without_payload_and_the_partit
         await _wait_committed_past(
             settings, TopicPartition(topics.requests, sent.partition), sent.offset
         )
+    # nothing to replay: the replay skips it and says why
+    summary = await replay(settings, topics.dlq(topics.requests), codec)
+    assert (summary.matched, summary.no_payload, summary.replayed) == (1, 1, 0)
 
 
 async def test_five_megabyte_completion_is_output_too_large_and_the_session_is_released(
@@ -286,3 +290,43 @@ async def test_a_record_the_producer_refuses_is_not_retried_and_the_event_ends(
 
 def letter_out(record: Any) -> Outbound:
     return Outbound(topic=record.topic, key=record.key, value=record.value, headers=record.headers)
+
+
+def test_a_dead_letter_is_shrunk_payload_first_then_headers_then_key() -> None:
+    def letter(key: bytes, headers: list[tuple[str, bytes]]) -> Outbound:
+        msg = Inbound(
+            topic="in",
+            partition=3,
+            offset=9,
+            timestamp_ms=0,
+            key=key,
+            value=b"v" * 5000,
+            headers=headers,
+        )
+        return dl.dead_letter(
+            msg,
+            dlq_topic="in.dlq",
+            group="g",
+            stage="s",
+            code="C",
+            error=ValueError("e"),
+            attempt=1,
+        )
+
+    small = letter(b"k", [("h", b"x")])
+    assert dl.within_limit(small, 10_000, record_size) is small
+    no_payload = dl.within_limit(small, 2000, record_size)
+    assert no_payload.value == b""
+    assert dl.header_map(no_payload.headers)[dl.PAYLOAD_OMITTED] == "5000"
+    assert dl.header_map(no_payload.headers)["h"] == "x"
+    big_headers = letter(b"k", [("h", b"x" * 3000)])
+    no_headers = dl.within_limit(big_headers, 2000, record_size)
+    meta = dl.header_map(no_headers.headers)
+    assert "h" not in meta
+    assert meta[dl.HEADERS_OMITTED] == "1"
+    assert meta[dl.ORIGINAL_OFFSET] == "9"
+    assert no_headers.key == b"k"
+    big_key = dl.within_limit(letter(b"k" * 3000, []), 2000, record_size)
+    assert big_key.key is None
+    assert dl.header_map(big_key.headers)[dl.KEY_OMITTED] == "3000"
+    assert record_size(big_key) <= 2000
