@@ -28,7 +28,13 @@ from agentstream.schemas.codec import AvroCodec
 from agentstream.streams.admin import admin_client, ensure_topics
 from agentstream.streams.app import PipelineWorker
 from agentstream.streams.kafka_config import client_kwargs
-from agentstream.streams.message_size import detect_size_limit, record_size
+from agentstream.streams.message_size import (
+    BROKER_LIMIT,
+    TOPIC_LIMIT,
+    _values,
+    detect_size_limit,
+    record_size,
+)
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.replay import replay
 from agentstream.streams.runner import StageRunner
@@ -330,3 +336,29 @@ def test_a_dead_letter_is_shrunk_payload_first_then_headers_then_key() -> None:
     assert big_key.key is None
     assert dl.header_map(big_key.headers)[dl.KEY_OMITTED] == "3000"
     assert record_size(big_key) <= 2000
+
+
+def test_describe_configs_answers_are_read_as_kafka_sends_them() -> None:
+    """Entries as a Kafka broker sends them (DescribeConfigs v1+: name, value, read_only,
+    source, sensitive, synonyms); a resource with an error is skipped; Tansu sends no entries."""
+
+    class Answer:
+        def __init__(self, resources: list[Any]) -> None:
+            self.resources = resources
+
+    kafka = Answer(
+        [
+            (
+                0,
+                None,
+                2,
+                "a",
+                [(TOPIC_LIMIT, "1048588", False, 5, False, []), ("x", "1", False, 5, False, [])],
+            ),
+            (0, None, 2, "b", [(TOPIC_LIMIT, "262144", False, 1, False, [])]),
+            (3, "unknown topic", 2, "c", []),
+        ]
+    )
+    assert _values([kafka], TOPIC_LIMIT) == [1048588, 262144]
+    assert _values([kafka], BROKER_LIMIT) == []
+    assert _values([Answer([(0, "No error.", 2, "a", [])])], TOPIC_LIMIT) == []

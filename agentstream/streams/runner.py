@@ -278,11 +278,14 @@ class StageRunner:
         limit = self._max_record_bytes
         if limit is None:
             return result
+        shrink = False
         for record in result.records:
-            if is_dead_letter(record):
-                continue
             size = record_size(record)
-            if size > limit:
+            if size <= limit:
+                continue
+            if is_dead_letter(record):
+                shrink = True
+            else:
                 log.warning(
                     "output too large for the broker",
                     topic=msg.topic,
@@ -293,9 +296,9 @@ class StageRunner:
                     limit=limit,
                     setting=f"the topic's max.message.bytes (or {SETTING})",
                 )
-                result = self._replacement(msg, OutputTooLargeError(record.topic, size, limit))
-                break
-        return self._fit(msg, result, limit)
+                replacement = self._replacement(msg, OutputTooLargeError(record.topic, size, limit))
+                return self._fit(msg, replacement, limit)
+        return self._fit(msg, result, limit) if shrink else result
 
     def _replacement(self, msg: Inbound, exc: AgentStreamError) -> StageResult:
         """What ends an event whose output can never be delivered: the stage's ``too_large``
