@@ -31,7 +31,7 @@ from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.message_size import (
     BROKER_LIMIT,
     TOPIC_LIMIT,
-    _values,
+    config_values,
     detect_size_limit,
     record_size,
 )
@@ -359,6 +359,6 @@ def test_describe_configs_answers_are_read_as_kafka_sends_them() -> None:
             (3, "unknown topic", 2, "c", []),
         ]
     )
-    assert _values([kafka], TOPIC_LIMIT) == [1048588, 262144]
-    assert _values([kafka], BROKER_LIMIT) == []
-    assert _values([Answer([(0, "No error.", 2, "a", [])])], TOPIC_LIMIT) == []
+    assert config_values([kafka], TOPIC_LIMIT) == [1048588, 262144]
+    assert config_values([kafka], BROKER_LIMIT) == []
+    assert config_values([Answer([(0, "No error.", 2, "a", [])])], TOPIC_LIMIT) == []

@@ -105,7 +105,7 @@ async def _broker_limit(settings: Settings, topics: list[str]) -> int | None:
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
         )
-        limits = _values(responses, TOPIC_LIMIT)
+        limits = config_values(responses, TOPIC_LIMIT)
         if limits:
             return min(limits)
         brokers = sorted(b.nodeId for b in admin._client.cluster.brokers())
@@ -114,11 +114,11 @@ async def _broker_limit(settings: Settings, topics: list[str]) -> int | None:
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.BROKER, str(brokers[0]))]
         )
-        limits = _values(responses, BROKER_LIMIT)
+        limits = config_values(responses, BROKER_LIMIT)
         return min(limits) if limits else None
 
 
-def _values(responses: list[Any], name: str) -> list[int]:
+def config_values(responses: list[Any], name: str) -> list[int]:
     """Integer values of config ``name`` in DescribeConfigs responses (resources with an error
     are skipped). Entries are ``(name, value, read_only, ...)`` in every protocol version."""
     found: list[int] = []
