@@ -349,6 +349,7 @@ class StageRunner:
             except PublishRefusedError as exc:
                 self.stats.refused += 1
                 metrics.EVENTS.labels(self.stage, "publish_refused").inc()
+                hint = {"setting": f"the topic's max.message.bytes (or {SETTING})"}
                 log.warning(
                     "broker refused an output record; not retrying",
                     topic=msg.topic,
@@ -357,7 +358,7 @@ class StageRunner:
                     code=exc.code,
                     error=type(exc.error).__name__,
                     step=step,
-                    setting=f"the topic's max.message.bytes (or {SETTING})",
+                    **(hint if exc.code == OutputTooLargeError.code else {}),
                 )
                 if step == "output" and not any(is_dead_letter(r) for r in result.records):
                     replacement = self._replacement(msg, exc)
