@@ -97,6 +97,9 @@ class KafkaTuning(BaseModel):
     # embedded dev broker) does not, so the dev stack and tests lower this to 5 ms.
     fetch_max_wait_ms: int = Field(default=500, ge=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # Largest record the broker accepts, used only when the broker does not report its topics'
+    # max.message.bytes (or its message.max.bytes) at start-up; see streams/message_size.py.
+    max_message_bytes: int = Field(default=1024 * 1024, ge=4096)
 
 
 class Timeouts(BaseModel):

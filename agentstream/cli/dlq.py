@@ -278,6 +278,8 @@ def print_summary(summary: ReplaySummary) -> None:
     table.add_row("would replay" if summary.dry_run else "replayed", str(sent))
     if summary.no_target:
         table.add_row("no original topic (skipped)", str(summary.no_target))
+    if summary.no_payload:
+        table.add_row("payload omitted, too large (skipped)", str(summary.no_payload))
     for target, count in sorted(summary.by_target.items()):
         table.add_row(f"  to {target}", str(count))
     for code, count in summary.by_code.most_common():

@@ -21,11 +21,19 @@ agentstream-stage                      validation | generation | tools
 agentstream-attempt                    attempts made before dead-lettering
 agentstream-dlt-time                   when it was dead-lettered (ms since epoch)
 =====================================  ==================================================
+
+A dead letter larger than the broker accepts (the original was at or near the limit) is shrunk
+by :func:`within_limit`, in this order until it fits: the value is dropped
+(``agentstream-payload-omitted``: the original value's size in bytes), then the original's own
+headers (``agentstream-headers-omitted``: how many), then the key (``agentstream-key-omitted``: its
+size). The ``kafka_dlt-original-*`` headers always remain, so the original can be found on its
+topic while the broker retains it; such a record cannot be replayed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from agentstream.processors.base import Inbound, Outbound
 
@@ -54,6 +62,11 @@ DLQ_HEADERS = (
     ATTEMPT,
     DLT_TIME,
 )
+# Set when a dead letter had to be shrunk to fit the broker's record size limit.
+PAYLOAD_OMITTED = "agentstream-payload-omitted"
+HEADERS_OMITTED = "agentstream-headers-omitted"
+KEY_OMITTED = "agentstream-key-omitted"
+OMITTED_HEADERS = (PAYLOAD_OMITTED, HEADERS_OMITTED, KEY_OMITTED)
 # Retry-topic records (see streams/retry.py): when the record is due, where it goes back to, and
 # why it is retried; ATTEMPT counts the deliveries that failed so far.
 RETRY_DUE = "agentstream-retry-due"
@@ -109,3 +122,39 @@ def prior_attempts(msg: Inbound) -> int:
 
 def header_map(headers: list[tuple[str, bytes]]) -> dict[str, str]:
     return {k: v.decode(errors="replace") for k, v in headers}
+
+
+def is_dead_letter(record: Outbound) -> bool:
+    """A record built by :func:`dead_letter` (it names its origin and its error code)."""
+    names = {k for k, _ in record.headers}
+    return ORIGINAL_TOPIC in names and ERROR_CODE in names and DLT_TIME in names
+
+
+def within_limit(record: Outbound, max_bytes: int, size_of: Callable[[Outbound], int]) -> Outbound:
+    """``record`` (a dead letter) shrunk until ``size_of`` says it fits ``max_bytes``: first the
+    value, then the original's own headers, then the key are omitted, each with a header saying
+    so. A dead letter's own headers always stay (the result may still be larger than
+    ``max_bytes`` only if those alone are)."""
+    if size_of(record) <= max_bytes:
+        return record
+    headers = [*record.headers, (PAYLOAD_OMITTED, str(len(record.value)).encode())]
+    shrunk = Outbound(topic=record.topic, key=record.key, value=b"", headers=headers)
+    if size_of(shrunk) <= max_bytes:
+        return shrunk
+    own = set(DLQ_HEADERS) | set(OMITTED_HEADERS)
+    kept = [(k, v) for k, v in headers if k in own]
+    dropped = len(headers) - len(kept)
+    shrunk = Outbound(
+        topic=record.topic,
+        key=record.key,
+        value=b"",
+        headers=[*kept, (HEADERS_OMITTED, str(dropped).encode())],
+    )
+    if size_of(shrunk) <= max_bytes or record.key is None:
+        return shrunk
+    return Outbound(
+        topic=record.topic,
+        key=None,
+        value=b"",
+        headers=[*shrunk.headers, (KEY_OMITTED, str(len(record.key)).encode())],
+    )

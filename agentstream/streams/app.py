@@ -16,6 +16,7 @@ import faust
 
 from agentstream.admission import Admission
 from agentstream.config import Settings
+from agentstream.exceptions import AgentStreamError
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
 from agentstream.observability.load import LoadMonitor
@@ -30,6 +31,7 @@ from agentstream.processors.base import (
 )
 from agentstream.processors.generation import GenerationStage
 from agentstream.processors.outcomes import WORKER_ID, Failure, error_event
+from agentstream.processors.oversize import output_too_large
 from agentstream.processors.signals import RetryLater
 from agentstream.processors.tool_execution import ToolExecutionStage
 from agentstream.processors.validation import ValidationStage
@@ -43,6 +45,7 @@ from agentstream.state.keys import Keys
 from agentstream.state.redis import redis_from_settings
 from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.kafka_config import faust_broker_kwargs
+from agentstream.streams.message_size import SizeLimit, detect_size_limit
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.retry_consumer import RetryConsumer
@@ -115,7 +118,8 @@ class PipelineWorker:
         self._owns_tools = tools is None
         self.tools = tools or build_tools(settings, redis=self._redis)
         self._codec = codec_from_settings(settings)
-        self._publisher = Publisher(settings)
+        self._publisher: Publisher | None = None
+        self.size_limit: SizeLimit | None = None
         self._app: faust.App | None = None
         self._retry_consumer: RetryConsumer | None = None
         self._started = asyncio.Event()
@@ -125,6 +129,9 @@ class PipelineWorker:
         if isinstance(self.tools, ManagedTools):
             await self.tools.start()  # idempotent
         await self._codec.prepare()
+        # once per worker: the producer and every output check use the broker's record limit
+        self.size_limit = await detect_size_limit(s)
+        self._publisher = Publisher(s, max_request_size=self.size_limit.max_bytes)
         await self._publisher.start()
         keys = Keys(s.state.key_prefix)
         deps = StageDeps(
@@ -166,6 +173,8 @@ class PipelineWorker:
 
     def _runner(self, stage: str, handler: Handler, deps: StageDeps) -> StageRunner:
         s = self.settings
+        assert self._publisher is not None
+        assert self.size_limit is not None
         if stage == "retry":
             return StageRunner(
                 stage=stage,
@@ -173,6 +182,7 @@ class PipelineWorker:
                 publish=self._publisher.publish,
                 dead_letter=lambda msg, code, exc, attempt: StageResult(),
                 max_in_flight=s.limits.max_in_flight,
+                max_record_bytes=self.size_limit.max_bytes,
             )
         dlq_topic = s.topics.dlq(stage_topic(s, stage))
 
@@ -230,6 +240,11 @@ class PipelineWorker:
 
             return StageResult(records=records, then=release)
 
+        def too_large(msg: Inbound, exc: AgentStreamError) -> StageResult | None:
+            return output_too_large(
+                deps, stage=stage, schema=SCHEMA_OF_STAGE[stage], msg=msg, reason=str(exc)
+            )
+
         retry = None
         if stage in ("generation", "tools") and s.topics.retry_tiers_s:
 
@@ -244,6 +259,8 @@ class PipelineWorker:
             error_event=to_error_event,
             retry=retry,
             max_in_flight=s.limits.max_in_flight,
+            max_record_bytes=self.size_limit.max_bytes,
+            too_large=too_large,
         )
 
     def _build_app(self) -> faust.App:
@@ -320,7 +337,8 @@ class PipelineWorker:
             await self._app.stop()
         for runner in self.runners.values():
             await runner.cancel()
-        await self._publisher.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
         await self._codec.aclose()
         await self.llm.aclose()
         if self._owns_tools and isinstance(self.tools, ManagedTools):

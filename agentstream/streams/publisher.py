@@ -30,10 +30,24 @@ class Publisher:
         await self._producer.stop()
 
     async def publish(self, records: list[Outbound]) -> None:
-        """Send all records (in order per partition) and wait for every broker acknowledgement."""
-        futures = [
-            await self._producer.send(r.topic, value=r.value, key=r.key, headers=r.headers or None)
-            for r in records
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        """Send all records (in order per partition) and wait for every broker acknowledgement.
+
+        On failure, raises the first error only after every record already handed to the
+        producer has its outcome (no delivery future is left with an unretrieved error)."""
+        futures: list[asyncio.Future[Any]] = []
+        failed: BaseException | None = None
+        try:
+            for r in records:
+                futures.append(
+                    await self._producer.send(
+                        r.topic, value=r.value, key=r.key, headers=r.headers or None
+                    )
+                )
+        except Exception as exc:  # noqa: BLE001 - raised below, after the sent ones settle
+            failed = exc
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
+        if failed is not None:
+            raise failed

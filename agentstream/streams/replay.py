@@ -154,6 +154,8 @@ class ReplaySummary:
     matched: int = 0
     replayed: int = 0
     no_target: int = 0
+    no_payload: int = 0
+    """Dead letters whose payload was omitted (too large for the broker): nothing to replay."""
     by_target: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -336,8 +338,8 @@ async def replay(
     """Re-publish the matching records of dead-letter ``topic`` (see the module docstring).
 
     The target is ``to`` or each record's ``kafka_dlt-original-topic`` header (records without
-    one are counted as ``no_target``). ``rate`` caps records per second. ``dry_run`` sends
-    nothing and reports what would be sent.
+    one are counted as ``no_target``, records whose payload was omitted as ``no_payload``).
+    ``rate`` caps records per second. ``dry_run`` sends nothing and reports what would be sent.
     """
     if rate is not None and rate <= 0:
         raise ReplayError("rate must be > 0 records/s")
@@ -382,6 +384,9 @@ async def replay(
             target = to or record.origin_topic
             if target is None:
                 summary.no_target += 1
+                continue
+            if dl.PAYLOAD_OMITTED in record.meta:
+                summary.no_payload += 1
                 continue
             if target not in existing:
                 raise ReplayError(f"original topic {target!r} of {record.position} does not exist")

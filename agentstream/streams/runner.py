@@ -17,6 +17,14 @@ in place (``max_attempts``, jittered exponential backoff), then goes to a retry 
 transient (Redis or broker trouble) or to the dead-letter topic, so a poison record never stalls
 its partition. Publishing itself is retried until it succeeds or the runner stops: if the broker is
 unreachable no later offset can complete anyway, and an unacked offset is redelivered.
+
+Size: with ``max_record_bytes`` set, every output record is measured before it is sent. An output
+larger than the broker accepts is replaced by the stage's ``too_large`` outcome (an ERROR response
+``OUTPUT_TOO_LARGE``), else by a dead letter; a dead letter that is itself too large goes without
+its payload (schemas/dead_letter.py). A record the broker refuses for good (streams/refused.py:
+too large, invalid, against policy) is never retried: its event's failure outcome is published
+instead, and if even that is refused the event is dropped with one error line, so the offset
+always moves on.
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ from agentstream.observability.logging import get_logger
 from agentstream.observability.tracing import consume_span, trace_headers
 from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter, RetryLater
-from agentstream.schemas.dead_letter import prior_attempts
+from agentstream.schemas.dead_letter import is_dead_letter, prior_attempts, within_limit
 from agentstream.streams.acks import PartitionAcks
+from agentstream.streams.message_size import SETTING, OutputTooLargeError, record_size
+from agentstream.streams.refused import PublishRefusedError, refused
 
 log = get_logger(__name__)
 
@@ -43,6 +53,8 @@ AckFn = Callable[[], object]
 DeadLetterFactory = Callable[[Inbound, str, BaseException, int], StageResult]
 RetryRouter = Callable[[Inbound, str], Outbound | None]
 ErrorEventFactory = Callable[[Inbound, str, BaseException, int], list[Outbound]]
+# The terminal outcome of an event whose output cannot be delivered (None: dead-letter it).
+TooLargeFactory = Callable[[Inbound, AgentStreamError], StageResult | None]
 
 
 @dataclass(kw_only=True)
@@ -53,6 +65,8 @@ class RunnerStats:
     publish_retries: int = 0
     retried_later: int = 0
     peak_in_flight: int = 0
+    too_large: int = 0
+    refused: int = 0
 
 
 @dataclass(kw_only=True)
@@ -81,6 +95,8 @@ class StageRunner:
         error_event: ErrorEventFactory | None = None,
         max_attempts: int = 3,
         retry_base_s: float = 0.1,
+        max_record_bytes: int | None = None,
+        too_large: TooLargeFactory | None = None,
     ) -> None:
         self.stage = stage
         self._handler = handler
@@ -92,6 +108,8 @@ class StageRunner:
         self._max_in_flight = max_in_flight
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
+        self._max_record_bytes = max_record_bytes
+        self._too_large = too_large
         self._chains: dict[tuple[str, bytes], _Chain] = {}
         self._partitions: dict[tuple[str, int], PartitionAcks] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,6 +161,9 @@ class StageRunner:
                 if acks is not None:
                     acks.complete(item.msg.offset)
                 self._release_slot()
+        except Exception as exc:  # noqa: BLE001 - only a publish failing while the runner stops
+            # the event stays unacked: the partition's next owner gets it again
+            log.warning("stopped with unfinished work", stage=self.stage, error=type(exc).__name__)
         finally:
             if self._chains.get(key) is chain:
                 del self._chains[key]
@@ -171,7 +192,7 @@ class StageRunner:
                 replace(r, headers=[*(h for h in r.headers if h[0] not in names), *context])
                 for r in result.records
             ]
-        await self._publish_with_retry(msg, result.records)
+        result = await self._deliver(msg, self._within_limit(msg, result))
         if result.then is not None:
             try:
                 await result.then()
@@ -251,6 +272,111 @@ class StageRunner:
         )
         return self._dead_letter(msg, code, exc, attempt)
 
+    def _within_limit(self, msg: Inbound, result: StageResult) -> StageResult:
+        """``result`` when every record fits the broker's limit; else the event's failure
+        outcome (for a too-large output) and dead letters shrunk to fit."""
+        limit = self._max_record_bytes
+        if limit is None:
+            return result
+        shrink = False
+        for record in result.records:
+            size = record_size(record)
+            if size <= limit:
+                continue
+            if is_dead_letter(record):
+                shrink = True
+            else:
+                log.warning(
+                    "output too large for the broker",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    output_topic=record.topic,
+                    size=size,
+                    limit=limit,
+                    setting=f"the topic's max.message.bytes (or {SETTING})",
+                )
+                replacement = self._replacement(msg, OutputTooLargeError(record.topic, size, limit))
+                return self._fit(msg, replacement, limit)
+        return self._fit(msg, result, limit) if shrink else result
+
+    def _replacement(self, msg: Inbound, exc: AgentStreamError) -> StageResult:
+        """What ends an event whose output can never be delivered: the stage's ``too_large``
+        outcome for a too-large output, else (or when that does not fit either) a dead letter."""
+        if exc.code == OutputTooLargeError.code:
+            self.stats.too_large += 1
+            metrics.EVENTS.labels(self.stage, "output_too_large").inc()
+            outcome = self._too_large(msg, exc) if self._too_large is not None else None
+            limit = self._max_record_bytes
+            if outcome is not None and (
+                limit is None
+                or all(is_dead_letter(r) or record_size(r) <= limit for r in outcome.records)
+            ):
+                return outcome
+        return self._fail(msg, exc.code, exc, prior_attempts(msg) + 1, retry=False)
+
+    def _fit(self, msg: Inbound, result: StageResult, limit: int | None) -> StageResult:
+        """Dead letters over ``limit`` shrunk to fit; a record that still does not fit (only a
+        dead letter whose own headers are too large) is dropped with an error line."""
+        if limit is None:
+            return result
+        records = []
+        for record in result.records:
+            if is_dead_letter(record):
+                record = within_limit(record, limit, record_size)
+            if record_size(record) > limit:
+                log.error(
+                    "record too large even without its payload; dropped",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    output_topic=record.topic,
+                    limit=limit,
+                )
+                continue
+            records.append(record)
+        return StageResult(records=records, then=result.then)
+
+    async def _deliver(self, msg: Inbound, result: StageResult) -> StageResult:
+        """Publish ``result``; when the broker refuses one of its records for good, publish the
+        event's failure outcome instead, then that outcome with dead letters stripped to their
+        headers; if even that is refused, give up on the records (one error line) so the
+        partition moves on. Returns what was published (its ``then`` still runs)."""
+        for step in ("output", "replacement", "stripped"):
+            try:
+                await self._publish_with_retry(msg, result.records)
+                return result
+            except PublishRefusedError as exc:
+                self.stats.refused += 1
+                metrics.EVENTS.labels(self.stage, "publish_refused").inc()
+                hint = {"setting": f"the topic's max.message.bytes (or {SETTING})"}
+                log.warning(
+                    "broker refused an output record; not retrying",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    code=exc.code,
+                    error=type(exc.error).__name__,
+                    step=step,
+                    **(hint if exc.code == OutputTooLargeError.code else {}),
+                )
+                if step == "output" and not any(is_dead_letter(r) for r in result.records):
+                    replacement = self._replacement(msg, exc)
+                    result = self._fit(msg, replacement, self._max_record_bytes)
+                else:
+                    stripped = [
+                        within_limit(r, 0, record_size) if is_dead_letter(r) else r
+                        for r in result.records
+                    ]
+                    result = StageResult(records=stripped, then=result.then)
+        log.error(
+            "broker refused every outcome of this event; dropped",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+        )
+        return StageResult(then=result.then)
+
     async def _publish_with_retry(self, msg: Inbound, records: list[Outbound]) -> None:
         delay = 0.05
         while True:
@@ -258,6 +384,8 @@ class StageRunner:
                 await self._publish(records)
                 return
             except Exception as exc:
+                if refused(exc):
+                    raise PublishRefusedError(exc) from exc
                 if self._closing:
                     raise
                 self.stats.publish_retries += 1
