@@ -1,3 +1,3 @@
 """agentstream: run AI agents as a production service on Kafka."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

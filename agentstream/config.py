@@ -116,6 +116,9 @@ class Limits(BaseModel):
     max_metadata_value_bytes: int = Field(default=4096, ge=1)
     max_allowed_tools: int = Field(default=64, ge=0)
     max_turns: int = Field(default=8, ge=1)
+    # A model turn asking for more tool calls than this runs none of them: the model gets an
+    # error result per call (of the first this many) telling it the limit, and tries again.
+    max_tool_calls_per_turn: int = Field(default=32, ge=1)
     history_token_budget: int = Field(default=6000, ge=100)
     tool_concurrency: int = Field(default=8, ge=1)
     max_in_flight: int = Field(default=500, ge=1)
@@ -131,7 +134,8 @@ class Limits(BaseModel):
 class StateSettings(BaseModel):
     """Redis-held state: key prefix and lifetimes."""
 
-    key_prefix: str = "agentstream"
+    # Keys are ``{key_prefix}:...``; braces would move Redis Cluster hash tags.
+    key_prefix: str = Field(default="agentstream", min_length=1, pattern=r"^[^{}]+$")
     context_ttl_s: int = Field(default=3600, ge=1)
     dedupe_ttl_s: int = Field(default=24 * 3600, ge=1)
     # Must exceed the longest redelivery/replay window (see state/journal.py).

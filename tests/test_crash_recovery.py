@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from agentstream.client import AgentClient, AgentResponse, new_request
 from agentstream.config import Settings
 from agentstream.schemas import dead_letter as dlq
+from agentstream.state.keys import Keys
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA, TopicReader
 from tests.support.workers import worker_env
@@ -176,8 +177,11 @@ async def test_side_effecting_tool_runs_once_per_call_across_kill9(
         await client.submit(request)
 
         async def batch_mid_flight() -> bool:
-            done = [await redis.hget(f"{prefix}:step:t:count:t0:c{i}", "status") for i in (0, 1)]
-            running = await redis.hget(f"{prefix}:step:t:count:t0:c2", "status")
+            keys = Keys(prefix)
+            done = [
+                await redis.hget(keys.step("t", "c", f"count:t0:c{i}"), "status") for i in (0, 1)
+            ]
+            running = await redis.hget(keys.step("t", "c", "count:t0:c2"), "status")
             return done == [b"done", b"done"] and running == b"running"
 
         await wait_until(batch_mid_flight, 30, "two calls done and the third running")

@@ -1,8 +1,9 @@
 """Redis key layout of admission state. Every key is tenant-scoped under the state key prefix.
 
 The tenant sits in a hash tag (``{tenant}``) so all of one tenant's admission keys share a Redis
-Cluster slot and one Lua script may touch the user's and the tenant's keys together. Tenant and
-user ids are validated (no braces) before they reach here.
+Cluster slot and one Lua script may touch the user's and the tenant's keys together. Every id is
+percent-encoded (:func:`agentstream.state.keys.key_part`): ``:`` and braces in ids can neither
+make two tenants' or users' keys collide nor move the hash tag.
 
 ``{prefix}:adm:{tenant}:rq:u:{user}``      requests of one user in the sliding window (zset)
 ``{prefix}:adm:{tenant}:rq:u:{user}:c``    their costs and running total (hash)
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agentstream.state.keys import check_prefix, hash_tag, key_part, key_part_decode
+
 COSTS_SUFFIX = ":c"
 
 
@@ -24,17 +27,20 @@ COSTS_SUFFIX = ":c"
 class AdmissionKeys:
     prefix: str
 
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
     def tenant_base(self, tenant_id: str) -> str:
-        return f"{self.prefix}:adm:{{{tenant_id}}}"
+        return f"{self.prefix}:adm:{hash_tag(tenant_id)}"
 
     def user_requests(self, tenant_id: str, user_id: str) -> str:
-        return f"{self.tenant_base(tenant_id)}:rq:u:{user_id}"
+        return f"{self.tenant_base(tenant_id)}:rq:u:{key_part(user_id)}"
 
     def tenant_requests(self, tenant_id: str) -> str:
         return f"{self.tenant_base(tenant_id)}:rq:t"
 
     def user_tokens(self, tenant_id: str, user_id: str) -> str:
-        return f"{self.tenant_base(tenant_id)}:tk:u:{user_id}"
+        return f"{self.tenant_base(tenant_id)}:tk:u:{key_part(user_id)}"
 
     def tenant_tokens(self, tenant_id: str) -> str:
         return f"{self.tenant_base(tenant_id)}:tk:t"
@@ -51,7 +57,7 @@ class AdmissionKeys:
         if not key.startswith(head):
             return None
         end = key.find("}", len(head))
-        return key[len(head) : end] if end > 0 else None
+        return key_part_decode(key[len(head) : end]) if end > 0 else None
 
     def cache(self, tenant_id: str, digest: str) -> str:
         return f"{self.tenant_base(tenant_id)}:cache:{digest}"

@@ -23,7 +23,6 @@ from agentstream.observability.logging import get_logger
 log = get_logger(__name__)
 
 ROUTE_METADATA_KEY = "model"
-_MAX_LOGGED_NAME = 64
 
 
 class ModelRouter:
@@ -60,7 +59,8 @@ class ModelRouter:
         if wanted and self.request_routes:
             if wanted in self.routes:
                 return wanted
-            log.warning("unknown model route requested", route=wanted[:_MAX_LOGGED_NAME])
+            # the requested value is client input: not logged (it could carry anything)
+            log.warning("unknown model route requested; using the default", default=self.default)
         if tenant_id is not None and tenant_id in self.tenant_routes:
             return self.tenant_routes[tenant_id]
         return self.default

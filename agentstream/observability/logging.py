@@ -90,9 +90,28 @@ def get_logger(name: str) -> Any:
     )
 
 
+_LOG_ID_MAX = 64
+_LOG_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
+
+
+def log_safe_id(value: str) -> str:
+    """An id as it may appear in a log line: characters outside ``[A-Za-z0-9._:@-]`` escaped
+    as Python escapes (a NUL becomes backslash-x00), cut to 64 characters with the dropped
+    length noted. Ids reach the log context before validation, so hostile ones (NUL bytes,
+    10 KB) are made safe here."""
+    head = value[:_LOG_ID_MAX]
+    text = "".join(c if c in _LOG_ID_SAFE else c.encode("unicode_escape").decode() for c in head)
+    if len(value) > _LOG_ID_MAX:
+        text += f"...(+{len(value) - _LOG_ID_MAX} chars)"
+    return text
+
+
 @contextmanager
 def bind_request(**ids: str | int | None) -> Iterator[None]:
-    """Bind correlation ids (request_id, session_id, stage, ...) for the duration of a block."""
-    clean = {k: v for k, v in ids.items() if v is not None}
+    """Bind correlation ids (request_id, session_id, stage, ...) for the duration of a block.
+    String values pass through :func:`log_safe_id`."""
+    clean = {
+        k: log_safe_id(v) if isinstance(v, str) else v for k, v in ids.items() if v is not None
+    }
     with structlog.contextvars.bound_contextvars(**clean):
         yield

@@ -77,6 +77,11 @@ class RequestIds:
             tenant_id=event["tenant_id"],
         )
 
+    @property
+    def owner(self) -> tuple[str, str]:
+        """Who a session belongs to: (tenant_id, user_id)."""
+        return (self.tenant_id, self.user_id)
+
     def as_fields(self) -> dict[str, str]:
         return {
             "request_id": self.request_id,

@@ -12,12 +12,13 @@ history entries are tagged with (request_id, turn) so re-appending them is a no-
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from agentstream.admission import AdmissionDenied, admitted_llm_call
 from agentstream.exceptions import AgentStreamError, cause_code
-from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult
+from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.exceptions import (
     LLMContextTooLongError,
     LLMInvalidResponseError,
@@ -43,13 +44,14 @@ from agentstream.processors.stage import Stage
 from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
 from agentstream.state.context import AgentContext, ContextStore
-from agentstream.state.exceptions import ContextLostError
+from agentstream.state.exceptions import ContextLostError, SessionForbiddenError
 from agentstream.state.journal import StepState, llm_step_id
 from agentstream.tools.base import CallContext
 
 STAGE = "generation"
 # Confidence of an answer produced on a degraded path (simplified context, fallback model).
 DEGRADED_CONFIDENCE = 0.6
+TOO_MANY_TOOL_CALLS = "TOO_MANY_TOOL_CALLS"
 DEFAULT_MAX_TOKENS = 1024
 # The repair turn after a malformed answer (never stored in the history). The reason is the
 # project's own error message (it names what was wrong, never content).
@@ -110,14 +112,18 @@ class GenerationStage(Stage):
         # one round trip: the session context and the step journal entry of this LLM step
         step = llm_step_id(ids.request_id, turn)
         step_state, raw_ctx = await deps.journal.begin_and_read(
-            ids.tenant_id, step, deps.contexts.key(ids.tenant_id, ids.session_id)
+            ids.tenant_id, ids.session_id, step, deps.contexts.key(ids.tenant_id, ids.session_id)
         )
-        ctx = await deps.contexts.update(
-            ids.tenant_id,
-            ids.session_id,
-            lambda c: _with_tool_results(c, ids, turn, event),
-            current=ContextStore.parse_get(raw_ctx),
-        )
+        try:
+            ctx = await deps.contexts.update(
+                ids.tenant_id,
+                ids.session_id,
+                lambda c: _with_tool_results(c, ids, turn, event),
+                current=ContextStore.parse_get(raw_ctx),
+                owner=ids.owner,
+            )
+        except SessionForbiddenError as exc:
+            return fail(exc.code, "This session belongs to another user.")
         if ctx is None:
             return fail(
                 ContextLostError.code,
@@ -158,14 +164,21 @@ class GenerationStage(Stage):
                 retriable=exc.retriable,
             )
         add_usage(progress, result.usage)
-        state = "EXECUTING" if result.tool_calls else "COMPLETED"
+        cap = deps.settings.limits.max_tool_calls_per_turn
+        too_many = len(result.tool_calls) > cap
+        calls = result.tool_calls[:cap]  # a runaway turn is recorded with the first `cap` only
+        state = "EXECUTING" if calls else "COMPLETED"
         entry = history_entry(
-            ChatMessage(role="assistant", content=result.content, tool_calls=result.tool_calls),
+            ChatMessage(role="assistant", content=result.content, tool_calls=calls),
             request_id=ids.request_id,
             turn=turn,
         )
         # the assistant turn and the journal's "step done" in one atomic write
-        done = (deps.journal.key(ids.tenant_id, step), result.to_json(), deps.journal.retention_s)
+        done = (
+            deps.journal.key(ids.tenant_id, ids.session_id, step),
+            result.to_json(),
+            deps.journal.retention_s,
+        )
         ctx = await deps.contexts.update(
             ids.tenant_id,
             ids.session_id,
@@ -175,12 +188,21 @@ class GenerationStage(Stage):
         )
         if ctx is None:
             if fresh:
-                await deps.journal.complete(ids.tenant_id, step, result.to_json())
+                await deps.journal.complete(ids.tenant_id, ids.session_id, step, result.to_json())
             return fail(
                 ContextLostError.code,
                 CONTEXT_LOST_TEXT,
             )
         add_stage_time(progress, STAGE, ms_since(started))
+        if too_many:
+            log.warning("too many tool calls in one turn", calls=len(result.tool_calls), cap=cap)
+            return StageResult(
+                records=[
+                    self._refused_calls(
+                        event, ids, turn, calls, progress, asked=len(result.tool_calls)
+                    )
+                ]
+            )
         if result.tool_calls:
             batch = {
                 **ids.as_fields(),
@@ -193,7 +215,7 @@ class GenerationStage(Stage):
                         "name": c.name,
                         "arguments_json": canonical_arguments(c.arguments),
                     }
-                    for c in result.tool_calls
+                    for c in calls
                 ],
                 "progress": progress,
                 "deadline": event["deadline"],
@@ -232,6 +254,54 @@ class GenerationStage(Stage):
                 response=records[0].value,
             )
         return StageResult(records=records, then=release)
+
+    def _refused_calls(
+        self,
+        event: dict[str, Any],
+        ids: RequestIds,
+        turn: int,
+        calls: Sequence[ToolCall],
+        progress: dict[str, Any],
+        *,
+        asked: int,
+    ) -> Outbound:
+        """The next turn, with an error result per recorded call: the model asked for more
+        tool calls than one turn may make, so none ran (no partial side effects)."""
+        text = _too_many_calls_text(asked, len(calls))
+        results = []
+        for c in calls:
+            results.append(
+                {
+                    "call_id": c.call_id,
+                    "name": c.name,
+                    "content": text,
+                    "is_error": True,
+                    "error_code": TOO_MANY_TOOL_CALLS,
+                    "duration_ms": 0.0,
+                }
+            )
+            progress["tool_calls"].append(
+                {
+                    "call_id": c.call_id,
+                    "name": c.name,
+                    "turn": turn,
+                    "is_error": True,
+                    "error_code": TOO_MANY_TOOL_CALLS,
+                    "duration_ms": 0.0,
+                }
+            )
+        next_turn = {
+            **ids.as_fields(),
+            "turn": turn + 1,
+            "allowed_tools": event["allowed_tools"],
+            "metadata": event["metadata"],
+            "tool_results": results,
+            "progress": progress,
+            "deadline": event["deadline"],
+        }
+        value = self.deps.codec.encode("GenerationTurn", next_turn)
+        topic = self.deps.settings.topics.generation
+        return Outbound(topic=topic, key=ids.session_id.encode(), value=value)
 
     async def _journaled_step(
         self,
@@ -339,6 +409,13 @@ class GenerationStage(Stage):
             return ctx
 
         await self.deps.contexts.update(ids.tenant_id, ids.session_id, change)
+
+
+def _too_many_calls_text(asked: int, cap: int) -> str:
+    return (
+        f"Not run: this turn asked for {asked} tool calls and the limit is {cap} per turn. "
+        f"Make at most {cap} tool calls in one turn."
+    )
 
 
 def _with_tool_results(

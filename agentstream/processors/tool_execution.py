@@ -25,7 +25,7 @@ from agentstream.processors.progress import add_stage_time
 from agentstream.processors.stage import Stage
 from agentstream.schemas.dead_letter import REPLAYED_FROM, dead_letter
 from agentstream.state.context import AgentContext
-from agentstream.state.exceptions import ContextLostError
+from agentstream.state.exceptions import ContextLostError, SessionForbiddenError
 from agentstream.state.journal import tool_step_id
 from agentstream.tools.base import CallContext, ToolOutcome
 
@@ -54,13 +54,16 @@ class ToolExecutionStage(Stage):
     ) -> StageResult:
         deps = self.deps
         progress: dict[str, Any] = batch["progress"]
-        ctx = await deps.contexts.update(ids.tenant_id, ids.session_id, _executing)
-        if ctx is None:
-            text = CONTEXT_LOST_TEXT
-            failure = Failure(code=ContextLostError.code, message=text, stage=STAGE)
+        failure = await self._mark_executing(ids)
+        if failure is not None:
             return StageResult(
                 records=finish(
-                    deps, ids=ids, progress=progress, content=text, failure=failure, origin=msg
+                    deps,
+                    ids=ids,
+                    progress=progress,
+                    content=failure.message,
+                    failure=failure,
+                    origin=msg,
                 )
             )
         allowed: list[str] = batch["allowed_tools"]
@@ -134,6 +137,19 @@ class ToolExecutionStage(Stage):
         out.insert(0, Outbound(topic=topic, key=ids.session_id.encode(), value=value))
         return StageResult(records=out)
 
+    async def _mark_executing(self, ids: RequestIds) -> Failure | None:
+        """Set the session EXECUTING; the failure when it is gone or not the caller's."""
+        try:
+            ctx = await self.deps.contexts.update(
+                ids.tenant_id, ids.session_id, _executing, owner=ids.owner
+            )
+        except SessionForbiddenError as exc:
+            text = "This session belongs to another user."
+            return Failure(code=exc.code, message=text, stage=STAGE)
+        if ctx is None:
+            return Failure(code=ContextLostError.code, message=CONTEXT_LOST_TEXT, stage=STAGE)
+        return None
+
     async def _journaled_call(
         self,
         msg: Inbound,
@@ -146,7 +162,7 @@ class ToolExecutionStage(Stage):
         journal = self.deps.journal
         step = tool_step_id(ids.request_id, batch["turn"], index)
         replayed = any(k == REPLAYED_FROM for k, _ in msg.headers)
-        state = await journal.begin(ids.tenant_id, step, rerun_unknown=replayed)
+        state = await journal.begin(ids.tenant_id, ids.session_id, step, rerun_unknown=replayed)
         if state.status == "done" and state.result is not None:
             return ToolOutcome.from_json(state.result)
         if state.status == "unknown":
@@ -154,11 +170,11 @@ class ToolExecutionStage(Stage):
         if state.status == "in_flight" and not self._safe_to_rerun(call["name"]):
             if not replayed:
                 log.warning("tool call outcome unknown", tool=call["name"], step=step)
-                await journal.mark_unknown(ids.tenant_id, step)
+                await journal.mark_unknown(ids.tenant_id, ids.session_id, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
         outcome = await self._run_call(call, index, batch, ids)
-        await journal.complete(ids.tenant_id, step, outcome.to_json())
+        await journal.complete(ids.tenant_id, ids.session_id, step, outcome.to_json())
         return outcome
 
     def _safe_to_rerun(self, name: str) -> bool:

@@ -26,7 +26,7 @@ from agentstream.processors.sanitize import sanitize_text, valid_id
 from agentstream.processors.stage import Stage
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.dedupe import RequestDedupe
-from agentstream.state.exceptions import SessionBusyError
+from agentstream.state.exceptions import SessionBusyError, SessionForbiddenError
 
 STAGE = "validation"
 log = get_logger(__name__)
@@ -213,19 +213,13 @@ class ValidationStage(Stage):
     ) -> None:
         """Append the user turn and make this request the session's active one. Under the
         ``queue`` double-text policy a request waits while an earlier one of its session runs."""
-        owner_mismatch = False
         limits = self.deps.settings.limits
 
         def change(ctx: AgentContext | None) -> AgentContext | None:
-            nonlocal owner_mismatch
-            owner_mismatch = False
             if ctx is None:
                 ctx = AgentContext(
                     session_id=ids.session_id, user_id=ids.user_id, tenant_id=ids.tenant_id
                 )
-            elif ctx.user_id != ids.user_id:
-                owner_mismatch = True
-                return None
             if any(e["request_id"] == ids.request_id and e["role"] == "user" for e in ctx.history):
                 return ctx  # redelivery: the user turn is already recorded
             ctx.history.append(
@@ -254,9 +248,14 @@ class ValidationStage(Stage):
                     change,
                     claim=ids.request_id,
                     stale_s=limits.session_busy_timeout_s,
+                    owner=ids.owner,
                     **known,
                 )
                 known = {}
+            except SessionForbiddenError as forbidden:
+                raise RequestRejected(
+                    "SESSION_FORBIDDEN", "this session belongs to another user"
+                ) from forbidden
             except SessionBusyError as busy:
                 if limits.double_text == "reject":
                     raise RequestRejected(
@@ -270,6 +269,4 @@ class ValidationStage(Stage):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
                 continue
-            if owner_mismatch:
-                raise RequestRejected("SESSION_FORBIDDEN", "this session belongs to another user")
             return

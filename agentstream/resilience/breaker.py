@@ -24,10 +24,10 @@ call reports its outcome with the generation it started in, and reports from an 
 are ignored (a slow call that started before the breaker opened cannot close it, and cannot count
 twice against it).
 
-Key layout: ``{namespace}:breaker:{key}`` (a hash; field ``c`` holds the last counted failure's
-code), refreshed to ``state_ttl_s`` on each write; an absent key means closed. If Redis cannot be
-reached the breaker fails OPEN in the permissive sense: calls are let through (logged once per
-outage) because Redis trouble says nothing about the provider's health.
+Key layout: ``{namespace}:breaker:{key}`` (a hash; the key percent-encoded; field ``c`` holds
+the last counted failure's code), refreshed to ``state_ttl_s`` on each write; an absent key means
+closed. If Redis cannot be reached the breaker fails OPEN in the permissive sense: calls are let
+through (logged once per outage) because Redis trouble says nothing about the provider's health.
 
 Costs: one script call before and one after each protected call (two round trips).
 """
@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.exceptions import CircuitOpenError
+from agentstream.state.keys import key_part
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -234,7 +235,7 @@ class CircuitBreaker:
     ) -> None:
         self.key = key
         self.config = config or BreakerConfig()
-        self.redis_key = f"{namespace}:breaker:{key}"
+        self.redis_key = f"{namespace}:breaker:{key_part(key)}"
         self.is_failure = is_failure
         self._redis = redis
         self._acquire = redis.register_script(_ACQUIRE)

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from agentstream.state.exceptions import (
     ConcurrentUpdateError,
     SessionBusyError,
+    SessionForbiddenError,
 )
 from agentstream.state.keys import Keys
 
@@ -106,6 +107,10 @@ class AgentContext:
             separators=(",", ":"),
         )
 
+    def owned_by(self, tenant_id: str, user_id: str) -> bool:
+        """A session belongs to one (tenant, user): the pair that created it."""
+        return self.tenant_id == tenant_id and self.user_id == user_id
+
     @classmethod
     def from_json(
         cls, raw: bytes | str, version: int, active_request: str | None = None
@@ -156,6 +161,7 @@ class ContextStore:
         claim: str | None = None,
         stale_s: float = 0.0,
         complete_step: tuple[str, str, int] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> AgentContext | None:
         """Apply ``change`` atomically. ``change`` gets the current context (or None) and returns
         the new one, or None to leave it untouched. It may run more than once: keep it pure
@@ -166,7 +172,9 @@ class ContextStore:
         :class:`SessionBusyError` while another request (active for less than ``stale_s``)
         holds it.
         ``complete_step``: (step key, result, retention s) of a step-journal entry to mark done
-        in the same atomic write (saves a round trip on the hot path)."""
+        in the same atomic write (saves a round trip on the hot path).
+        ``owner``: (tenant_id, user_id) of the caller; raises :class:`SessionForbiddenError`
+        (and changes nothing) when the stored session belongs to another pair."""
         key = self._keys.context(tenant_id, session_id)
         keys = [key, complete_step[0]] if complete_step else [key]
         known = current
@@ -177,6 +185,8 @@ class ContextStore:
                 current = await self.get(tenant_id, session_id)
             else:
                 current = known
+            if owner is not None and current is not None and not current.owned_by(*owner):
+                raise SessionForbiddenError(f"session {session_id!r} belongs to another user")
             expected = current.version if current else 0
             new = change(current)
             if new is None:

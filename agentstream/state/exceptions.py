@@ -29,3 +29,10 @@ class SessionBusyError(StateError):
 
     code = "SESSION_BUSY"
     retriable = True
+
+
+class SessionForbiddenError(StateError):
+    """The session exists and belongs to another (tenant, user)."""
+
+    code = "SESSION_FORBIDDEN"
+    retriable = False

@@ -100,29 +100,35 @@ class StepJournal:
     def retention_s(self) -> int:
         return self._retention_s
 
-    def key(self, tenant_id: str, step_id: str) -> str:
-        return self._keys.step(tenant_id, step_id)
+    def key(self, tenant_id: str, session_id: str, step_id: str) -> str:
+        return self._keys.step(tenant_id, session_id, step_id)
 
     def _begin_args(self, rerun_unknown: bool) -> list[str | int]:
         now = int(time.time() * 1000)
         return [self._owner, now, self._retention_s, "1" if rerun_unknown else "0"]
 
     async def begin_and_read(
-        self, tenant_id: str, step_id: str, hash_key: str, *, rerun_unknown: bool = False
+        self,
+        tenant_id: str,
+        session_id: str,
+        step_id: str,
+        hash_key: str,
+        *,
+        rerun_unknown: bool = False,
     ) -> tuple[StepState, list[Any]]:
         """:meth:`begin`, and read fields ``v, data, a`` of ``hash_key`` (the session context)
         in the same round trip."""
-        key = self._keys.step(tenant_id, step_id)
+        key = self._keys.step(tenant_id, session_id, step_id)
         raw = await self._begin(keys=[key, hash_key], args=self._begin_args(rerun_unknown))
         fields = list(raw[2:5])
         fields += [None] * (3 - len(fields))  # trailing nils are dropped from Lua replies
         return self.parse_begin(raw[:2]), fields
 
     async def begin(
-        self, tenant_id: str, step_id: str, *, rerun_unknown: bool = False
+        self, tenant_id: str, session_id: str, step_id: str, *, rerun_unknown: bool = False
     ) -> StepState:
         """Look the step up and, unless it is done (or unknown and not re-run), take it."""
-        key = self._keys.step(tenant_id, step_id)
+        key = self._keys.step(tenant_id, session_id, step_id)
         raw = await self._begin(keys=[key], args=self._begin_args(rerun_unknown))
         return self.parse_begin(raw)
 
@@ -139,11 +145,13 @@ class StepJournal:
             return StepState(status="unknown")
         return StepState(status="new")
 
-    async def mark_unknown(self, tenant_id: str, step_id: str) -> None:
+    async def mark_unknown(self, tenant_id: str, session_id: str, step_id: str) -> None:
         """The step's outcome cannot be known (dead-lettered): later deliveries of it are
         dropped until an operator replays the record."""
-        await self._unknown(keys=[self._keys.step(tenant_id, step_id)], args=[self._retention_s])
+        await self._unknown(
+            keys=[self._keys.step(tenant_id, session_id, step_id)], args=[self._retention_s]
+        )
 
-    async def complete(self, tenant_id: str, step_id: str, result: str) -> None:
-        key = self._keys.step(tenant_id, step_id)
+    async def complete(self, tenant_id: str, session_id: str, step_id: str, result: str) -> None:
+        key = self._keys.step(tenant_id, session_id, step_id)
         await self._complete(keys=[key], args=[result, self._retention_s])

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from agentstream.observability.logging import get_logger
+from agentstream.state.keys import key_part
 
 log = get_logger(__name__)
 
@@ -35,7 +36,8 @@ class ToolResultCache:
         self._prefix = key_prefix
 
     def key(self, tenant_id: str, tool: str, arguments: dict[str, Any]) -> str:
-        return f"{self._prefix}:toolcache:{tenant_id}:{tool}:{arguments_digest(arguments)}"
+        digest = arguments_digest(arguments)
+        return f"{self._prefix}:toolcache:{key_part(tenant_id)}:{key_part(tool)}:{digest}"
 
     async def get(self, tenant_id: str, tool: str, arguments: dict[str, Any]) -> str | None:
         try:
