@@ -179,7 +179,9 @@ class LLMRetrySettings(BaseModel):
 
 
 class BreakerSettings(BaseModel):
-    """Circuit breakers (state shared by all workers through Redis)."""
+    """Circuit breakers (state shared by all workers through Redis). ``failure_threshold``
+    consecutive provider failures open one: timeouts, connection errors, 5xx, 529, 429; a
+    malformed answer or a refused (4xx) request is that request's error and never counts."""
 
     enabled: bool = True
     failure_threshold: int = Field(default=5, ge=1)

@@ -12,9 +12,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from agentstream.llm.exceptions import LLMBadRequestError, LLMServerError
-from agentstream.resilience.breaker import BreakerConfig, CircuitBreaker
-from agentstream.resilience.exceptions import CircuitOpenError
+from agentstream.exceptions import cause_code
+from agentstream.llm.exceptions import (
+    LLMAuthenticationError,
+    LLMBadRequestError,
+    LLMConnectionError,
+    LLMContentPolicyError,
+    LLMInvalidResponseError,
+    LLMOverloadedError,
+    LLMQuotaExceededError,
+    LLMRateLimitedError,
+    LLMServerError,
+    LLMTimeoutError,
+)
+from agentstream.resilience.breaker import BreakerConfig, CircuitBreaker, counts_as_failure
+from agentstream.resilience.exceptions import (
+    AttemptTimeoutError,
+    CircuitOpenError,
+    DeadlineExceededError,
+)
+from agentstream.state.exceptions import ConcurrentUpdateError
+from agentstream.tools.exceptions import ToolTimeoutError, ToolUnavailableError
 
 pytestmark = pytest.mark.integration
 
@@ -179,24 +197,61 @@ async def _acquire_ok(breaker: CircuitBreaker) -> bool:
     return True
 
 
-async def test_call_counts_only_retriable_errors(workers: Workers) -> None:
-    a, _ = await workers(failure_threshold=2)
+async def test_call_counts_provider_failures_only(workers: Workers) -> None:
+    a, b = await workers(failure_threshold=2)
 
     async def bad_request() -> None:
         raise LLMBadRequestError("400")
 
-    async def server_error() -> None:
-        raise LLMServerError("500")
+    async def malformed() -> None:
+        raise LLMInvalidResponseError("tool call arguments are not a JSON object")
 
-    for _ in range(3):
-        with pytest.raises(LLMBadRequestError):
-            await a.call(bad_request)
+    async def timeout() -> None:
+        raise LLMTimeoutError("no answer")
+
+    for call in (bad_request, malformed) * 3:
+        with pytest.raises((LLMBadRequestError, LLMInvalidResponseError)):
+            await a.call(call)
     assert (await a.snapshot()).failures == 0
     for _ in range(2):
-        with pytest.raises(LLMServerError):
-            await a.call(server_error)
-    with pytest.raises(CircuitOpenError):
-        await a.call(server_error)
+        with pytest.raises(LLMTimeoutError):
+            await a.call(timeout)
+    snapshot = await b.snapshot()
+    assert (snapshot.state, snapshot.last_failure) == ("open", "LLM_TIMEOUT")
+    # the other worker's refusal names the failure that opened the breaker
+    with pytest.raises(CircuitOpenError) as caught:
+        await b.call(timeout)
+    assert caught.value.code == "CIRCUIT_OPEN"
+    assert caught.value.cause_code == "LLM_TIMEOUT"
+    assert "LLM_TIMEOUT" in str(caught.value)
+    assert cause_code(caught.value) == "LLM_TIMEOUT"
+
+
+@pytest.mark.parametrize(
+    ("error", "counted"),
+    [
+        (LLMTimeoutError("t"), True),
+        (AttemptTimeoutError("t"), True),
+        (LLMConnectionError("refused"), True),
+        (LLMServerError("500"), True),
+        (LLMOverloadedError("529"), True),
+        (LLMRateLimitedError("429"), True),  # the API key's shared limit: back off everyone
+        (ToolTimeoutError("t"), True),
+        (ToolUnavailableError("gone"), True),
+        (LLMInvalidResponseError("not a JSON object"), False),
+        (LLMBadRequestError("400"), False),
+        (LLMContentPolicyError("policy"), False),
+        (LLMAuthenticationError("401"), False),
+        (LLMQuotaExceededError("quota"), False),
+        (DeadlineExceededError("late"), False),
+        (CircuitOpenError("k", state="open", retry_after_s=1.0), False),
+        (ConcurrentUpdateError("cas"), False),  # retriable, but says nothing about the provider
+        (ValueError("not a project error"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_what_the_breaker_counts(error: Exception, counted: bool) -> None:
+    assert counts_as_failure(error) is counted
 
 
 async def test_cancelled_probe_gives_its_slot_back(workers: Workers) -> None:

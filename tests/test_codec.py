@@ -125,6 +125,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "origin_topic": "agent.generation",
         "origin_partition": 5,
         "origin_offset": 2**40,
+        "cause": None,
     },
     "MetricsEvent": {
         **_identity(),
@@ -392,3 +393,21 @@ def test_metrics_event_written_before_tool_details_reads_with_defaults() -> None
     decoded = AvroCodec(catalog).decode("MetricsEvent", buffer.getvalue())
     assert decoded["tool_details"] == []
     assert decoded["model"] is None
+
+
+def test_error_event_written_before_cause_reads_with_none() -> None:
+    """ErrorEvent gained ``cause`` (with a default); events written without it still read."""
+    current = builtin_schemas()["io.agentstream.ErrorEvent"].definition
+    old = {**current, "fields": [f for f in current["fields"] if f["name"] != "cause"]}
+    catalog = LocalCatalog()
+    old_id = catalog.register(old)
+    record = {k: v for k, v in SAMPLES["ErrorEvent"].items() if k != "cause"}
+    buffer = io.BytesIO()
+    buffer.write(struct.pack(">bI", 0, old_id))
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(old), record)
+    decoded = AvroCodec(catalog).decode("ErrorEvent", buffer.getvalue())
+    assert decoded == {**record, "cause": None}
+    # and a new event carries it
+    codec = AvroCodec()
+    event = {**SAMPLES["ErrorEvent"], "code": "CIRCUIT_OPEN", "cause": "LLM_TIMEOUT"}
+    assert codec.decode("ErrorEvent", codec.encode("ErrorEvent", event))["cause"] == "LLM_TIMEOUT"

@@ -16,6 +16,7 @@ from agentstream.llm.base import ChatMessage, LLMClient, LLMRequest, LLMResult
 from agentstream.llm.exceptions import (
     LLMBadRequestError,
     LLMContextTooLongError,
+    LLMInvalidResponseError,
     LLMServerError,
 )
 from agentstream.llm.factory import build_llm
@@ -112,6 +113,7 @@ async def test_first_entry_answering_is_not_degraded() -> None:
     [
         LLMBadRequestError("400"),
         LLMContextTooLongError("too long"),
+        LLMInvalidResponseError("tool call arguments are not a JSON object"),
         DeadlineExceededError("late"),
     ],
 )

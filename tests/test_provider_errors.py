@@ -206,7 +206,9 @@ async def test_per_call_timeout_of_the_retry_policy(server: FakeLLMServer, llm: 
 async def test_malformed_json(server: FakeLLMServer, llm: LLMClient) -> None:
     server.push(Reply(body='{"id": "x", "choices": [', status=200))
     error = await _raises(llm, LLMInvalidResponseError)
-    assert error.retriable
+    # one answer's error: not retried as transient, not counted against the provider's breaker
+    assert not error.retriable
+    assert not error.counts_for_breaker
 
 
 async def test_connection_reset(server: FakeLLMServer, llm: LLMClient) -> None:

@@ -142,7 +142,8 @@ async def test_bad_tool_arguments_are_invalid_responses(
     server.push(Reply(body=openai_completion(None, tool_calls=[("c", "calculator", arguments)])))
     with pytest.raises(LLMInvalidResponseError) as caught:
         await llm.complete(_request(ChatMessage(role="user", content="x"), tools=(CALC,)))
-    assert caught.value.retriable
+    assert not caught.value.retriable
+    assert not caught.value.counts_for_breaker
     assert "expression" not in str(caught.value)
 
 

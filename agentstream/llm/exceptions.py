@@ -1,20 +1,28 @@
-"""LLM errors; retry code asks the error (``retriable``) instead of matching types.
+"""LLM errors; retry code asks the error (``retriable``) instead of matching types, and circuit
+breakers ask it too (``counts_for_breaker``).
 
 ::
 
     LLMError                          LLM_ERROR
-    ├── LLMTimeoutError               LLM_TIMEOUT             retriable
-    ├── LLMUnavailableError           LLM_UNAVAILABLE         retriable (also failure injection)
-    │   ├── LLMRateLimitedError       RATE_LIMITED            retriable, retry_after_s
-    │   ├── LLMOverloadedError        LLM_OVERLOADED          retriable (HTTP 529, overloaded_error)
-    │   ├── LLMServerError            LLM_SERVER_ERROR        retriable (HTTP 5xx)
-    │   ├── LLMConnectionError        LLM_CONNECTION_ERROR    retriable (refused, reset, DNS)
-    │   └── LLMInvalidResponseError   LLM_INVALID_RESPONSE    retriable (malformed body)
+    ├── LLMTimeoutError               LLM_TIMEOUT             retriable, counted
+    ├── LLMUnavailableError           LLM_UNAVAILABLE         retriable, counted (failure injection)
+    │   ├── LLMRateLimitedError       RATE_LIMITED            retriable, counted, retry_after_s
+    │   ├── LLMOverloadedError        LLM_OVERLOADED          retriable, counted (HTTP 529)
+    │   ├── LLMServerError            LLM_SERVER_ERROR        retriable, counted (HTTP 5xx)
+    │   └── LLMConnectionError        LLM_CONNECTION_ERROR    retriable, counted (refused, DNS)
+    ├── LLMInvalidResponseError       LLM_INVALID_RESPONSE    not retriable, not counted
     ├── LLMBadRequestError            LLM_BAD_REQUEST         not retriable
     │   ├── LLMContextTooLongError    LLM_CONTEXT_TOO_LONG    -> simplified-context strategy
     │   └── LLMContentPolicyError     LLM_CONTENT_POLICY
     ├── LLMAuthenticationError        LLM_AUTHENTICATION      not retriable (401/403)
     └── LLMQuotaExceededError         LLM_QUOTA_EXCEEDED      not retriable (billing quota)
+
+"Counted" (``counts_for_breaker``) errors say the provider is unhealthy: the shared circuit
+breaker counts them. A malformed answer (body not JSON, missing fields, tool-call arguments that
+are not a JSON object) is that one request's error: a model can be led into one by a single
+user's prompt, so it neither counts against the breaker nor is retried as if transient; the
+generation stage gives the model one repair turn instead. HTTP 429 is counted: a provider's rate
+limit is shared by every user of the API key, and backing off all callers is what it asks for.
 
 Messages name the provider, HTTP status and the provider's error type/code, never the prompt.
 The provider's own error text is kept on ``provider_message`` (not in ``str(exc)``), because
@@ -48,6 +56,7 @@ class LLMError(AgentStreamError):
 class LLMTimeoutError(LLMError):
     code = "LLM_TIMEOUT"
     retriable = True
+    counts_for_breaker = True
 
 
 class LLMUnavailableError(LLMError):
@@ -55,6 +64,7 @@ class LLMUnavailableError(LLMError):
 
     code = "LLM_UNAVAILABLE"
     retriable = True
+    counts_for_breaker = True
 
 
 class LLMRateLimitedError(LLMUnavailableError):
@@ -75,11 +85,14 @@ class LLMConnectionError(LLMUnavailableError):
     code = "LLM_CONNECTION_ERROR"
 
 
-class LLMInvalidResponseError(LLMUnavailableError):
+class LLMInvalidResponseError(LLMError):
     """The provider answered with something that is not the documented shape (bad JSON,
-    missing fields, tool-call arguments that are not a JSON object)."""
+    missing fields, tool-call arguments that are not a JSON object): this request's error, not
+    a sign of an unhealthy provider (see the module docstring)."""
 
     code = "LLM_INVALID_RESPONSE"
+    retriable = False
+    counts_for_breaker = False
 
 
 class LLMBadRequestError(LLMError):

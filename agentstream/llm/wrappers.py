@@ -1,13 +1,16 @@
 """Resilience as wrappers around one interface: every wrapper is an ``LLMClient`` holding another.
 
 A route entry is built as ``RetryingLLM(CircuitBreakerLLM(TimeoutLLM(provider)))``: each attempt
-passes the breaker, so failures (timeouts included: the per-call timeout sits inside the breaker)
-count toward opening it from every worker, and an open breaker (``CircuitOpenError``) ends the
-retries at once. :class:`FallbackLLM` tries route entries in order (primary -> secondary -> local):
-an open breaker or a retriable error that survived the entry's retries moves to the next entry;
-non-retriable errors (bad request, auth, context too long, content policy) and a passed request
-deadline are raised at once, because another model would not change them (context too long is
-the generation stage's simplified-context strategy).
+passes the breaker, so provider failures (``counts_for_breaker``: timeouts — the per-call timeout
+sits inside the breaker —, connection errors, 5xx, overload, 429) count toward opening it from
+every worker, and an open breaker (``CircuitOpenError``, naming the failure that opened it) ends
+the retries at once. A malformed answer (``LLM_INVALID_RESPONSE``) is neither counted nor retried:
+it is that request's error (the generation stage gives the model one repair turn).
+:class:`FallbackLLM` tries route entries in order (primary -> secondary -> local): an open breaker
+or a retriable error that survived the entry's retries moves to the next entry; non-retriable
+errors (bad request, auth, context too long, content policy, malformed answer) and a passed
+request deadline are raised at once (context too long is the generation stage's
+simplified-context strategy, a malformed answer its repair turn).
 
 A result served by any entry but the first is a :class:`RoutedResult` with ``degraded=True``;
 use :func:`route_of` to read the route information from any ``LLMResult``.

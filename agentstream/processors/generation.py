@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from agentstream.admission import AdmissionDenied, admitted_llm_call
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, cause_code
 from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.exceptions import (
     LLMContextTooLongError,
+    LLMInvalidResponseError,
     LLMRateLimitedError,
     LLMTimeoutError,
 )
@@ -52,6 +53,13 @@ STAGE = "generation"
 DEGRADED_CONFIDENCE = 0.6
 TOO_MANY_TOOL_CALLS = "TOO_MANY_TOOL_CALLS"
 DEFAULT_MAX_TOKENS = 1024
+# The repair turn after a malformed answer (never stored in the history). The reason is the
+# project's own error message (it names what was wrong, never content).
+REPAIR_NOTE = (
+    "[agentstream] Your previous reply could not be used ({reason}). Reply again to the "
+    "conversation above. If you call a tool, its arguments must be one JSON object that "
+    "matches the tool's parameters."
+)
 log = get_logger(__name__)
 
 
@@ -129,7 +137,8 @@ class GenerationStage(Stage):
                 denied.code, denied.message, retriable=denied.retriable, meta=denied.metadata
             )
         except AgentStreamError as exc:
-            log.warning("llm call failed", code=exc.code, error=type(exc).__name__)
+            cause = cause_code(exc)
+            log.warning("llm call failed", code=exc.code, cause=cause, error=type(exc).__name__)
             if isinstance(exc, DeadlineExceededError) or _past(event["deadline"]):
                 await self._set_state(ids, "ERROR")
                 return fail("TIMEOUT", "The request's deadline passed before the model answered.")
@@ -146,7 +155,8 @@ class GenerationStage(Stage):
             if exc.retriable:
                 # transient (provider down, breaker open without a fallback): the non-blocking
                 # retry tiers take it; the session stays claimed so later turns cannot overtake
-                raise RetryLater(exc.code, f"model call failed ({exc.code})") from exc
+                because = f" after {cause}" if cause else ""
+                raise RetryLater(exc.code, f"model call failed ({exc.code}{because})") from exc
             await self._set_state(ids, "ERROR")
             return fail(
                 exc.code,
@@ -323,9 +333,17 @@ class GenerationStage(Stage):
 
     async def _call_with_recovery(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
         """LLM_TIMEOUT and context-too-long: try once more with a simplified context (a quarter
-        of the history budget, a quarter of the output tokens); the answer is marked degraded."""
+        of the history budget, a quarter of the output tokens); the answer is marked degraded.
+
+        LLM_INVALID_RESPONSE (a malformed answer, e.g. tool arguments that are not a JSON
+        object): one repair turn, the same input plus a note saying what was wrong. A second
+        malformed answer is this request's error (it was neither retried as transient nor
+        counted against the provider's breaker)."""
         try:
             return await self._call_model(ctx, event)
+        except LLMInvalidResponseError as exc:
+            log.warning("model answer unusable; one repair turn", code=exc.code)
+            return await self._call_model(ctx, event, repair=REPAIR_NOTE.format(reason=exc))
         except (LLMTimeoutError, LLMContextTooLongError, AttemptTimeoutError) as exc:
             log.warning("retrying with a simplified context", code=exc.code)
             result = await self._call_model(ctx, event, simplified=True)
@@ -337,7 +355,12 @@ class GenerationStage(Stage):
             return result
 
     async def _call_model(
-        self, ctx: AgentContext, event: dict[str, Any], *, simplified: bool = False
+        self,
+        ctx: AgentContext,
+        event: dict[str, Any],
+        *,
+        simplified: bool = False,
+        repair: str | None = None,
     ) -> LLMResult:
         deps = self.deps
         budget = deps.settings.limits.history_token_budget
@@ -346,6 +369,8 @@ class GenerationStage(Stage):
             budget, max_tokens = budget // 4, max(64, max_tokens // 4)
         history = history_for_request(ctx.history, event["request_id"])
         messages = build_messages(deps.settings.llm.system_prompt, history, budget)
+        if repair is not None:
+            messages = (*messages, ChatMessage(role="user", content=repair))
         allowed: list[str] = event["allowed_tools"]
         request = LLMRequest(
             messages=messages,

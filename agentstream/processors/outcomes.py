@@ -40,6 +40,9 @@ class Failure:
     stage: str
     retriable: bool = False
     attempt: int = 1
+    cause: str | None = None
+    """The failure behind ``code`` when the code is a consequence (``CIRCUIT_OPEN`` ->
+    ``LLM_TIMEOUT``)."""
 
 
 def error_event(
@@ -65,6 +68,7 @@ def error_event(
         "origin_topic": origin.topic if origin else None,
         "origin_partition": origin.partition if origin else None,
         "origin_offset": origin.offset if origin else None,
+        "cause": failure.cause,
     }
     key = (session_id or request_id).encode()
     return Outbound(

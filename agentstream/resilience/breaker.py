@@ -10,17 +10,24 @@ One breaker per key (``openai:gpt-4o-mini``, ``tools:github``). States:
   ``half_open_successes`` successful probes close it, one failed probe opens it again. A probe
   whose worker died is forgotten after ``probe_timeout_s`` so the breaker cannot stick.
 
+What counts as a failure is the error's to say (:func:`counts_as_failure`: the project error's
+``counts_for_breaker``): timeouts, connection failures, 5xx, overload and rate limits say the
+dependency is unhealthy. A malformed answer, a bad request or a passed request deadline are that
+one call's business (a call that ended with one counts as a success: the dependency answered),
+so one user whose prompts lead a model into bad output cannot open the breaker for everyone.
+The breaker remembers the code of the last failure it counted; a refusal
+(:class:`CircuitOpenError`) carries it as ``cause_code``.
+
 Every transition happens inside one Lua script (atomic on the Redis server) and uses the Redis
 server's clock, so workers with skewed clocks agree. Each transition bumps a ``generation``; a
 call reports its outcome with the generation it started in, and reports from an older generation
 are ignored (a slow call that started before the breaker opened cannot close it, and cannot count
 twice against it).
 
-Key layout: ``{namespace}:breaker:{key}`` (a hash; the key percent-encoded), refreshed to
-``state_ttl_s`` on each write;
-an absent key means closed. If Redis cannot be reached the breaker fails OPEN in the permissive
-sense: calls are let through (logged once per outage) because Redis trouble says nothing about the
-provider's health.
+Key layout: ``{namespace}:breaker:{key}`` (a hash; the key percent-encoded; field ``c`` holds
+the last counted failure's code), refreshed to ``state_ttl_s`` on each write; an absent key means
+closed. If Redis cannot be reached the breaker fails OPEN in the permissive sense: calls are let
+through (logged once per outage) because Redis trouble says nothing about the provider's health.
 
 Costs: one script call before and one after each protected call (two round trips).
 """
@@ -37,7 +44,7 @@ from redis.exceptions import RedisError
 
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.observability.logging import get_logger
-from agentstream.resilience.exceptions import CircuitOpenError, DeadlineExceededError
+from agentstream.resilience.exceptions import CircuitOpenError
 from agentstream.state.keys import key_part
 
 T = TypeVar("T")
@@ -46,25 +53,26 @@ log = get_logger(__name__)
 State = Literal["closed", "open", "half_open"]
 
 # KEYS[1] hash; ARGV: recovery_ms, max_probes, probe_timeout_ms, ttl_ms
-# returns {allowed 0/1, state, generation, retry_after_ms}
+# returns {allowed 0/1, state, generation, retry_after_ms, cause ('' when unknown)}
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local recovery = tonumber(ARGV[1])
 local max_probes = tonumber(ARGV[2])
 local probe_timeout = tonumber(ARGV[3])
-local h = redis.call('HMGET', KEYS[1], 's', 'oa', 'hp', 'ha', 'g')
+local h = redis.call('HMGET', KEYS[1], 's', 'oa', 'hp', 'ha', 'g', 'c')
 local s = h[1] or 'closed'
 local g = tonumber(h[5] or '0')
+local c = h[6] or ''
 if s == 'closed' then
-  return {1, s, g, 0}
+  return {1, s, g, 0, c}
 end
 local hp = tonumber(h[3] or '0')
 local ha = tonumber(h[4] or '0')
 if s == 'open' then
   local wait = tonumber(h[2] or '0') + recovery - now
   if wait > 0 then
-    return {0, s, g, wait}
+    return {0, s, g, wait, c}
   end
   g = g + 1
   s = 'half_open'
@@ -80,16 +88,17 @@ end
 if hp < max_probes then
   redis.call('HSET', KEYS[1], 'hp', hp + 1)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {1, s, g, 0}
+  return {1, s, g, 0, c}
 end
 local wait = ha + probe_timeout - now
 if wait > recovery then
   wait = recovery
 end
-return {0, s, g, wait}
+return {0, s, g, wait, c}
 """
 
-# KEYS[1] hash; ARGV: outcome (success|failure|release), generation, threshold, successes, ttl_ms
+# KEYS[1] hash; ARGV: outcome (success|failure|release), generation, threshold, successes, ttl_ms,
+# cause (the failure's code, kept in field c)
 # returns {state, generation, changed 0/1}
 _RECORD = """
 local t = redis.call('TIME')
@@ -115,11 +124,12 @@ if s == 'closed' then
   f = f + 1
   if f >= tonumber(ARGV[3]) then
     g = g + 1
-    redis.call('HSET', KEYS[1], 's', 'open', 'oa', now, 'f', 0, 'hp', 0, 'hs', 0, 'g', g)
+    redis.call('HSET', KEYS[1], 's', 'open', 'oa', now, 'f', 0, 'hp', 0, 'hs', 0, 'g', g,
+      'c', ARGV[6])
     redis.call('PEXPIRE', KEYS[1], ARGV[5])
     return {'open', g, 1}
   end
-  redis.call('HSET', KEYS[1], 's', s, 'f', f, 'g', g)
+  redis.call('HSET', KEYS[1], 's', s, 'f', f, 'g', g, 'c', ARGV[6])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   return {s, g, 0}
 end
@@ -130,7 +140,7 @@ if s == 'half_open' then
   end
   if outcome == 'failure' then
     g = g + 1
-    redis.call('HSET', KEYS[1], 's', 'open', 'oa', now, 'hp', 0, 'hs', 0, 'g', g)
+    redis.call('HSET', KEYS[1], 's', 'open', 'oa', now, 'hp', 0, 'hs', 0, 'g', g, 'c', ARGV[6])
     redis.call('PEXPIRE', KEYS[1], ARGV[5])
     return {'open', g, 1}
   end
@@ -190,15 +200,21 @@ class BreakerSnapshot:
     generation: int
     probes_in_flight: int
     opened_at_ms: int | None
+    last_failure: str | None = None
+    """Code of the last failure the breaker counted (what opened it, when open)."""
 
 
 def counts_as_failure(exc: BaseException) -> bool:
-    """Errors that say the dependency is unhealthy: retriable project errors (timeouts, 5xx,
-    overload, rate limits, connection failures). Bad requests say it is up; an expired request
-    deadline says nothing about it."""
-    if isinstance(exc, CircuitOpenError | DeadlineExceededError):
-        return False
-    return isinstance(exc, AgentStreamError) and exc.retriable
+    """Errors that say the dependency is unhealthy, as the error's class says
+    (``counts_for_breaker``): timeouts, 5xx, overload, rate limits, connection failures. Bad
+    requests and malformed answers say it is up (they are one call's error); an expired request
+    deadline or an open breaker says nothing about it; an error that is not a project error is
+    not classified, so not counted."""
+    return isinstance(exc, AgentStreamError) and exc.counts_for_breaker
+
+
+def failure_code(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, AgentStreamError) else type(exc).__name__
 
 
 def _text(value: Any) -> str:
@@ -230,7 +246,7 @@ class CircuitBreaker:
         """A permit to call, or :class:`CircuitOpenError` when the breaker refuses."""
         c = self.config
         try:
-            allowed, state, generation, wait_ms = await self._acquire(
+            allowed, state, generation, wait_ms, cause = await self._acquire(
                 keys=[self.redis_key],
                 args=[
                     int(c.recovery_timeout_s * 1000),
@@ -246,16 +262,24 @@ class CircuitBreaker:
         state_name: State = _text(state)  # type: ignore[assignment]
         if not int(allowed):
             raise CircuitOpenError(
-                self.key, state=state_name, retry_after_s=max(0.0, int(wait_ms) / 1000.0)
+                self.key,
+                state=state_name,
+                retry_after_s=max(0.0, int(wait_ms) / 1000.0),
+                cause_code=_text(cause) or None,
             )
         return Permit(key=self.key, state=state_name, generation=int(generation))
 
     async def record(
-        self, permit: Permit, outcome: Literal["success", "failure", "release"]
+        self,
+        permit: Permit,
+        outcome: Literal["success", "failure", "release"],
+        *,
+        cause: str | None = None,
     ) -> State | None:
         """Report how the permitted call went; returns the state after it (None if untracked).
 
         ``release`` gives a half-open probe slot back without a verdict (e.g. cancellation).
+        ``cause`` is a failure's error code: refusals name the last one (``cause_code``).
         """
         if not permit.tracked:
             return None
@@ -269,6 +293,7 @@ class CircuitBreaker:
                     c.failure_threshold,
                     c.half_open_successes,
                     int(c.state_ttl_s * 1000),
+                    cause or "",
                 ],
             )
         except RedisError as exc:
@@ -282,6 +307,7 @@ class CircuitBreaker:
                 breaker=self.key,
                 state=new_state,
                 generation=int(generation),
+                cause=cause if new_state == "open" else None,
             )
         return new_state
 
@@ -292,7 +318,10 @@ class CircuitBreaker:
             result = await fn()
         except BaseException as exc:
             if isinstance(exc, Exception):
-                await self.record(permit, "failure" if self.is_failure(exc) else "success")
+                if self.is_failure(exc):
+                    await self.record(permit, "failure", cause=failure_code(exc))
+                else:  # the dependency answered; the error is this call's own
+                    await self.record(permit, "success")
             elif permit.state == "half_open":  # cancelled or interrupted: no verdict
                 await self.record(permit, "release")
             raise
@@ -301,8 +330,8 @@ class CircuitBreaker:
 
     async def snapshot(self) -> BreakerSnapshot:
         """The shared state as Redis holds it now (for status displays and tests)."""
-        raw = await self._redis.hmget(self.redis_key, ["s", "f", "g", "hp", "oa"])
-        s, f, g, hp, oa = (None if v is None else _text(v) for v in raw)
+        raw = await self._redis.hmget(self.redis_key, ["s", "f", "g", "hp", "oa", "c"])
+        s, f, g, hp, oa, cause = (None if v is None else _text(v) for v in raw)
         state: State = s or "closed"  # type: ignore[assignment]
         return BreakerSnapshot(
             key=self.key,
@@ -311,6 +340,7 @@ class CircuitBreaker:
             generation=int(g or 0),
             probes_in_flight=int(hp or 0),
             opened_at_ms=int(oa) if oa else None,
+            last_failure=cause or None,
         )
 
     async def reset(self) -> None:

@@ -17,6 +17,9 @@ kafka_dlt-original-consumer-group      the consumer group that failed it
 kafka_dlt-exception-fqcn               error class (fully qualified)
 kafka_dlt-exception-message            error message (never the payload)
 agentstream-error-code                 stable code, e.g. UNDECODABLE, INTERNAL_ERROR
+agentstream-error-cause                the failure behind the code, when the code is a
+                                       consequence (``CIRCUIT_OPEN`` -> ``LLM_TIMEOUT``,
+                                       the failure that opened the breaker); absent otherwise
 agentstream-stage                      validation | generation | tools
 agentstream-attempt                    attempts made before dead-lettering
 agentstream-dlt-time                   when it was dead-lettered (ms since epoch)
@@ -45,6 +48,7 @@ ORIGINAL_GROUP = "kafka_dlt-original-consumer-group"
 EXCEPTION_FQCN = "kafka_dlt-exception-fqcn"
 EXCEPTION_MESSAGE = "kafka_dlt-exception-message"
 ERROR_CODE = "agentstream-error-code"
+ERROR_CAUSE = "agentstream-error-cause"
 STAGE = "agentstream-stage"
 ATTEMPT = "agentstream-attempt"
 DLT_TIME = "agentstream-dlt-time"
@@ -58,6 +62,7 @@ DLQ_HEADERS = (
     EXCEPTION_FQCN,
     EXCEPTION_MESSAGE,
     ERROR_CODE,
+    ERROR_CAUSE,
     STAGE,
     ATTEMPT,
     DLT_TIME,
@@ -90,6 +95,7 @@ def dead_letter(
     code: str,
     error: BaseException,
     attempt: int,
+    cause: str | None = None,
 ) -> Outbound:
     own = {
         ORIGINAL_TOPIC: msg.topic,
@@ -104,7 +110,10 @@ def dead_letter(
         ATTEMPT: str(attempt),
         DLT_TIME: str(int(time.time() * 1000)),
     }
-    kept = [(k, v) for k, v in msg.headers if k not in own]
+    if cause:
+        own[ERROR_CAUSE] = cause
+    # a record dead-lettered before (and replayed) must not keep its old verdict's headers
+    kept = [(k, v) for k, v in msg.headers if k not in own and k != ERROR_CAUSE]
     headers = kept + [(k, v.encode()) for k, v in own.items()]
     return Outbound(topic=dlq_topic, key=msg.key, value=msg.value, headers=headers)
 

@@ -16,7 +16,7 @@ import faust
 
 from agentstream.admission import Admission
 from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, cause_code
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
 from agentstream.observability.load import LoadMonitor
@@ -202,6 +202,7 @@ class PipelineWorker:
                 stage=stage,
                 retriable=_retriable(exc),
                 attempt=attempt,
+                cause=cause_code(exc),
             )
             return [
                 error_event(
@@ -228,6 +229,7 @@ class PipelineWorker:
                     code=code,
                     error=exc,
                     attempt=attempt,
+                    cause=cause_code(exc),
                 ),
                 *to_error_event(msg, code, exc, attempt),
             ]

@@ -6,9 +6,9 @@
     ├── ToolNotFoundError     TOOL_NOT_FOUND
     ├── ToolArgumentsError    TOOL_INVALID_ARGUMENTS
     ├── ToolDeniedError       TOOL_ACCESS_DENIED
-    ├── ToolTimeoutError      TOOL_TIMEOUT            retriable = True
+    ├── ToolTimeoutError      TOOL_TIMEOUT            retriable, counted by breakers
     ├── ToolExecutionError    TOOL_FAILED
-    ├── ToolUnavailableError  TOOL_UNAVAILABLE        retriable = True (server down or lost)
+    ├── ToolUnavailableError  TOOL_UNAVAILABLE        retriable, counted (server down or lost)
     └── DuplicateToolError    TOOL_DUPLICATE          (a registration error, not a call failure)
 """
 
@@ -40,6 +40,7 @@ class ToolDeniedError(ToolError):
 class ToolTimeoutError(ToolError):
     code = "TOOL_TIMEOUT"
     retriable = True
+    counts_for_breaker = True
 
 
 class ToolExecutionError(ToolError):
@@ -51,6 +52,7 @@ class ToolUnavailableError(ToolError):
 
     code = "TOOL_UNAVAILABLE"
     retriable = True
+    counts_for_breaker = True
 
 
 class DuplicateToolError(ToolError):
