@@ -1,0 +1,224 @@
+"""The pipeline's contracts as typed records: one msgspec Struct per Avro record.
+
+The ``.avsc`` files in ``schemas/avro/`` are the wire contract (what other languages read and
+write); these Structs are the same records in Python. ``tests/test_contracts.py`` checks that
+every Struct has exactly its schema's fields, with the same optionality and defaults.
+The codec (:class:`agentstream.schemas.codec.AvroCodec`) encodes and decodes them directly:
+``codec.encode_record(turn)``, ``codec.decode_record(GenerationTurn, data)``.
+
+msgspec Structs, not dataclasses: converting a decoded record to a Struct and back costs about
+1 us each; ``dataclasses.asdict`` alone costs 35 us per GenerationTurn (measured; see
+docs/architecture.md). Records are frozen; ``RequestProgress`` is the one accumulator a stage
+updates in place before it is sent on.
+
+Timestamps are timezone-aware UTC ``datetime`` objects.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar
+
+import msgspec
+
+__all__ = [
+    "AgentRequest",
+    "AgentResponse",
+    "AgentState",
+    "Contract",
+    "ErrorEvent",
+    "GenerationTurn",
+    "MetricsEvent",
+    "RequestProgress",
+    "ToolCall",
+    "ToolCallBatch",
+    "ToolCallSummary",
+    "ToolResult",
+    "Usage",
+]
+
+
+class AgentState(StrEnum):
+    """``io.agentstream.AgentState``: where a session is."""
+
+    IDLE = "IDLE"
+    THINKING = "THINKING"
+    EXECUTING = "EXECUTING"
+    ERROR = "ERROR"
+    COMPLETED = "COMPLETED"
+
+
+class Contract(msgspec.Struct, frozen=True, kw_only=True):
+    """A top-level record encoded on a topic; ``schema`` is its contract's short name."""
+
+    schema: ClassVar[str]
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class ToolCallSummary(msgspec.Struct, frozen=True, kw_only=True):
+    call_id: str
+    name: str
+    turn: int
+    is_error: bool
+    error_code: str | None = None
+    duration_ms: float
+
+
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    call_id: str
+    name: str
+    arguments_json: str
+
+
+class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
+    call_id: str
+    name: str
+    content: str
+    is_error: bool
+    error_code: str | None = None
+    duration_ms: float
+
+
+class RequestProgress(msgspec.Struct, kw_only=True):
+    """The per-request accumulator travelling with a request between stages (mutable: a stage
+    adds its time, usage and tool calls, then sends it on)."""
+
+    started_at: datetime
+    message_bytes: int
+    turn: int = 0
+    llm_calls: int = 0
+    usage: Usage = Usage()
+    tool_calls: list[ToolCallSummary] = msgspec.field(default_factory=list)
+    stage_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    degraded: bool = False
+
+    def add_stage_time(self, stage: str, ms: float) -> None:
+        self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
+
+    def add_usage(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
+        u = self.usage
+        self.usage = Usage(
+            prompt_tokens=u.prompt_tokens + prompt_tokens,
+            completion_tokens=u.completion_tokens + completion_tokens,
+            cost_usd=u.cost_usd + cost_usd,
+        )
+        self.llm_calls += 1
+
+
+class AgentRequest(Contract, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "AgentRequest"
+
+    request_id: str
+    session_id: str
+    user_id: str
+    tenant_id: str
+    message: str
+    allowed_tools: list[str] = msgspec.field(default_factory=list)
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    created_at: datetime
+    deadline: datetime | None = None
+
+
+class GenerationTurn(Contract, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "GenerationTurn"
+
+    request_id: str
+    session_id: str
+    user_id: str
+    tenant_id: str
+    turn: int
+    allowed_tools: list[str]
+    metadata: dict[str, str]
+    tool_results: list[ToolResult] = msgspec.field(default_factory=list)
+    progress: RequestProgress
+    deadline: datetime | None = None
+
+
+class ToolCallBatch(Contract, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "ToolCallBatch"
+
+    request_id: str
+    session_id: str
+    user_id: str
+    tenant_id: str
+    turn: int
+    allowed_tools: list[str]
+    metadata: dict[str, str]
+    calls: list[ToolCall]
+    progress: RequestProgress
+    deadline: datetime | None = None
+
+
+class AgentResponse(Contract, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "AgentResponse"
+
+    response_id: str
+    request_id: str
+    session_id: str
+    user_id: str
+    tenant_id: str
+    content: str
+    tool_calls: list[ToolCallSummary]
+    state: AgentState
+    confidence: float
+    execution_time_ms: int
+    usage: Usage
+    error_code: str | None = None
+    metadata: dict[str, str]
+    created_at: datetime
+
+
+class ErrorEvent(Contract, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "ErrorEvent"
+
+    event_id: str
+    request_id: str
+    session_id: str | None = None
+    tenant_id: str | None = None
+    code: str
+    message: str
+    stage: str
+    retriable: bool
+    attempt: int
+    time: datetime
+    origin_topic: str | None = None
+    origin_partition: int | None = None
+    origin_offset: int | None = None
+    # the failure behind ``code`` when ``code`` is a consequence (CIRCUIT_OPEN <- LLM_TIMEOUT)
+    cause: str | None = None
+
+
+class MetricsEvent(Contract, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "MetricsEvent"
+
+    request_id: str
+    session_id: str
+    tenant_id: str
+    user_id: str
+    outcome: str
+    error_code: str | None = None
+    total_latency_ms: float
+    stage_latency_ms: dict[str, float]
+    llm_calls: int
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    tool_calls: int
+    tool_errors: int
+    time: datetime
+    tool_details: list[ToolCallSummary] = msgspec.field(default_factory=list)
+    model: str | None = None
+
+
+#: Every top-level contract by its short name.
+CONTRACTS: dict[str, type[Contract]] = {
+    c.schema: c
+    for c in (AgentRequest, GenerationTurn, ToolCallBatch, AgentResponse, ErrorEvent, MetricsEvent)
+}
