@@ -37,7 +37,8 @@ class TopicSettings(BaseModel):
     errors: str = "agent.errors"
     metrics: str = "agent.metrics"
     dlq_suffix: str = ".dlq"
-    # Non-blocking retry tiers for the generation and tool stages: <topic>.retry.<N>s, then DLQ.
+    # Non-blocking retry tiers of the stages that have them (streams/topology.py):
+    # <topic>.retry.<N>s, then the DLQ. Which topics the pipeline uses: topology.pipeline_topics.
     retry_tiers_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 300.0])
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -49,28 +50,6 @@ class TopicSettings(BaseModel):
         seconds = self.retry_tiers_s[tier]
         label = f"{seconds:g}".replace(".", "_")
         return f"{topic}.retry.{label}s"
-
-    def retry_topics(self) -> list[str]:
-        return [
-            self.retry_topic(t, i)
-            for t in (self.generation, self.tool_calls)
-            for i in range(len(self.retry_tiers_s))
-        ]
-
-    @property
-    def stage_topics(self) -> list[str]:
-        return [self.requests, self.generation, self.tool_calls]
-
-    def all_topics(self) -> list[str]:
-        """Every topic the pipeline uses, dead-letter topics included."""
-        return [
-            *self.stage_topics,
-            self.responses,
-            self.errors,
-            self.metrics,
-            *(self.dlq(t) for t in self.stage_topics),
-            *self.retry_topics(),
-        ]
 
 
 class KafkaSecurity(BaseModel):
@@ -109,6 +88,14 @@ class Timeouts(BaseModel):
     tool_call_s: float = Field(default=30.0, gt=0)
     kafka_request_s: float = Field(default=30.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
+
+
+class FailureSettings(BaseModel):
+    """How a stage handles an unexpected error (streams/policy.py): attempts in place with
+    jittered exponential backoff, then the retry tiers (transient) or the dead-letter topic."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_base_s: float = Field(default=0.1, ge=0)
 
 
 class Limits(BaseModel):
@@ -322,6 +309,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     timeouts: Timeouts = Timeouts()
     limits: Limits = Limits()
+    failure: FailureSettings = FailureSettings()
     state: StateSettings = StateSettings()
     llm: LLMSettings = LLMSettings()
     admission: AdmissionSettings = AdmissionSettings()

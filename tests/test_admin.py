@@ -19,6 +19,7 @@ from agentstream.config import KafkaSecurity, Settings
 from agentstream.exceptions import ConfigError
 from agentstream.streams.admin import KafkaUnavailableError, ensure_topics, list_topics
 from agentstream.streams.kafka_config import client_kwargs, faust_broker_kwargs
+from agentstream.streams.topology import pipeline_topics
 
 SettingsFactory = Callable[..., Settings]
 
@@ -184,7 +185,7 @@ async def test_unreachable_cluster_is_a_retriable_project_error(tmp_path: Path) 
 @pytest.mark.integration
 async def test_ensure_topics_is_idempotent(settings_factory: SettingsFactory) -> None:
     settings = settings_factory()
-    wanted = settings.topics.all_topics()
+    wanted = pipeline_topics(settings)
 
     assert sorted(await ensure_topics(settings)) == sorted(wanted)
     assert await ensure_topics(settings) == []
@@ -224,4 +225,4 @@ async def test_existing_topic_keeps_its_partition_count(
 @pytest.mark.integration
 async def test_pipeline_settings_fixture_has_its_topics(pipeline_settings: Settings) -> None:
     topics = await list_topics(pipeline_settings)
-    assert set(pipeline_settings.topics.all_topics()) <= set(topics)
+    assert set(pipeline_topics(pipeline_settings)) <= set(topics)

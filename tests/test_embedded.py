@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from agentstream.config import Settings
 from agentstream.embedded import DevStack, EmbeddedKafka, EmbeddedRedis, EmbeddedStackError
 from agentstream.streams.admin import list_topics
+from agentstream.streams.topology import pipeline_topics
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +155,7 @@ async def test_dev_stack_starts_both_and_creates_topics(tmp_path: Path) -> None:
         assert live.kafka_bootstrap_servers is not None
         assert live.redis_url is not None
         topics = await list_topics(live)
-        assert all(topics[name] == 8 for name in settings.topics.all_topics())
+        assert all(topics[name] == 8 for name in pipeline_topics(settings))
         client = aioredis.from_url(live.redis_url)
         try:
             assert await client.ping()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from agentstream.client import AgentClient
@@ -73,7 +74,9 @@ def hallucinated_batch(tenant: str, session: str) -> dict[str, Any]:
                 "arguments_json": '{"expression":"2+3"}',
             }
         ],
-        "progress": new_progress(datetime.now(UTC), 10),
+        "progress": msgspec.to_builtins(
+            new_progress(datetime.now(UTC), 10), builtin_types=(datetime,)
+        ),
         "deadline": None,
     }
 

@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
+import msgspec
 import pytest
 
 from agentstream.client import AgentClient, new_request
@@ -220,7 +221,9 @@ async def test_expired_context_mid_conversation_is_context_lost(settings: Settin
                 "duration_ms": 1.0,
             }
         ],
-        "progress": new_progress(datetime.now(UTC), 10),
+        "progress": msgspec.to_builtins(
+            new_progress(datetime.now(UTC), 10), builtin_types=(datetime,)
+        ),
         "deadline": None,
     }
     async with PipelineWorker(settings) as _, AgentClient(settings) as client:

@@ -9,6 +9,7 @@ from typing import Any
 from agentstream.processors.base import Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter
 from agentstream.streams.acks import PartitionAcks
+from agentstream.streams.policy import FailurePolicy
 from agentstream.streams.runner import StageRunner
 
 
@@ -123,7 +124,7 @@ async def test_poison_record_is_dead_lettered_and_the_partition_moves_on() -> No
         dead.append((msg.offset, code, attempt))
         return StageResult()
 
-    runner = make_runner(handler, dead_letter=to_dlq, retry_base_s=0.001)
+    runner = make_runner(handler, dead_letter=to_dlq, policy=FailurePolicy(backoff_base_s=0.001))
     for offset in range(4):
         await runner.submit(_msg(offset, "same"), lambda o=offset: acked.append(o))
     assert await runner.drain(5)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from agentstream.processors.prompt import build_messages
+from agentstream.llm.prompt import build_messages
 from agentstream.processors.sanitize import sanitize_text, valid_id
 
 

@@ -62,6 +62,7 @@ from agentstream.config import AdmissionLimits, Settings
 from agentstream.llm.base import Usage
 from agentstream.observability.logging import get_logger
 from agentstream.schemas.codec import AvroCodec
+from agentstream.schemas.contracts import AgentResponse
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.tools.base import ToolExecutor
 
@@ -295,17 +296,15 @@ class Admission:
         self,
         *,
         ctx: AgentContext,
-        request_id: str,
         allowed_tools: Sequence[str],
         metadata: Mapping[str, str],
-        tool_calls: Sequence[Mapping[str, Any]],
         degraded: bool,
-        response: bytes,
+        response: AgentResponse,
     ) -> bool:
-        """Store the final answer (the encoded AgentResponse) when it is cacheable."""
+        """Store the final answer when it is cacheable."""
         if not self.config.cache_enabled or bypassed(metadata):
             return False
-        record = self._codec.decode("AgentResponse", response)
+        request_id = response.request_id
         message = next(
             (
                 e["content"]
@@ -315,11 +314,11 @@ class Admission:
             None,
         )
         if message is None or not is_cacheable(
-            state=record["state"],
-            confidence=record["confidence"],
+            state=response.state,
+            confidence=response.confidence,
             min_confidence=self.config.cache_min_confidence,
             single_turn=is_single_turn(ctx.history, request_id),
-            tool_calls=tool_calls,
+            tool_calls=[{"name": c.name, "is_error": c.is_error} for c in response.tool_calls],
             read_only=self._tools.read_only,
             degraded=degraded,
         ):
@@ -334,10 +333,10 @@ class Admission:
         answer = CachedAnswer(
             tenant_id=ctx.tenant_id,
             user_id=ctx.user_id,
-            content=record["content"],
-            confidence=record["confidence"],
-            model=record["metadata"].get("model", ""),
-            source_response_id=record["response_id"],
+            content=response.content,
+            confidence=response.confidence,
+            model=response.metadata.get("model", ""),
+            source_response_id=response.response_id,
             stored_at=time.time(),
         )
         try:

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentstream.config import Settings
+from agentstream.llm.prompt import build_messages
 from agentstream.llm.tokens import estimate_message_tokens
-from agentstream.processors.prompt import build_messages
 
 
 def estimate_call_tokens(settings: Settings, history: Sequence[Mapping[str, Any]]) -> int:

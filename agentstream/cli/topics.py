@@ -12,6 +12,7 @@ from rich.table import Table
 from agentstream.config import Settings, mask_url
 from agentstream.exceptions import AgentStreamError
 from agentstream.streams.admin import ensure_topics, list_topics
+from agentstream.streams.topology import pipeline_topics
 
 topics_app = typer.Typer(
     help="Create and inspect the pipeline's Kafka topics.", no_args_is_help=True
@@ -51,7 +52,7 @@ def create(
     except AgentStreamError as exc:
         console.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
-    wanted = topic or settings.topics.all_topics()
+    wanted = topic or pipeline_topics(settings)
     console.print(
         f"{len(created)} created, {len(wanted) - len(created)} already existed "
         f"on {mask_url(settings.kafka_bootstrap_servers or '')}"

@@ -12,7 +12,8 @@ import typer
 from agentstream.cli.runtime import err_console, load_cli_settings, run, until_signal
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability import metrics
-from agentstream.streams.app import STAGES, PipelineWorker
+from agentstream.streams.app import PipelineWorker
+from agentstream.streams.topology import WORKER_STAGES as STAGES
 
 STOP_MARGIN_S = 15.0
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.observability.load import LoadMonitor
 from agentstream.schemas.codec import AvroCodec
+from agentstream.schemas.contracts import AgentResponse
+from agentstream.schemas.records import Headers, Inbound, Outbound
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal
@@ -19,46 +21,42 @@ from agentstream.tools.base import ToolExecutor
 if TYPE_CHECKING:
     from agentstream.admission import Admission
 
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Inbound:
-    """One consumed record."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes
-    headers: Headers = field(default_factory=list)
-
-    @property
-    def position(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outbound:
-    """One record to produce. The runner sends all of a handler's outputs before acking."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers = field(default_factory=list)
+__all__ = [
+    "Handler",
+    "Headers",
+    "Inbound",
+    "Outbound",
+    "RequestIds",
+    "StageDeps",
+    "StageResult",
+    "ms_since",
+    "utcnow",
+]
 
 
 @dataclass(kw_only=True)
 class StageResult:
     """A handler's outputs, and an optional step to run once they are acknowledged by the broker
-    (for example releasing the session for its next request)."""
+    (for example releasing the session for its next request). ``finished`` is the request's
+    final response when this event ended the request (the runner counts it once published)."""
 
     records: list[Outbound] = field(default_factory=list)
     then: Callable[[], Awaitable[None]] | None = None
+    finished: AgentResponse | None = None
 
 
 Handler = Callable[[Inbound], Awaitable[StageResult]]
+
+
+class _HasIds(Protocol):
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,12 +67,12 @@ class RequestIds:
     tenant_id: str
 
     @classmethod
-    def of(cls, event: dict[str, Any]) -> RequestIds:
+    def of(cls, event: _HasIds) -> RequestIds:
         return cls(
-            request_id=event["request_id"],
-            session_id=event["session_id"],
-            user_id=event["user_id"],
-            tenant_id=event["tenant_id"],
+            request_id=event.request_id,
+            session_id=event.session_id,
+            user_id=event.user_id,
+            tenant_id=event.tenant_id,
         )
 
     @property
@@ -82,13 +80,10 @@ class RequestIds:
         """Who a session belongs to: (tenant_id, user_id)."""
         return (self.tenant_id, self.user_id)
 
-    def as_fields(self) -> dict[str, str]:
-        return {
-            "request_id": self.request_id,
-            "session_id": self.session_id,
-            "user_id": self.user_id,
-            "tenant_id": self.tenant_id,
-        }
+    @property
+    def key(self) -> bytes:
+        """The Kafka key of every record of the request: its session."""
+        return self.session_id.encode()
 
 
 @dataclass(kw_only=True)

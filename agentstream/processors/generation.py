@@ -3,7 +3,7 @@
 Appends tool results to the session history, builds the model input within the token budget,
 calls the LLM, records usage and the assistant turn, then either publishes a tool-call batch
 (state EXECUTING) or the final response (state COMPLETED). A request may use at most
-``limits.max_turns`` LLM turns.
+``limits.max_turns`` LLM turns and ``limits.max_tool_calls_per_turn`` calls per turn.
 
 Redelivery safety: the LLM step goes through the step journal (a completed step is never re-run);
 history entries are tagged with (request_id, turn) so re-appending them is a no-op.
@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from agentstream.admission import AdmissionDenied, admitted_llm_call
 from agentstream.exceptions import AgentStreamError, cause_code
-from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult, ToolCall
+from agentstream.llm.base import ChatMessage, LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.exceptions import (
     LLMContextTooLongError,
     LLMInvalidResponseError,
     LLMRateLimitedError,
     LLMTimeoutError,
 )
+from agentstream.llm.prompt import build_messages, canonical_arguments, history_entry
+from agentstream.llm.routing import ModelRouter
 from agentstream.llm.wrappers import route_of
 from agentstream.observability.logging import get_logger
 from agentstream.observability.tracing import chat_span
@@ -32,17 +35,31 @@ from agentstream.processors.base import (
     Inbound,
     Outbound,
     RequestIds,
+    StageDeps,
     StageResult,
     ms_since,
     utcnow,
 )
-from agentstream.processors.outcomes import CONTEXT_LOST_TEXT, Failure, finish
-from agentstream.processors.progress import add_stage_time, add_usage
-from agentstream.processors.prompt import build_messages, canonical_arguments, history_entry
+from agentstream.processors.outcomes import (
+    CONTEXT_LOST_TEXT,
+    FORBIDDEN_TEXT,
+    Failure,
+    finish,
+    session_release,
+)
+from agentstream.processors.progress import failed_tools
 from agentstream.processors.signals import RetryLater
 from agentstream.processors.stage import Stage
 from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
+from agentstream.schemas.contracts import (
+    AgentState,
+    GenerationTurn,
+    ToolCallBatch,
+    ToolCallSummary,
+    ToolResult,
+)
+from agentstream.schemas.contracts import ToolCall as WireToolCall
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.exceptions import ContextLostError, SessionForbiddenError
 from agentstream.state.journal import StepState, llm_step_id
@@ -63,207 +80,278 @@ REPAIR_NOTE = (
 log = get_logger(__name__)
 
 
-class GenerationStage(Stage):
+@dataclass(frozen=True, kw_only=True)
+class _Answer:
+    """The model's answer to this turn: fresh (just called) or from the step journal, and the
+    reason it is degraded, if it is (a simplified context after a timeout)."""
+
+    result: LLMResult
+    fresh: bool
+    degraded_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Ending:
+    """Ends the request of one turn with an ERROR response (the session is released)."""
+
+    deps: StageDeps
+    msg: Inbound
+    ids: RequestIds
+    turn: GenerationTurn
+
+    def fail(
+        self, code: str, text: str, *, retriable: bool = False, meta: dict[str, str] | None = None
+    ) -> StageResult:
+        failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
+        failed = failed_tools(self.turn.progress)
+        if failed and code != "RATE_LIMITED":
+            # TOOL_FAILURE strategy, second step: the model saw the tool error and still
+            # could not finish; tell the user what failed and what to do
+            text = (
+                f"I could not complete this request because a tool failed "
+                f"({', '.join(failed)}). Please try again later, or rephrase the "
+                "request so it does not need that tool."
+            )
+        return finish(
+            self.deps,
+            ids=self.ids,
+            progress=self.turn.progress,
+            content=text,
+            failure=failure,
+            metadata=meta,
+            origin=self.msg,
+            then=session_release(self.deps, self.ids),
+        )
+
+
+class GenerationStage(Stage[GenerationTurn]):
     stage = STAGE
-    schema = "GenerationTurn"
+    contract = GenerationTurn
 
     async def _run(
-        self, msg: Inbound, event: dict[str, Any], ids: RequestIds, started: Any
+        self, msg: Inbound, turn: GenerationTurn, ids: RequestIds, started: datetime
     ) -> StageResult:
+        turn.progress.turn = turn.turn
+        end = _Ending(deps=self.deps, msg=msg, ids=ids, turn=turn)
+        limit = self.deps.settings.limits.max_turns
+        if turn.turn >= limit:
+            await self._set_state(ids, AgentState.ERROR)
+            text = f"stopped after {limit} model turns without a final answer"
+            return end.fail("MAX_TURNS_EXCEEDED", text)
+        loaded = await self._load(ids, turn, end)
+        if isinstance(loaded, StageResult):
+            return loaded
+        ctx, step_state = loaded
+        answer = await self._answer(ctx, turn, ids, step_state, end)
+        if isinstance(answer, StageResult):
+            return answer
+        turn.progress.add_usage(
+            answer.result.usage.prompt_tokens,
+            answer.result.usage.completion_tokens,
+            answer.result.usage.cost_usd,
+        )
+        calls = answer.result.tool_calls[: self.deps.settings.limits.max_tool_calls_per_turn]
+        recorded = await self._record(ctx, ids, turn, answer, calls)
+        if recorded is None:
+            return end.fail(ContextLostError.code, CONTEXT_LOST_TEXT)
+        turn.progress.add_stage_time(STAGE, ms_since(started))
+        metadata = turn.metadata
+        if answer.degraded_reason is not None:
+            metadata = {**metadata, "degraded_reason": answer.degraded_reason}
+        if len(calls) < len(answer.result.tool_calls):
+            asked = len(answer.result.tool_calls)
+            log.warning("too many tool calls in one turn", calls=asked, cap=len(calls))
+            return StageResult(records=[self._refused_calls(turn, ids, calls, asked, metadata)])
+        if calls:
+            return StageResult(records=[self._tool_batch(turn, ids, calls, metadata)])
+        return await self._final(recorded, turn, ids, answer, metadata, end)
+
+    async def _load(
+        self, ids: RequestIds, turn: GenerationTurn, end: _Ending
+    ) -> tuple[AgentContext, StepState] | StageResult:
+        """One round trip: the session context and the step journal entry of this LLM step;
+        then the turn's tool results appended to the history."""
         deps = self.deps
-        progress: dict[str, Any] = event["progress"]
-        turn: int = event["turn"]
-        progress["turn"] = turn
-
-        async def release() -> None:
-            await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
-
-        def fail(
-            code: str, text: str, *, retriable: bool = False, meta: dict[str, str] | None = None
-        ) -> StageResult:
-            failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
-            failed_tools = sorted({c["name"] for c in progress["tool_calls"] if c["is_error"]})
-            if failed_tools and code != "RATE_LIMITED":
-                # TOOL_FAILURE strategy, second step: the model saw the tool error and still
-                # could not finish; tell the user what failed and what to do
-                text = (
-                    f"I could not complete this request because a tool failed "
-                    f"({', '.join(failed_tools)}). Please try again later, or rephrase the "
-                    "request so it does not need that tool."
-                )
-            records = finish(
-                deps,
-                ids=ids,
-                progress=progress,
-                content=text,
-                failure=failure,
-                metadata=meta,
-                origin=msg,
-            )
-            return StageResult(records=records, then=release)
-
-        if turn >= deps.settings.limits.max_turns:
-            await self._set_state(ids, "ERROR")
-            return fail(
-                "MAX_TURNS_EXCEEDED",
-                f"stopped after {deps.settings.limits.max_turns} model turns without "
-                "a final answer",
-            )
-        # one round trip: the session context and the step journal entry of this LLM step
-        step = llm_step_id(ids.request_id, turn)
         step_state, raw_ctx = await deps.journal.begin_and_read(
-            ids.tenant_id, ids.session_id, step, deps.contexts.key(ids.tenant_id, ids.session_id)
+            ids.tenant_id,
+            ids.session_id,
+            llm_step_id(ids.request_id, turn.turn),
+            deps.contexts.key(ids.tenant_id, ids.session_id),
         )
         try:
             ctx = await deps.contexts.update(
                 ids.tenant_id,
                 ids.session_id,
-                lambda c: _with_tool_results(c, ids, turn, event),
+                lambda c: _with_tool_results(c, ids, turn),
                 current=ContextStore.parse_get(raw_ctx),
                 owner=ids.owner,
             )
         except SessionForbiddenError as exc:
-            return fail(exc.code, "This session belongs to another user.")
+            return end.fail(exc.code, FORBIDDEN_TEXT)
         if ctx is None:
-            return fail(
-                ContextLostError.code,
-                CONTEXT_LOST_TEXT,
-            )
+            return end.fail(ContextLostError.code, CONTEXT_LOST_TEXT)
+        return ctx, step_state
+
+    async def _answer(
+        self,
+        ctx: AgentContext,
+        turn: GenerationTurn,
+        ids: RequestIds,
+        step_state: StepState,
+        end: _Ending,
+    ) -> _Answer | StageResult:
+        """The model's answer, or the request's end when the model cannot answer now (a
+        transient failure raises RetryLater: the retry tiers take the turn)."""
         try:
-            result, fresh = await self._journaled_step(ctx, event, ids, turn, step_state)
+            return await self._journaled_step(ctx, turn, ids, step_state)
         except AdmissionDenied as denied:  # token rate limit or daily budget
-            await self._set_state(ids, "ERROR")
-            return fail(
+            await self._set_state(ids, AgentState.ERROR)
+            return end.fail(
                 denied.code, denied.message, retriable=denied.retriable, meta=denied.metadata
             )
         except AgentStreamError as exc:
-            cause = cause_code(exc)
-            log.warning("llm call failed", code=exc.code, cause=cause, error=type(exc).__name__)
-            if isinstance(exc, DeadlineExceededError) or _past(event["deadline"]):
-                await self._set_state(ids, "ERROR")
-                return fail("TIMEOUT", "The request's deadline passed before the model answered.")
-            if isinstance(exc, LLMRateLimitedError):
-                # RATE_LIMITED strategy: answer now with when to come back
-                await self._set_state(ids, "ERROR")
-                after = exc.retry_after_s or 30.0
-                return fail(
-                    "RATE_LIMITED",
-                    f"The model provider is rate limiting requests; try again in {after:.0f} s.",
-                    retriable=True,
-                    meta={"retry_after_s": f"{after:g}"},
-                )
-            if exc.retriable:
-                # transient (provider down, breaker open without a fallback): the non-blocking
-                # retry tiers take it; the session stays claimed so later turns cannot overtake
-                because = f" after {cause}" if cause else ""
-                raise RetryLater(exc.code, f"model call failed ({exc.code}{because})") from exc
-            await self._set_state(ids, "ERROR")
-            return fail(
-                exc.code,
-                f"The model could not answer this request ({exc.code}).",
-                retriable=exc.retriable,
+            return await self._model_failure(exc, turn, ids, end)
+
+    async def _model_failure(
+        self, exc: AgentStreamError, turn: GenerationTurn, ids: RequestIds, end: _Ending
+    ) -> StageResult:
+        cause = cause_code(exc)
+        log.warning("llm call failed", code=exc.code, cause=cause, error=type(exc).__name__)
+        if isinstance(exc, DeadlineExceededError) or _past(turn.deadline):
+            await self._set_state(ids, AgentState.ERROR)
+            return end.fail("TIMEOUT", "The request's deadline passed before the model answered.")
+        if isinstance(exc, LLMRateLimitedError):
+            # RATE_LIMITED strategy: answer now with when to come back
+            await self._set_state(ids, AgentState.ERROR)
+            after = exc.retry_after_s or 30.0
+            return end.fail(
+                "RATE_LIMITED",
+                f"The model provider is rate limiting requests; try again in {after:.0f} s.",
+                retriable=True,
+                meta={"retry_after_s": f"{after:g}"},
             )
-        add_usage(progress, result.usage)
-        cap = deps.settings.limits.max_tool_calls_per_turn
-        too_many = len(result.tool_calls) > cap
-        calls = result.tool_calls[:cap]  # a runaway turn is recorded with the first `cap` only
-        state = "EXECUTING" if calls else "COMPLETED"
-        entry = history_entry(
-            ChatMessage(role="assistant", content=result.content, tool_calls=calls),
-            request_id=ids.request_id,
-            turn=turn,
+        if exc.retriable:
+            # transient (provider down, breaker open without a fallback): the non-blocking
+            # retry tiers take it; the session stays claimed so later turns cannot overtake
+            because = f" after {cause}" if cause else ""
+            raise RetryLater(exc.code, f"model call failed ({exc.code}{because})") from exc
+        await self._set_state(ids, AgentState.ERROR)
+        return end.fail(
+            exc.code,
+            f"The model could not answer this request ({exc.code}).",
+            retriable=exc.retriable,
         )
-        # the assistant turn and the journal's "step done" in one atomic write
+
+    async def _record(
+        self,
+        ctx: AgentContext,
+        ids: RequestIds,
+        turn: GenerationTurn,
+        answer: _Answer,
+        calls: Sequence[ToolCall],
+    ) -> AgentContext | None:
+        """The assistant turn (a runaway turn with its first calls only) and the journal's
+        "step done" in one atomic write; None when the context expired meanwhile."""
+        deps = self.deps
+        step = llm_step_id(ids.request_id, turn.turn)
+        state = AgentState.EXECUTING if calls else AgentState.COMPLETED
+        entry = history_entry(
+            ChatMessage(role="assistant", content=answer.result.content, tool_calls=tuple(calls)),
+            request_id=ids.request_id,
+            turn=turn.turn,
+        )
+        result = answer.result.to_json()
         done = (
             deps.journal.key(ids.tenant_id, ids.session_id, step),
-            result.to_json(),
+            result,
             deps.journal.retention_s,
         )
-        ctx = await deps.contexts.update(
+        updated = await deps.contexts.update(
             ids.tenant_id,
             ids.session_id,
             lambda c: _with_assistant(c, entry, state),
             current=ctx,
-            complete_step=done if fresh else None,
+            complete_step=done if answer.fresh else None,
         )
-        if ctx is None:
-            if fresh:
-                await deps.journal.complete(ids.tenant_id, ids.session_id, step, result.to_json())
-            return fail(
-                ContextLostError.code,
-                CONTEXT_LOST_TEXT,
-            )
-        add_stage_time(progress, STAGE, ms_since(started))
-        if too_many:
-            log.warning("too many tool calls in one turn", calls=len(result.tool_calls), cap=cap)
-            return StageResult(
-                records=[
-                    self._refused_calls(
-                        event, ids, turn, calls, progress, asked=len(result.tool_calls)
-                    )
-                ]
-            )
-        if result.tool_calls:
-            batch = {
-                **ids.as_fields(),
-                "turn": turn,
-                "allowed_tools": event["allowed_tools"],
-                "metadata": event["metadata"],
-                "calls": [
-                    {
-                        "call_id": c.call_id,
-                        "name": c.name,
-                        "arguments_json": canonical_arguments(c.arguments),
-                    }
-                    for c in calls
-                ],
-                "progress": progress,
-                "deadline": event["deadline"],
-            }
-            value = deps.codec.encode("ToolCallBatch", batch)
-            topic = deps.settings.topics.tool_calls
-            return StageResult(
-                records=[Outbound(topic=topic, key=ids.session_id.encode(), value=value)]
-            )
-        meta = {"model": result.model or deps.llm.name}
+        if updated is None and answer.fresh:
+            await deps.journal.complete(ids.tenant_id, ids.session_id, step, result)
+        return updated
+
+    def _tool_batch(
+        self,
+        turn: GenerationTurn,
+        ids: RequestIds,
+        calls: Sequence[ToolCall],
+        metadata: dict[str, str],
+    ) -> Outbound:
+        batch = ToolCallBatch(
+            request_id=ids.request_id,
+            session_id=ids.session_id,
+            user_id=ids.user_id,
+            tenant_id=ids.tenant_id,
+            turn=turn.turn,
+            allowed_tools=turn.allowed_tools,
+            metadata=metadata,
+            calls=[
+                WireToolCall(
+                    call_id=c.call_id, name=c.name, arguments_json=canonical_arguments(c.arguments)
+                )
+                for c in calls
+            ],
+            progress=turn.progress,
+            deadline=turn.deadline,
+        )
+        topic = self.deps.settings.topics.tool_calls
+        return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(batch))
+
+    async def _final(
+        self,
+        ctx: AgentContext,
+        turn: GenerationTurn,
+        ids: RequestIds,
+        answer: _Answer,
+        metadata: dict[str, str],
+        end: _Ending,
+    ) -> StageResult:
+        """The final response; remembered by the response cache when cacheable."""
+        progress = turn.progress
+        result = answer.result
+        meta = {"model": result.model or self.deps.llm.name}
         routed = route_of(result)
         if routed is not None:
             meta["route"] = routed.route
             meta["served_by"] = routed.served_by
             if routed.degraded:  # a fallback model answered
-                progress["degraded"] = True
+                progress.degraded = True
                 meta.setdefault("degraded_reason", "fallback-model")
-        if "degraded_reason" in event["metadata"]:
-            meta["degraded_reason"] = event["metadata"]["degraded_reason"]
-        records = finish(
-            deps,
+        if "degraded_reason" in metadata:
+            meta["degraded_reason"] = metadata["degraded_reason"]
+        done = finish(
+            self.deps,
             ids=ids,
             progress=progress,
             content=result.content,
-            confidence=DEGRADED_CONFIDENCE if progress["degraded"] else 1.0,
+            confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
+            then=session_release(self.deps, ids),
         )
-        if deps.admission is not None:  # response cache: stores only what is cacheable
-            await deps.admission.remember_answer(
+        if self.deps.admission is not None and done.finished is not None:
+            await self.deps.admission.remember_answer(
                 ctx=ctx,
-                request_id=ids.request_id,
-                allowed_tools=event["allowed_tools"],
-                metadata=event["metadata"],
-                tool_calls=progress["tool_calls"],
-                degraded=bool(progress.get("degraded")),
-                response=records[0].value,
+                allowed_tools=turn.allowed_tools,
+                metadata=metadata,
+                degraded=progress.degraded,
+                response=done.finished,
             )
-        return StageResult(records=records, then=release)
+        return done
 
     def _refused_calls(
         self,
-        event: dict[str, Any],
+        turn: GenerationTurn,
         ids: RequestIds,
-        turn: int,
         calls: Sequence[ToolCall],
-        progress: dict[str, Any],
-        *,
         asked: int,
+        metadata: dict[str, str],
     ) -> Outbound:
         """The next turn, with an error result per recorded call: the model asked for more
         tool calls than one turn may make, so none ran (no partial side effects)."""
@@ -271,126 +359,126 @@ class GenerationStage(Stage):
         results = []
         for c in calls:
             results.append(
-                {
-                    "call_id": c.call_id,
-                    "name": c.name,
-                    "content": text,
-                    "is_error": True,
-                    "error_code": TOO_MANY_TOOL_CALLS,
-                    "duration_ms": 0.0,
-                }
+                ToolResult(
+                    call_id=c.call_id,
+                    name=c.name,
+                    content=text,
+                    is_error=True,
+                    error_code=TOO_MANY_TOOL_CALLS,
+                    duration_ms=0.0,
+                )
             )
-            progress["tool_calls"].append(
-                {
-                    "call_id": c.call_id,
-                    "name": c.name,
-                    "turn": turn,
-                    "is_error": True,
-                    "error_code": TOO_MANY_TOOL_CALLS,
-                    "duration_ms": 0.0,
-                }
+            turn.progress.tool_calls.append(
+                ToolCallSummary(
+                    call_id=c.call_id,
+                    name=c.name,
+                    turn=turn.turn,
+                    is_error=True,
+                    error_code=TOO_MANY_TOOL_CALLS,
+                    duration_ms=0.0,
+                )
             )
-        next_turn = {
-            **ids.as_fields(),
-            "turn": turn + 1,
-            "allowed_tools": event["allowed_tools"],
-            "metadata": event["metadata"],
-            "tool_results": results,
-            "progress": progress,
-            "deadline": event["deadline"],
-        }
-        value = self.deps.codec.encode("GenerationTurn", next_turn)
+        next_turn = GenerationTurn(
+            request_id=ids.request_id,
+            session_id=ids.session_id,
+            user_id=ids.user_id,
+            tenant_id=ids.tenant_id,
+            turn=turn.turn + 1,
+            allowed_tools=turn.allowed_tools,
+            metadata=metadata,
+            tool_results=results,
+            progress=turn.progress,
+            deadline=turn.deadline,
+        )
         topic = self.deps.settings.topics.generation
-        return Outbound(topic=topic, key=ids.session_id.encode(), value=value)
+        return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(next_turn))
 
     async def _journaled_step(
-        self,
-        ctx: AgentContext,
-        event: dict[str, Any],
-        ids: RequestIds,
-        turn: int,
-        state: StepState,
-    ) -> tuple[LLMResult, bool]:
+        self, ctx: AgentContext, turn: GenerationTurn, ids: RequestIds, state: StepState
+    ) -> _Answer:
         """Run the LLM step once: a step already completed (redelivery, replay) is not re-run;
-        one left in flight by a crashed worker runs again (a model call has no side effects).
-        Returns the result and whether it is fresh (the caller records it in the journal)."""
-        step = llm_step_id(ids.request_id, turn)
+        one left in flight by a crashed worker runs again (a model call has no side effects)."""
         if state.status == "done" and state.result is not None:
-            log.info("llm step replayed from journal", turn=turn)
-            return LLMResult.from_json(state.result), False
+            log.info("llm step replayed from journal", turn=turn.turn)
+            return _Answer(result=LLMResult.from_json(state.result), fresh=False)
         if state.status == "in_flight":
-            log.info("llm step left in flight by another attempt; running again", turn=turn)
+            log.info("llm step left in flight by another attempt; running again", turn=turn.turn)
         async with admitted_llm_call(
             self.deps.admission,
             tenant_id=ids.tenant_id,
             user_id=ids.user_id,
-            call_id=step,
+            call_id=llm_step_id(ids.request_id, turn.turn),
             history=ctx.history,
         ) as grant:
-            result = await self._call_with_recovery(ctx, event)
-            grant.record(result.usage)
-        return result, True
+            answer = await self._call_with_recovery(ctx, turn)
+            grant.record(answer.result.usage)
+        return answer
 
-    async def _call_with_recovery(self, ctx: AgentContext, event: dict[str, Any]) -> LLMResult:
+    async def _call_with_recovery(self, ctx: AgentContext, turn: GenerationTurn) -> _Answer:
         """LLM_TIMEOUT and context-too-long: try once more with a simplified context (a quarter
-        of the history budget, a quarter of the output tokens); the answer is marked degraded.
+        of the history budget, a quarter of the output tokens); the answer is degraded.
 
         LLM_INVALID_RESPONSE (a malformed answer, e.g. tool arguments that are not a JSON
         object): one repair turn, the same input plus a note saying what was wrong. A second
         malformed answer is this request's error (it was neither retried as transient nor
         counted against the provider's breaker)."""
         try:
-            return await self._call_model(ctx, event)
+            return _Answer(result=await self._call_model(ctx, turn), fresh=True)
         except LLMInvalidResponseError as exc:
             log.warning("model answer unusable; one repair turn", code=exc.code)
-            return await self._call_model(ctx, event, repair=REPAIR_NOTE.format(reason=exc))
+            repair = REPAIR_NOTE.format(reason=exc)
+            return _Answer(result=await self._call_model(ctx, turn, repair=repair), fresh=True)
         except (LLMTimeoutError, LLMContextTooLongError, AttemptTimeoutError) as exc:
             log.warning("retrying with a simplified context", code=exc.code)
-            result = await self._call_model(ctx, event, simplified=True)
-            event["progress"]["degraded"] = True
-            event["metadata"] = {
-                **event["metadata"],
-                "degraded_reason": f"simplified-context:{exc.code}",
-            }
-            return result
+            result = await self._call_model(ctx, turn, simplified=True)
+            turn.progress.degraded = True
+            reason = f"simplified-context:{exc.code}"
+            return _Answer(result=result, fresh=True, degraded_reason=reason)
 
-    async def _call_model(
-        self,
-        ctx: AgentContext,
-        event: dict[str, Any],
-        *,
-        simplified: bool = False,
-        repair: str | None = None,
-    ) -> LLMResult:
+    def _model_request(
+        self, ctx: AgentContext, turn: GenerationTurn, *, simplified: bool, repair: str | None
+    ) -> LLMRequest:
         deps = self.deps
         budget = deps.settings.limits.history_token_budget
         max_tokens = DEFAULT_MAX_TOKENS
         if simplified:
             budget, max_tokens = budget // 4, max(64, max_tokens // 4)
-        history = history_for_request(ctx.history, event["request_id"])
+        history = history_for_request(ctx.history, turn.request_id)
         messages = build_messages(deps.settings.llm.system_prompt, history, budget)
         if repair is not None:
             messages = (*messages, ChatMessage(role="user", content=repair))
-        allowed: list[str] = event["allowed_tools"]
-        request = LLMRequest(
-            messages=messages,
-            tools=()
+        offered = (
+            ()
             if deps.settings.degradation.disable_tools
-            else tuple(deps.tools.specs(allowed or None, call=_caller(event))),
-            max_tokens=max_tokens,
-            metadata=dict(event["metadata"]),
+            else deps.tools.specs(turn.allowed_tools or None, call=_caller(turn))
         )
-        llm = deps.llm
-        select = getattr(llm, "select", None)  # a ModelRouter picks the route per request
+        return LLMRequest(
+            messages=messages,
+            tools=tuple(offered),
+            max_tokens=max_tokens,
+            metadata=dict(turn.metadata),
+        )
+
+    async def _call_model(
+        self,
+        ctx: AgentContext,
+        turn: GenerationTurn,
+        *,
+        simplified: bool = False,
+        repair: str | None = None,
+    ) -> LLMResult:
+        deps = self.deps
+        request = self._model_request(ctx, turn, simplified=simplified, repair=repair)
+        llm: LLMClient = deps.llm
         timeout_s = deps.settings.timeouts.llm_call_s
-        if select is not None:
-            llm = select(tenant_id=event["tenant_id"], metadata=event["metadata"])
+        if isinstance(llm, ModelRouter):  # the router picks the route per request
+            llm = llm.select(tenant_id=turn.tenant_id, metadata=turn.metadata)
             # routes time each attempt themselves; this only caps the whole retry budget
             timeout_s += deps.settings.llm.retry.max_total_s
         try:
             with (
-                deadline_scope(event["deadline"]),
-                chat_span(llm.name, **{"agentstream.request_id": event["request_id"]}) as span,
+                deadline_scope(turn.deadline),
+                chat_span(llm.name, **{"agentstream.request_id": turn.request_id}) as span,
             ):
                 async with asyncio.timeout(timeout_s):
                     result = await llm.complete(request)
@@ -401,7 +489,7 @@ class GenerationStage(Stage):
         except TimeoutError as exc:
             raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
 
-    async def _set_state(self, ids: RequestIds, state: str) -> None:
+    async def _set_state(self, ids: RequestIds, state: AgentState) -> None:
         def change(ctx: AgentContext | None) -> AgentContext | None:
             if ctx is None or ctx.state == state:
                 return None
@@ -419,7 +507,7 @@ def _too_many_calls_text(asked: int, cap: int) -> str:
 
 
 def _with_tool_results(
-    ctx: AgentContext | None, ids: RequestIds, turn: int, event: dict[str, Any]
+    ctx: AgentContext | None, ids: RequestIds, turn: GenerationTurn
 ) -> AgentContext | None:
     if ctx is None:
         return None
@@ -428,28 +516,26 @@ def _with_tool_results(
         for e in ctx.history
         if e["role"] == "tool" and e["request_id"] == ids.request_id
     }
-    new = [r for r in event["tool_results"] if r["call_id"] not in present]
+    new = [r for r in turn.tool_results if r.call_id not in present]
     if not new:
-        if ctx.state == "THINKING":
+        if ctx.state == AgentState.THINKING:
             return None
-        ctx.state = "THINKING"
+        ctx.state = AgentState.THINKING
         return ctx
     for r in new:
         ctx.history.append(
             history_entry(
-                ChatMessage(
-                    role="tool", content=r["content"], tool_call_id=r["call_id"], name=r["name"]
-                ),
+                ChatMessage(role="tool", content=r.content, tool_call_id=r.call_id, name=r.name),
                 request_id=ids.request_id,
-                turn=turn,
+                turn=turn.turn,
             )
         )
-    ctx.state = "THINKING"
+    ctx.state = AgentState.THINKING
     return ctx
 
 
 def _with_assistant(
-    ctx: AgentContext | None, entry: dict[str, Any], state: str
+    ctx: AgentContext | None, entry: dict[str, Any], state: AgentState
 ) -> AgentContext | None:
     if ctx is None:
         return None
@@ -465,14 +551,14 @@ def _same_turn(entry: dict[str, Any], request_id: str, turn: int) -> bool:
     )
 
 
-def _caller(event: dict[str, Any]) -> CallContext:
+def _caller(turn: GenerationTurn) -> CallContext:
     """Who the tools would run for: the offer to the model follows the same permissions."""
     return CallContext(
-        tenant_id=event["tenant_id"],
-        user_id=event["user_id"],
-        request_id=event["request_id"],
-        session_id=event["session_id"],
-        request_allowed=tuple(event["allowed_tools"]),
+        tenant_id=turn.tenant_id,
+        user_id=turn.user_id,
+        request_id=turn.request_id,
+        session_id=turn.session_id,
+        request_allowed=tuple(turn.allowed_tools),
     )
 
 

@@ -2,7 +2,9 @@
 
 Every finished request (completed or failed) produces exactly one AgentResponse and one
 MetricsEvent; failures add one ErrorEvent. The response_id is derived from the request_id, so a
-redelivered final step republishes the *same* response and clients drop the copy.
+redelivered final step republishes the *same* response and clients drop the copy. Building the
+records has no side effects: the runner counts a finished request once its records are published
+(:attr:`StageResult.finished`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,24 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from agentstream.observability import metrics as prom
-from agentstream.processors.base import Inbound, Outbound, RequestIds, StageDeps, utcnow
+from agentstream.processors.base import (
+    Inbound,
+    Outbound,
+    RequestIds,
+    StageDeps,
+    StageResult,
+    utcnow,
+)
+from agentstream.schemas.contracts import (
+    AgentResponse,
+    AgentState,
+    ErrorEvent,
+    MetricsEvent,
+    RequestProgress,
+)
 
 _RESPONSE_NS = uuid.UUID("6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b")
 _ERROR_NS = uuid.UUID("0b7e5c3a-1d2f-4e6a-8b9c-0d1e2f3a4b5c")
@@ -25,6 +39,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 CONTEXT_LOST_TEXT = "Your conversation context has expired. Please restate your request."
+FORBIDDEN_TEXT = "This session belongs to another user."
 
 
 def response_id_for(request_id: str) -> str:
@@ -45,6 +60,15 @@ class Failure:
     ``LLM_TIMEOUT``)."""
 
 
+def session_release(deps: StageDeps, ids: RequestIds) -> Callable[[], Awaitable[None]]:
+    """The step that frees the request's session for its next request (runs after publish)."""
+
+    async def release() -> None:
+        await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
+
+    return release
+
+
 def error_event(
     deps: StageDeps,
     *,
@@ -54,27 +78,38 @@ def error_event(
     tenant_id: str | None = None,
     origin: Inbound | None = None,
 ) -> Outbound:
-    event = {
-        "event_id": str(uuid.uuid5(_ERROR_NS, f"{request_id}:{failure.stage}:{failure.code}")),
-        "request_id": request_id,
-        "session_id": session_id,
-        "tenant_id": tenant_id,
-        "code": failure.code,
-        "message": failure.message,
-        "stage": failure.stage,
-        "retriable": failure.retriable,
-        "attempt": failure.attempt,
-        "time": utcnow(),
-        "origin_topic": origin.topic if origin else None,
-        "origin_partition": origin.partition if origin else None,
-        "origin_offset": origin.offset if origin else None,
-        "cause": failure.cause,
-    }
+    event = ErrorEvent(
+        event_id=str(uuid.uuid5(_ERROR_NS, f"{request_id}:{failure.stage}:{failure.code}")),
+        request_id=request_id,
+        session_id=session_id,
+        tenant_id=tenant_id,
+        code=failure.code,
+        message=failure.message,
+        stage=failure.stage,
+        retriable=failure.retriable,
+        attempt=failure.attempt,
+        time=utcnow(),
+        origin_topic=origin.topic if origin else None,
+        origin_partition=origin.partition if origin else None,
+        origin_offset=origin.offset if origin else None,
+        cause=failure.cause,
+    )
     key = (session_id or request_id).encode()
-    return Outbound(
-        topic=deps.settings.topics.errors,
-        key=key,
-        value=deps.codec.encode("ErrorEvent", event),
+    value = deps.codec.encode_record(event)
+    return Outbound(topic=deps.settings.topics.errors, key=key, value=value)
+
+
+def request_error_event(
+    deps: StageDeps, ids: RequestIds, failure: Failure, origin: Inbound | None
+) -> Outbound:
+    """:func:`error_event` of a request whose ids are known."""
+    return error_event(
+        deps,
+        request_id=ids.request_id,
+        failure=failure,
+        session_id=ids.session_id,
+        tenant_id=ids.tenant_id,
+        origin=origin,
     )
 
 
@@ -82,73 +117,89 @@ def finish(
     deps: StageDeps,
     *,
     ids: RequestIds,
-    progress: dict[str, Any],
+    progress: RequestProgress,
     content: str,
     failure: Failure | None = None,
     confidence: float = 1.0,
     metadata: dict[str, str] | None = None,
     origin: Inbound | None = None,
-) -> list[Outbound]:
-    """Build the terminal records of a request."""
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> StageResult:
+    """The terminal records of a request: its response, metrics and (on failure) error event;
+    ``then`` runs once they are published (e.g. releasing the session)."""
+    response = _response(deps, ids, progress, content, failure, confidence, metadata)
+    topics = deps.settings.topics
+    out = [
+        Outbound(topic=topics.responses, key=ids.key, value=deps.codec.encode_record(response)),
+        Outbound(
+            topic=topics.metrics,
+            key=ids.key,
+            value=deps.codec.encode_record(_metrics(ids, progress, response, failure)),
+        ),
+    ]
+    if failure is not None:
+        out.append(request_error_event(deps, ids, failure, origin))
+    return StageResult(records=out, then=then, finished=response)
+
+
+def _response(
+    deps: StageDeps,
+    ids: RequestIds,
+    progress: RequestProgress,
+    content: str,
+    failure: Failure | None,
+    confidence: float,
+    metadata: dict[str, str] | None,
+) -> AgentResponse:
     now = utcnow()
-    started: datetime = progress["started_at"]
-    elapsed_ms = max(0.0, (now - started).total_seconds() * 1000.0)
-    state = "ERROR" if failure else "COMPLETED"
+    elapsed_ms = max(0.0, (now - progress.started_at).total_seconds() * 1000.0)
     meta = dict(metadata or {})
     meta.setdefault("model", deps.llm.name)
     meta["worker"] = WORKER_ID
-    if progress.get("degraded"):
+    if progress.degraded:
         meta.setdefault("degraded", "true")
-    usage = progress["usage"]
-    response = {
-        "response_id": response_id_for(ids.request_id),
-        **ids.as_fields(),
-        "content": content,
-        "tool_calls": list(progress["tool_calls"]),
-        "state": state,
-        "confidence": 0.0 if failure else confidence,
-        "execution_time_ms": int(elapsed_ms),
-        "usage": usage,
-        "error_code": failure.code if failure else None,
-        "metadata": meta,
-        "created_at": now,
-    }
-    tool_calls = progress["tool_calls"]
-    metrics = {
-        **ids.as_fields(),
-        "outcome": state if failure is None else f"ERROR:{failure.code}",
-        "error_code": failure.code if failure else None,
-        "total_latency_ms": elapsed_ms,
-        "stage_latency_ms": dict(progress["stage_ms"]),
-        "llm_calls": progress["llm_calls"],
-        "turns": progress["turn"] + 1,
-        "prompt_tokens": usage["prompt_tokens"],
-        "completion_tokens": usage["completion_tokens"],
-        "cost_usd": usage["cost_usd"],
-        "tool_calls": len(tool_calls),
-        "tool_errors": sum(1 for c in tool_calls if c["is_error"]),
-        "time": now,
-        "tool_details": list(tool_calls),
-        "model": meta.get("served_by") or meta.get("model"),
-    }
-    prom.REQUESTS.labels(state, failure.code if failure else "").inc()
-    key = ids.session_id.encode()
-    topics = deps.settings.topics
-    out = [
-        Outbound(
-            topic=topics.responses, key=key, value=deps.codec.encode("AgentResponse", response)
-        ),
-        Outbound(topic=topics.metrics, key=key, value=deps.codec.encode("MetricsEvent", metrics)),
-    ]
-    if failure is not None:
-        out.append(
-            error_event(
-                deps,
-                request_id=ids.request_id,
-                failure=failure,
-                session_id=ids.session_id,
-                tenant_id=ids.tenant_id,
-                origin=origin,
-            )
-        )
-    return out
+    return AgentResponse(
+        response_id=response_id_for(ids.request_id),
+        request_id=ids.request_id,
+        session_id=ids.session_id,
+        user_id=ids.user_id,
+        tenant_id=ids.tenant_id,
+        content=content,
+        tool_calls=list(progress.tool_calls),
+        state=AgentState.ERROR if failure else AgentState.COMPLETED,
+        confidence=0.0 if failure else confidence,
+        execution_time_ms=int(elapsed_ms),
+        usage=progress.usage,
+        error_code=failure.code if failure else None,
+        metadata=meta,
+        created_at=now,
+    )
+
+
+def _metrics(
+    ids: RequestIds, progress: RequestProgress, response: AgentResponse, failure: Failure | None
+) -> MetricsEvent:
+    usage = progress.usage
+    tool_calls = progress.tool_calls
+    meta = response.metadata
+    return MetricsEvent(
+        request_id=ids.request_id,
+        session_id=ids.session_id,
+        tenant_id=ids.tenant_id,
+        user_id=ids.user_id,
+        outcome=response.state if failure is None else f"ERROR:{failure.code}",
+        error_code=failure.code if failure else None,
+        total_latency_ms=max(0.0, (response.created_at - progress.started_at).total_seconds())
+        * 1000.0,
+        stage_latency_ms=dict(progress.stage_ms),
+        llm_calls=progress.llm_calls,
+        turns=progress.turn + 1,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+        tool_calls=len(tool_calls),
+        tool_errors=sum(1 for c in tool_calls if c.is_error),
+        time=response.created_at,
+        tool_details=list(tool_calls),
+        model=meta.get("served_by") or meta.get("model"),
+    )

@@ -9,11 +9,12 @@ user's next request is answered.
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
-from agentstream.processors.outcomes import Failure, finish
+from agentstream.processors.outcomes import Failure, finish, session_release
 from agentstream.processors.progress import new_progress
+from agentstream.schemas.contracts import AgentRequest, StageInput
 from agentstream.schemas.exceptions import SerializationError
 
 CODE = "OUTPUT_TOO_LARGE"
@@ -24,24 +25,26 @@ TEXT = (
 
 
 def output_too_large(
-    deps: StageDeps, *, stage: str, schema: str, msg: Inbound, reason: str
+    deps: StageDeps, *, stage: str, contract: type[StageInput], msg: Inbound, reason: str
 ) -> StageResult | None:
     """The terminal records of the request whose ``msg`` produced a too-large output, or None
-    when ``msg`` is not a request of ``schema`` (the caller dead-letters it instead)."""
+    when ``msg`` is not a record of ``contract`` (the caller dead-letters it instead)."""
     try:
-        event: dict[str, Any] = deps.codec.decode(schema, msg.value)
-        ids = RequestIds.of(event)
-    except (SerializationError, KeyError, TypeError):
+        event = deps.codec.decode_record(contract, msg.value)
+    except SerializationError:
         return None
-    progress = event.get("progress")
-    if not isinstance(progress, dict):  # an AgentRequest: nothing accumulated yet
-        progress = new_progress(utcnow(), len(str(event.get("message", "")).encode()))
-    # the error answer must itself fit: it goes without the per-call tool details
-    progress = {**progress, "tool_calls": []}
+    ids = RequestIds.of(event)
+    if isinstance(event, AgentRequest):  # nothing accumulated yet
+        progress = new_progress(utcnow(), len(event.message.encode()))
+    else:  # the error answer must itself fit: it goes without the per-call tool details
+        progress = msgspec.structs.replace(event.progress, tool_calls=[])
     failure = Failure(code=CODE, message=reason, stage=stage)
-    records = finish(deps, ids=ids, progress=progress, content=TEXT, failure=failure, origin=msg)
-
-    async def release() -> None:
-        await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
-
-    return StageResult(records=records, then=release)
+    return finish(
+        deps,
+        ids=ids,
+        progress=progress,
+        content=TEXT,
+        failure=failure,
+        origin=msg,
+        then=session_release(deps, ids),
+    )

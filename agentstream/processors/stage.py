@@ -4,32 +4,40 @@ contract go to the dead-letter topic), bind the request's correlation ids, run t
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from agentstream.observability.logging import bind_request
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
 from agentstream.processors.signals import DeadLetter
+from agentstream.schemas.contracts import StageInput
 from agentstream.schemas.exceptions import SerializationError
 
+E = TypeVar("E", bound=StageInput)
 
-class Stage:
+
+class Stage(Generic[E]):
+    """A stage handler: ``contract`` is what it consumes, ``stage`` its one name."""
+
     stage: ClassVar[str]
-    schema: ClassVar[str]
+    contract: type[E]
 
     def __init__(self, deps: StageDeps) -> None:
         self.deps = deps
 
     async def __call__(self, msg: Inbound) -> StageResult:
         started = utcnow()
-        try:
-            event = await self.deps.codec.decode_async(self.schema, msg.value)
-        except SerializationError as exc:
-            raise DeadLetter("UNDECODABLE", f"cannot decode {self.schema}: {exc}") from exc
+        event = await self.decode(msg)
         ids = RequestIds.of(event)
         with bind_request(request_id=ids.request_id, session_id=ids.session_id, stage=self.stage):
             return await self._run(msg, event, ids, started)
 
-    async def _run(
-        self, msg: Inbound, event: dict[str, Any], ids: RequestIds, started: datetime
-    ) -> StageResult:
+    async def decode(self, msg: Inbound) -> E:
+        """The record's contract; a record that is not one is dead-lettered as UNDECODABLE."""
+        try:
+            return await self.deps.codec.decode_record_async(self.contract, msg.value)
+        except SerializationError as exc:
+            name = self.contract.schema
+            raise DeadLetter("UNDECODABLE", f"cannot decode {name}: {exc}") from exc
+
+    async def _run(self, msg: Inbound, event: E, ids: RequestIds, started: datetime) -> StageResult:
         raise NotImplementedError

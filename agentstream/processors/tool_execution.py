@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
 from agentstream.observability.logging import get_logger
@@ -20,10 +21,24 @@ from agentstream.processors.base import (
     StageResult,
     ms_since,
 )
-from agentstream.processors.outcomes import CONTEXT_LOST_TEXT, Failure, error_event, finish
-from agentstream.processors.progress import add_stage_time
+from agentstream.processors.outcomes import (
+    CONTEXT_LOST_TEXT,
+    FORBIDDEN_TEXT,
+    Failure,
+    finish,
+    request_error_event,
+)
+from agentstream.processors.signals import DeadLetter
 from agentstream.processors.stage import Stage
-from agentstream.schemas.dead_letter import REPLAYED_FROM, dead_letter
+from agentstream.schemas.contracts import (
+    AgentState,
+    GenerationTurn,
+    ToolCall,
+    ToolCallBatch,
+    ToolCallSummary,
+    ToolResult,
+)
+from agentstream.schemas.dead_letter import REPLAYED_FROM
 from agentstream.state.context import AgentContext
 from agentstream.state.exceptions import ContextLostError, SessionForbiddenError
 from agentstream.state.journal import tool_step_id
@@ -41,101 +56,94 @@ _ALREADY_DEAD_LETTERED = ToolOutcome(content="", is_error=True, error_code="TOOL
 log = get_logger(__name__)
 
 
-class ToolExecutionStage(Stage):
+class ToolExecutionStage(Stage[ToolCallBatch]):
     stage = STAGE
-    schema = "ToolCallBatch"
+    contract = ToolCallBatch
 
     def __init__(self, deps: StageDeps) -> None:
         super().__init__(deps)
         self._limit = asyncio.Semaphore(deps.settings.limits.tool_concurrency)
 
     async def _run(
-        self, msg: Inbound, batch: dict[str, Any], ids: RequestIds, started: Any
+        self, msg: Inbound, batch: ToolCallBatch, ids: RequestIds, started: datetime
     ) -> StageResult:
         deps = self.deps
-        progress: dict[str, Any] = batch["progress"]
         failure = await self._mark_executing(ids)
         if failure is not None:
-            return StageResult(
-                records=finish(
-                    deps,
-                    ids=ids,
-                    progress=progress,
-                    content=failure.message,
-                    failure=failure,
-                    origin=msg,
-                )
+            return finish(
+                deps,
+                ids=ids,
+                progress=batch.progress,
+                content=failure.message,
+                failure=failure,
+                origin=msg,
             )
-        allowed: list[str] = batch["allowed_tools"]
         maybe = await asyncio.gather(
             *(
                 self._journaled_call(msg, call, index, batch, ids)
-                for index, call in enumerate(batch["calls"])
+                for index, call in enumerate(batch.calls)
             )
         )
         if any(o is _ALREADY_DEAD_LETTERED for o in maybe):
             log.info("batch already dead-lettered as outcome unknown; dropping this delivery")
             return StageResult()
-        unknown = [c["name"] for c, o in zip(batch["calls"], maybe, strict=True) if o is None]
+        unknown = [c.name for c, o in zip(batch.calls, maybe, strict=True) if o is None]
         if unknown:
-            return self._outcome_unknown(msg, ids, unknown)
+            raise self._outcome_unknown(unknown)
         outcomes = [o for o in maybe if o is not None]
-        out: list[Outbound] = []
-        results = []
-        for call, outcome in zip(batch["calls"], outcomes, strict=True):
-            results.append(
-                {
-                    "call_id": call["call_id"],
-                    "name": call["name"],
-                    "content": outcome.content[:MAX_RESULT_CHARS],
-                    "is_error": outcome.is_error,
-                    "error_code": outcome.error_code,
-                    "duration_ms": outcome.duration_ms,
-                }
-            )
-            progress["tool_calls"].append(
-                {
-                    "call_id": call["call_id"],
-                    "name": call["name"],
-                    "turn": batch["turn"],
-                    "is_error": outcome.is_error,
-                    "error_code": outcome.error_code,
-                    "duration_ms": outcome.duration_ms,
-                }
-            )
+        results = self._results(batch, outcomes)
+        log.info("tool batch done", calls=len(results), errors=sum(r.is_error for r in results))
+        batch.progress.add_stage_time(STAGE, ms_since(started))
+        turn = GenerationTurn(
+            request_id=ids.request_id,
+            session_id=ids.session_id,
+            user_id=ids.user_id,
+            tenant_id=ids.tenant_id,
+            turn=batch.turn + 1,
+            allowed_tools=batch.allowed_tools,
+            metadata=batch.metadata,
+            tool_results=results,
+            progress=batch.progress,
+            deadline=batch.deadline,
+        )
+        topic = deps.settings.topics.generation
+        out = [Outbound(topic=topic, key=ids.key, value=deps.codec.encode_record(turn))]
+        for call, outcome in zip(batch.calls, outcomes, strict=True):
             if outcome.error_code == "TOOL_ACCESS_DENIED":
-                failure = Failure(
+                denied = Failure(
                     code="TOOL_ACCESS_DENIED",
                     stage=STAGE,
-                    message=f"tool {call['name']!r} is not allowed for this request",
+                    message=f"tool {call.name!r} is not allowed for this request",
                 )
-                out.append(
-                    error_event(
-                        deps,
-                        request_id=ids.request_id,
-                        failure=failure,
-                        session_id=ids.session_id,
-                        tenant_id=ids.tenant_id,
-                        origin=msg,
-                    )
-                )
-        log.info(
-            "tool batch done", calls=len(results), errors=sum(1 for r in results if r["is_error"])
-        )
-        add_stage_time(progress, STAGE, ms_since(started))
-        turn = {
-            **ids.as_fields(),
-            "turn": batch["turn"] + 1,
-            "allowed_tools": allowed,
-            "metadata": batch["metadata"],
-            "tool_results": results,
-            "progress": progress,
-            "deadline": batch["deadline"],
-        }
-        value = deps.codec.encode("GenerationTurn", turn)
-        topic = deps.settings.topics.generation
-        out.insert(0, Outbound(topic=topic, key=ids.session_id.encode(), value=value))
+                out.append(request_error_event(deps, ids, denied, msg))
         return StageResult(records=out)
+
+    @staticmethod
+    def _results(batch: ToolCallBatch, outcomes: list[ToolOutcome]) -> list[ToolResult]:
+        """Each call's result for the model, and its summary added to the request's progress."""
+        results = []
+        for call, outcome in zip(batch.calls, outcomes, strict=True):
+            results.append(
+                ToolResult(
+                    call_id=call.call_id,
+                    name=call.name,
+                    content=outcome.content[:MAX_RESULT_CHARS],
+                    is_error=outcome.is_error,
+                    error_code=outcome.error_code,
+                    duration_ms=outcome.duration_ms,
+                )
+            )
+            batch.progress.tool_calls.append(
+                ToolCallSummary(
+                    call_id=call.call_id,
+                    name=call.name,
+                    turn=batch.turn,
+                    is_error=outcome.is_error,
+                    error_code=outcome.error_code,
+                    duration_ms=outcome.duration_ms,
+                )
+            )
+        return results
 
     async def _mark_executing(self, ids: RequestIds) -> Failure | None:
         """Set the session EXECUTING; the failure when it is gone or not the caller's."""
@@ -144,8 +152,7 @@ class ToolExecutionStage(Stage):
                 ids.tenant_id, ids.session_id, _executing, owner=ids.owner
             )
         except SessionForbiddenError as exc:
-            text = "This session belongs to another user."
-            return Failure(code=exc.code, message=text, stage=STAGE)
+            return Failure(code=exc.code, message=FORBIDDEN_TEXT, stage=STAGE)
         if ctx is None:
             return Failure(code=ContextLostError.code, message=CONTEXT_LOST_TEXT, stage=STAGE)
         return None
@@ -153,23 +160,23 @@ class ToolExecutionStage(Stage):
     async def _journaled_call(
         self,
         msg: Inbound,
-        call: dict[str, Any],
+        call: ToolCall,
         index: int,
-        batch: dict[str, Any],
+        batch: ToolCallBatch,
         ids: RequestIds,
     ) -> ToolOutcome | None:
         """Run one call at most once (step journal). None means: outcome unknown."""
         journal = self.deps.journal
-        step = tool_step_id(ids.request_id, batch["turn"], index)
-        replayed = any(k == REPLAYED_FROM for k, _ in msg.headers)
+        step = tool_step_id(ids.request_id, batch.turn, index)
+        replayed = msg.has_header(REPLAYED_FROM)
         state = await journal.begin(ids.tenant_id, ids.session_id, step, rerun_unknown=replayed)
         if state.status == "done" and state.result is not None:
             return ToolOutcome.from_json(state.result)
         if state.status == "unknown":
             return _ALREADY_DEAD_LETTERED
-        if state.status == "in_flight" and not self._safe_to_rerun(call["name"]):
+        if state.status == "in_flight" and not self._safe_to_rerun(call.name):
             if not replayed:
-                log.warning("tool call outcome unknown", tool=call["name"], step=step)
+                log.warning("tool call outcome unknown", tool=call.name, step=step)
                 await journal.mark_unknown(ids.tenant_id, ids.session_id, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
@@ -182,64 +189,26 @@ class ToolExecutionStage(Stage):
         policy = self.deps.tools.policy(name)
         return policy.read_only or policy.accepts_idempotency_key
 
-    def _outcome_unknown(self, msg: Inbound, ids: RequestIds, names: list[str]) -> StageResult:
+    def _outcome_unknown(self, names: list[str]) -> DeadLetter:
         """A side-effecting call was in flight when its worker died and cannot be repeated
         safely: the batch goes to the dead-letter topic for an operator (replaying it runs the
         call again) and the session is released so the user's next request is not stuck."""
-        deps = self.deps
         reason = (
             f"outcome unknown for side-effecting tool call(s) {', '.join(names)}: "
             "a previous attempt started and never finished; check the tool, then replay"
         )
-        failure = Failure(code="TOOL_OUTCOME_UNKNOWN", message=reason, stage=STAGE)
-        s = deps.settings
-        records = [
-            dead_letter(
-                msg,
-                dlq_topic=s.topics.dlq(msg.topic),
-                group=s.consumer_group,
-                stage=STAGE,
-                code=failure.code,
-                error=ToolOutcomeUnknown(reason),
-                attempt=1,
-            ),
-            error_event(
-                deps,
-                request_id=ids.request_id,
-                failure=failure,
-                session_id=ids.session_id,
-                tenant_id=ids.tenant_id,
-                origin=msg,
-            ),
-        ]
-
-        async def release() -> None:
-            await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
-
-        return StageResult(records=records, then=release)
+        signal = DeadLetter("TOOL_OUTCOME_UNKNOWN", reason)
+        signal.__cause__ = ToolOutcomeUnknown(reason)
+        return signal
 
     async def _run_call(
-        self, call: dict[str, Any], index: int, batch: dict[str, Any], ids: RequestIds
+        self, call: ToolCall, index: int, batch: ToolCallBatch, ids: RequestIds
     ) -> ToolOutcome:
-        name: str = call["name"]
-        allowed: list[str] = batch["allowed_tools"]
-        if self.deps.settings.degradation.disable_tools:
-            return ToolOutcome(
-                content="Error: tools are disabled right now (degraded mode)",
-                is_error=True,
-                error_code="TOOLS_DISABLED",
-            )
-        if allowed and name not in allowed:
-            return ToolOutcome(
-                content=f"Error: tool access denied: {name}",
-                is_error=True,
-                error_code="TOOL_ACCESS_DENIED",
-            )
-        try:
-            arguments = json.loads(call["arguments_json"])
-        except ValueError:
-            arguments = None
-        if not isinstance(arguments, dict):
+        refused = self._refusal(call, batch)
+        if refused is not None:
+            return refused
+        arguments = _arguments(call)
+        if arguments is None:
             return ToolOutcome(
                 content="Error: tool arguments are not a JSON object",
                 is_error=True,
@@ -250,18 +219,44 @@ class ToolExecutionStage(Stage):
             user_id=ids.user_id,
             request_id=ids.request_id,
             session_id=ids.session_id,
-            request_allowed=tuple(allowed),
-            idempotency_key=tool_step_id(ids.request_id, batch["turn"], index),
-            bypass_cache=batch["metadata"].get("cache") == "bypass",
+            request_allowed=tuple(batch.allowed_tools),
+            idempotency_key=tool_step_id(ids.request_id, batch.turn, index),
+            bypass_cache=batch.metadata.get("cache") == "bypass",
         )
+        timeout_s = self.deps.settings.timeouts.tool_call_s
         async with self._limit:
             return await self.deps.tools.execute(
-                name, arguments, timeout_s=self.deps.settings.timeouts.tool_call_s, call=context
+                call.name, arguments, timeout_s=timeout_s, call=context
             )
+
+    def _refusal(self, call: ToolCall, batch: ToolCallBatch) -> ToolOutcome | None:
+        """Why this call must not run (degraded mode, not allowed for the request), as the
+        call's error result; None = it may run."""
+        if self.deps.settings.degradation.disable_tools:
+            return ToolOutcome(
+                content="Error: tools are disabled right now (degraded mode)",
+                is_error=True,
+                error_code="TOOLS_DISABLED",
+            )
+        if batch.allowed_tools and call.name not in batch.allowed_tools:
+            return ToolOutcome(
+                content=f"Error: tool access denied: {call.name}",
+                is_error=True,
+                error_code="TOOL_ACCESS_DENIED",
+            )
+        return None
+
+
+def _arguments(call: ToolCall) -> dict[str, Any] | None:
+    try:
+        arguments = json.loads(call.arguments_json)
+    except ValueError:
+        return None
+    return arguments if isinstance(arguments, dict) else None
 
 
 def _executing(ctx: AgentContext | None) -> AgentContext | None:
     if ctx is None:
         return None
-    ctx.state = "EXECUTING"
+    ctx.state = AgentState.EXECUTING
     return ctx

@@ -31,6 +31,7 @@ __all__ = [
     "GenerationTurn",
     "MetricsEvent",
     "RequestProgress",
+    "StageInput",
     "ToolCall",
     "ToolCallBatch",
     "ToolCallSummary",
@@ -216,6 +217,9 @@ class MetricsEvent(Contract, frozen=True, kw_only=True):
     tool_details: list[ToolCallSummary] = msgspec.field(default_factory=list)
     model: str | None = None
 
+
+#: What a stage consumes: a request, or one of its turns.
+StageInput = AgentRequest | GenerationTurn | ToolCallBatch
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {

@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from agentstream.processors.base import Inbound, Outbound
+from agentstream.schemas.records import Inbound, Outbound
 
 ORIGINAL_TOPIC = "kafka_dlt-original-topic"
 ORIGINAL_PARTITION = "kafka_dlt-original-partition"

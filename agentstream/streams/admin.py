@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError
 from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.topology import pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ async def ensure_topics(settings: Settings, topics: list[str] | None = None) -> 
     New topics get ``settings.topics.partitions`` partitions and the configured replication
     factor. Topics that already exist are left alone (a differing partition count is logged).
     """
-    names = list(dict.fromkeys(settings.topics.all_topics() if topics is None else topics))
+    names = list(dict.fromkeys(pipeline_topics(settings) if topics is None else topics))
     partitions = settings.topics.partitions
     async with admin_client(settings) as admin:
         existing = await _partition_counts(admin)

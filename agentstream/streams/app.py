@@ -16,66 +16,33 @@ import faust
 
 from agentstream.admission import Admission
 from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError, cause_code
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
 from agentstream.observability.load import LoadMonitor
 from agentstream.observability.logging import get_logger
-from agentstream.processors.base import (
-    Handler,
-    Inbound,
-    Outbound,
-    RequestIds,
-    StageDeps,
-    StageResult,
-)
-from agentstream.processors.generation import GenerationStage
-from agentstream.processors.outcomes import WORKER_ID, Failure, error_event
-from agentstream.processors.oversize import output_too_large
-from agentstream.processors.signals import RetryLater
-from agentstream.processors.tool_execution import ToolExecutionStage
-from agentstream.processors.validation import ValidationStage
+from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps, StageResult
+from agentstream.processors.outcomes import WORKER_ID
 from agentstream.schemas.codec import codec_from_settings
-from agentstream.schemas.dead_letter import dead_letter
-from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.context import ContextStore
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal
 from agentstream.state.keys import Keys
 from agentstream.state.redis import redis_from_settings
+from agentstream.streams import topology
+from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.message_size import SizeLimit, detect_size_limit
+from agentstream.streams.policy import FailurePolicy
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.retry_consumer import RetryConsumer
 from agentstream.streams.runner import StageRunner
+from agentstream.streams.topology import RETRY, WORKER_STAGES, StageSpec, consumed_topics
 from agentstream.tools.base import ManagedTools, ToolExecutor
 from agentstream.tools.factory import build_tools
 
-STAGES = ("validation", "generation", "tools", "retry")
-SCHEMA_OF_STAGE = {
-    "validation": "AgentRequest",
-    "generation": "GenerationTurn",
-    "tools": "ToolCallBatch",
-}
 log = get_logger(__name__)
-
-
-def stage_topic(settings: Settings, stage: str) -> str:
-    topics = settings.topics
-    return {
-        "validation": topics.requests,
-        "generation": topics.generation,
-        "tools": topics.tool_calls,
-    }[stage]
-
-
-def stage_topics(settings: Settings, stage: str) -> list[str]:
-    """The topics a stage consumes: its stage topic, or every retry tier for ``retry``."""
-    if stage == "retry":
-        return settings.topics.retry_topics()
-    return [stage_topic(settings, stage)]
 
 
 def to_inbound(event: Any) -> Inbound:
@@ -101,11 +68,11 @@ class PipelineWorker:
         self,
         settings: Settings,
         *,
-        stages: tuple[str, ...] = STAGES,
+        stages: tuple[str, ...] = WORKER_STAGES,
         llm: LLMClient | None = None,
         tools: ToolExecutor | None = None,
     ) -> None:
-        unknown = set(stages) - set(STAGES)
+        unknown = set(stages) - set(WORKER_STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s): {', '.join(sorted(unknown))}")
         self.settings = settings
@@ -156,113 +123,59 @@ class PipelineWorker:
         )
         deps.load = load if load.enabled else None
         self.retry_forwarder = RetryForwarder()
-        handlers: dict[str, Handler] = {
-            "validation": ValidationStage(deps),
-            "generation": GenerationStage(deps),
-            "tools": ToolExecutionStage(deps),
-            "retry": self.retry_forwarder,
-        }
-        for stage in self.stages:
-            self.runners[stage] = self._runner(stage, handlers[stage], deps)
+        for name in self.stages:
+            if name == RETRY:
+                self.runners[name] = self._retry_runner()
+            else:
+                spec = topology.stage(name)
+                self.runners[name] = self._runner(spec, spec.load_handler()(deps), deps)
         self._app = self._build_app()
         await self._app.start()
-        if "retry" in self.runners and s.topics.retry_tiers_s:
-            self._retry_consumer = RetryConsumer(s, self.runners["retry"])
+        if RETRY in self.runners and s.topics.retry_tiers_s:
+            self._retry_consumer = RetryConsumer(s, self.runners[RETRY])
             await self._retry_consumer.start()
         log.info("worker started", stages=",".join(self.stages), group=s.consumer_group)
 
-    def _runner(self, stage: str, handler: Handler, deps: StageDeps) -> StageRunner:
+    def _retry_runner(self) -> StageRunner:
+        """The retry forwarder: holds retry-tier records until due, then sends them back."""
+        assert self._publisher is not None
+        assert self.size_limit is not None
+        return StageRunner(
+            stage=RETRY,
+            handler=self.retry_forwarder,
+            publish=self._publisher.publish,
+            dead_letter=lambda msg, code, exc, attempt: StageResult(),
+            max_in_flight=self.settings.limits.max_in_flight,
+            max_record_bytes=self.size_limit.max_bytes,
+        )
+
+    def _runner(self, spec: StageSpec, handler: Handler, deps: StageDeps) -> StageRunner:
         s = self.settings
         assert self._publisher is not None
         assert self.size_limit is not None
-        if stage == "retry":
-            return StageRunner(
-                stage=stage,
-                handler=handler,
-                publish=self._publisher.publish,
-                dead_letter=lambda msg, code, exc, attempt: StageResult(),
-                max_in_flight=s.limits.max_in_flight,
-                max_record_bytes=self.size_limit.max_bytes,
-            )
-        dlq_topic = s.topics.dlq(stage_topic(s, stage))
-
-        def ids_of(msg: Inbound) -> RequestIds | None:
-            try:
-                return RequestIds.of(deps.codec.decode(SCHEMA_OF_STAGE[stage], msg.value))
-            except (SerializationError, KeyError):
-                return None
-
-        def to_error_event(
-            msg: Inbound, code: str, exc: BaseException, attempt: int
-        ) -> list[Outbound]:
-            ids = ids_of(msg)
-            failure = Failure(
-                code=code,
-                message=str(exc)[:500],
-                stage=stage,
-                retriable=_retriable(exc),
-                attempt=attempt,
-                cause=cause_code(exc),
-            )
-            return [
-                error_event(
-                    deps,
-                    request_id=ids.request_id if ids else f"unknown@{msg.position}",
-                    failure=failure,
-                    session_id=ids.session_id if ids else None,
-                    tenant_id=ids.tenant_id if ids else None,
-                    origin=msg,
-                )
-            ]
-
-        def to_dead_letter(
-            msg: Inbound, code: str, exc: BaseException, attempt: int
-        ) -> StageResult:
-            """Terminal: the original record for an operator, an ErrorEvent, and the session
-            released so the user's next request is not held behind a dead request."""
-            records = [
-                dead_letter(
-                    msg,
-                    dlq_topic=dlq_topic,
-                    group=s.consumer_group,
-                    stage=stage,
-                    code=code,
-                    error=exc,
-                    attempt=attempt,
-                    cause=cause_code(exc),
-                ),
-                *to_error_event(msg, code, exc, attempt),
-            ]
-            ids = ids_of(msg)
-            if ids is None or stage == "validation":
-                return StageResult(records=records)
-
-            async def release() -> None:
-                await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
-
-            return StageResult(records=records, then=release)
-
-        def too_large(msg: Inbound, exc: AgentStreamError) -> StageResult | None:
-            return output_too_large(
-                deps, stage=stage, schema=SCHEMA_OF_STAGE[stage], msg=msg, reason=str(exc)
-            )
-
+        failures = StageFailures(deps=deps, spec=spec)
+        tiers = spec.retry_tiers and bool(s.topics.retry_tiers_s)
         retry = None
-        if stage in ("generation", "tools") and s.topics.retry_tiers_s:
+        if tiers:
 
             def retry(msg: Inbound, code: str) -> Outbound | None:
                 return schedule_retry(msg, s.topics, code)
 
         return StageRunner(
-            stage=stage,
+            stage=spec.name,
             handler=handler,
             publish=self._publisher.publish,
-            dead_letter=to_dead_letter,
-            error_event=to_error_event,
+            dead_letter=failures.dead_letter,
+            error_event=failures.error_events,
             retry=retry,
+            policy=FailurePolicy(
+                max_attempts=s.failure.max_attempts,
+                backoff_base_s=s.failure.backoff_base_s,
+                retry_tiers=tiers,
+            ),
             max_in_flight=s.limits.max_in_flight,
             max_record_bytes=self.size_limit.max_bytes,
-            too_large=too_large,
+            too_large=failures.too_large,
         )
 
     def _build_app(self) -> faust.App:
@@ -291,8 +204,8 @@ class PipelineWorker:
             stream_wait_empty=False,
         )
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        faust_stages = [st for st in self.stages if st != "retry"]
-        for stage, name in ((st, t) for st in faust_stages for t in stage_topics(s, st)):
+        faust_stages = [st for st in self.stages if st != RETRY]
+        for stage, name in ((st, t) for st in faust_stages for t in consumed_topics(s, st)):
             topic = app.topic(
                 name,
                 key_type=bytes,
@@ -311,7 +224,7 @@ class PipelineWorker:
 
     def _in_flight(self) -> tuple[int, int]:
         """Events held by this worker's stage runners, and their capacity."""
-        work = [r for name, r in self.runners.items() if name != "retry"]
+        work = [r for name, r in self.runners.items() if name != RETRY]
         return sum(r.in_flight for r in work), self.settings.limits.max_in_flight * len(work)
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
@@ -329,7 +242,7 @@ class PipelineWorker:
         # records waiting in the retry forwarder are not worth waiting for: unacked, they come
         # back to whichever worker owns their partition next, with their due time intact
         drained = await asyncio.gather(
-            *(r.drain(0 if name == "retry" else grace) for name, r in self.runners.items())
+            *(r.drain(0 if name == RETRY else grace) for name, r in self.runners.items())
         )
         if not all(drained):
             log.warning("shutdown grace expired; unfinished events will be redelivered")
@@ -354,7 +267,3 @@ class PipelineWorker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, RetryLater) or bool(getattr(exc, "retriable", False))

@@ -26,6 +26,7 @@ from agentstream.exceptions import AgentStreamError
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Outbound
 from agentstream.streams.admin import admin_client
+from agentstream.streams.topology import pipeline_topics
 
 TOPIC_LIMIT = "max.message.bytes"
 BROKER_LIMIT = "message.max.bytes"
@@ -75,7 +76,7 @@ async def detect_size_limit(settings: Settings, topics: Iterable[str] | None = N
 
     Asked once at start-up. Any failure to ask (old broker, no DescribeConfigs permission, a
     broker that does not report the configs) falls back to the setting, with one log line."""
-    names = list(dict.fromkeys(settings.topics.all_topics() if topics is None else topics))
+    names = list(dict.fromkeys(pipeline_topics(settings) if topics is None else topics))
     fallback = SizeLimit(max_bytes=settings.kafka.max_message_bytes, source="setting")
     try:
         async with asyncio.timeout(min(_DETECT_TIMEOUT_S, settings.timeouts.kafka_request_s)):

@@ -36,6 +36,7 @@ from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.admin import list_topics
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.publisher import Publisher
+from agentstream.streams.topology import contract_for_topic
 
 REPLAYED_FROM = "agentstream-replayed-from"
 REPLAY_ID = "agentstream-replay-id"
@@ -49,7 +50,7 @@ class ReplayError(AgentStreamError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeadLetter:
+class DeadLetterRecord:
     """One dead-letter record and what its headers say."""
 
     topic: str
@@ -117,7 +118,7 @@ class ReplayFilter:
     def needs_tenant(self) -> bool:
         return bool(self.tenants)
 
-    def matches(self, record: DeadLetter, tenant: str | None = None) -> bool:
+    def matches(self, record: DeadLetterRecord, tenant: str | None = None) -> bool:
         if self.error_codes and record.error_code not in self.error_codes:
             return False
         if self.error_classes and not any(
@@ -171,22 +172,12 @@ Progress = Callable[[int, int], None]
 
 def schema_for_topic(settings: Settings, topic: str) -> str | None:
     """The Avro record name carried by ``topic`` (or by the topic a DLQ belongs to)."""
-    t = settings.topics
-    names = {
-        t.requests: "AgentRequest",
-        t.generation: "GenerationTurn",
-        t.tool_calls: "ToolCallBatch",
-        t.responses: "AgentResponse",
-        t.errors: "ErrorEvent",
-        t.metrics: "MetricsEvent",
-    }
-    if topic not in names and topic.endswith(t.dlq_suffix):
-        topic = topic[: -len(t.dlq_suffix)]
-    return names.get(topic)
+    contract = contract_for_topic(settings, topic)
+    return contract.schema if contract is not None else None
 
 
 async def decode(
-    settings: Settings, codec: AvroCodec, record: DeadLetter
+    settings: Settings, codec: AvroCodec, record: DeadLetterRecord
 ) -> tuple[dict[str, Any] | None, str | None]:
     """``(value, None)`` decoded with the origin topic's schema, or ``(None, why not)``."""
     schema = schema_for_topic(settings, record.origin_topic or record.topic)
@@ -228,7 +219,7 @@ class DlqReader:
 
     async def records(
         self, on_total: Callable[[int], None] | None = None
-    ) -> AsyncIterator[DeadLetter]:
+    ) -> AsyncIterator[DeadLetterRecord]:
         consumer = self._consumer
         parts = consumer.partitions_for_topic(self.topic)
         if not parts:
@@ -262,7 +253,7 @@ class DlqReader:
                 for r in batch:
                     if tp in end and r.offset >= end[tp]:
                         break
-                    yield DeadLetter(
+                    yield DeadLetterRecord(
                         topic=r.topic,
                         partition=r.partition,
                         offset=r.offset,
@@ -305,8 +296,8 @@ async def matching(
     *,
     decode_values: bool = True,
     on_total: Callable[[int], None] | None = None,
-    on_scanned: Callable[[DeadLetter, bool], None] | None = None,
-) -> AsyncIterator[tuple[DeadLetter, dict[str, Any] | None, str | None]]:
+    on_scanned: Callable[[DeadLetterRecord, bool], None] | None = None,
+) -> AsyncIterator[tuple[DeadLetterRecord, dict[str, Any] | None, str | None]]:
     """The records of ``topic`` that pass ``filter_``, each with its decoded value (or why not;
     both ``None`` when ``decode_values`` is off and the filter does not need the tenant)."""
     async with DlqReader(settings, topic) as reader:
@@ -359,7 +350,7 @@ async def replay(
         if progress is not None:
             progress(0, n)
 
-    def on_scanned(record: DeadLetter, ok: bool) -> None:
+    def on_scanned(record: DeadLetterRecord, ok: bool) -> None:
         summary.scanned += 1
         if progress is not None:
             progress(summary.scanned, total)

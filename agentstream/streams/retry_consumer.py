@@ -21,6 +21,7 @@ from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Inbound
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.runner import StageRunner
+from agentstream.streams.topology import retry_topics
 
 log = get_logger(__name__)
 
@@ -40,7 +41,7 @@ class RetryConsumer:
     def __init__(self, settings: Settings, runner: StageRunner) -> None:
         self.settings = settings
         self.runner = runner
-        self.topics = settings.topics.retry_topics()
+        self.topics = retry_topics(settings)
         longest_hold_ms = int(max(settings.topics.retry_tiers_s or [0]) * 1000)
         k = settings.kafka
         self._consumer = AIOKafkaConsumer(

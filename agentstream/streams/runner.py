@@ -13,8 +13,8 @@ offsets are acked to the consumer strictly in order (``PartitionAcks``).
 Failures: a handler's ``DeadLetter`` signal sends the original record to the stage's dead-letter
 topic with headers and emits an ErrorEvent; ``RetryLater`` sends it to the next retry tier (see
 streams/retry.py) or, past the last tier, to the dead-letter topic. An unexpected error is retried
-in place (``max_attempts``, jittered exponential backoff), then goes to a retry tier when it is
-transient (Redis or broker trouble) or to the dead-letter topic, so a poison record never stalls
+in place, then goes to a retry tier when it is transient (Redis or broker trouble) or to the
+dead-letter topic (the failure policy, streams/policy.py, decides), so a poison record never stalls
 its partition. Publishing itself is retried until it succeeds or the runner stops: if the broker is
 unreachable no later offset can complete anyway, and an unacked offset is redelivered.
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -45,6 +44,7 @@ from agentstream.processors.signals import DeadLetter, RetryLater
 from agentstream.schemas.dead_letter import is_dead_letter, prior_attempts, within_limit
 from agentstream.streams.acks import PartitionAcks
 from agentstream.streams.message_size import SETTING, OutputTooLargeError, record_size
+from agentstream.streams.policy import Action, Decision, FailurePolicy
 from agentstream.streams.refused import PublishRefusedError, refused
 
 log = get_logger(__name__)
@@ -93,8 +93,7 @@ class StageRunner:
         max_in_flight: int,
         retry: RetryRouter | None = None,
         error_event: ErrorEventFactory | None = None,
-        max_attempts: int = 3,
-        retry_base_s: float = 0.1,
+        policy: FailurePolicy | None = None,
         max_record_bytes: int | None = None,
         too_large: TooLargeFactory | None = None,
     ) -> None:
@@ -106,8 +105,7 @@ class StageRunner:
         self._error_event = error_event or (lambda *_: [])
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
-        self._max_attempts = max_attempts
-        self._retry_base_s = retry_base_s
+        self._policy = policy or FailurePolicy(retry_tiers=retry is not None)
         self._max_record_bytes = max_record_bytes
         self._too_large = too_large
         self._chains: dict[tuple[str, bytes], _Chain] = {}
@@ -193,6 +191,9 @@ class StageRunner:
                 for r in result.records
             ]
         result = await self._deliver(msg, self._within_limit(msg, result))
+        if result.finished is not None:  # counted once its records are out
+            finished = result.finished
+            metrics.REQUESTS.labels(finished.state, finished.error_code or "").inc()
         if result.then is not None:
             try:
                 await result.then()
@@ -208,22 +209,18 @@ class StageRunner:
         metrics.EVENTS.labels(self.stage, "processed").inc()
 
     async def _handle(self, msg: Inbound) -> StageResult:
-        """Run the handler; turn its signals and failures into the records that end the event."""
+        """Run the handler; the failure policy turns its signals and failures into a retry in
+        place, or the records that end the event (retry tier, dead letter)."""
         prior = prior_attempts(msg)
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await self._handler(msg)
-            except DeadLetter as signal:
-                return self._fail(msg, signal.code, signal, prior + 1, retry=False)
-            except RetryLater as signal:
-                return self._fail(msg, signal.code, signal, prior + 1, retry=True)
             except Exception as exc:
-                code = exc.code if isinstance(exc, AgentStreamError) else "INTERNAL_ERROR"
-                if attempt < self._max_attempts:
+                decision = self._policy.decide(exc, attempt)
+                if decision.action is Action.RETRY_IN_PLACE:
                     self.stats.retries += 1
-                    delay = random.uniform(0, self._retry_base_s * 2 ** (attempt - 1))
                     log.warning(
                         "stage error, retrying",
                         topic=msg.topic,
@@ -232,21 +229,24 @@ class StageRunner:
                         error=type(exc).__name__,
                         attempt=attempt,
                     )
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(decision.delay_s)
                     continue
-                log.exception(
-                    "stage error",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    code=code,
-                )
-                return self._fail(msg, code, exc, prior + attempt, retry=_transient(exc))
+                signal = isinstance(exc, DeadLetter | RetryLater)
+                if not signal:
+                    log.exception(
+                        "stage error",
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        code=decision.code,
+                    )
+                return self._fail(msg, decision, exc, prior + (1 if signal else attempt))
 
     def _fail(
-        self, msg: Inbound, code: str, exc: BaseException, attempt: int, *, retry: bool
+        self, msg: Inbound, decision: Decision, exc: BaseException, attempt: int
     ) -> StageResult:
-        if retry and self._retry is not None:
+        code = decision.code
+        if decision.action is Action.RETRY_LATER and self._retry is not None:
             scheduled = self._retry(msg, code)
             if scheduled is not None:
                 self.stats.retried_later += 1
@@ -313,7 +313,8 @@ class StageRunner:
                 or all(is_dead_letter(r) or record_size(r) <= limit for r in outcome.records)
             ):
                 return outcome
-        return self._fail(msg, exc.code, exc, prior_attempts(msg) + 1, retry=False)
+        decision = Decision(action=Action.DEAD_LETTER, code=exc.code, retriable=False)
+        return self._fail(msg, decision, exc, prior_attempts(msg) + 1)
 
     def _fit(self, msg: Inbound, result: StageResult, limit: int | None) -> StageResult:
         """Dead letters over ``limit`` shrunk to fit; a record that still does not fit (only a
@@ -335,7 +336,7 @@ class StageRunner:
                 )
                 continue
             records.append(record)
-        return StageResult(records=records, then=result.then)
+        return replace(result, records=records)
 
     async def _deliver(self, msg: Inbound, result: StageResult) -> StageResult:
         """Publish ``result``; when the broker refuses one of its records for good, publish the
@@ -368,7 +369,7 @@ class StageRunner:
                         within_limit(r, 0, record_size) if is_dead_letter(r) else r
                         for r in result.records
                     ]
-                    result = StageResult(records=stripped, then=result.then)
+                    result = replace(result, records=stripped)
         log.error(
             "broker refused every outcome of this event; dropped",
             topic=msg.topic,
@@ -441,14 +442,3 @@ class StageRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth another try later: the error says so, or it is a connection/timeout problem."""
-    if isinstance(exc, AgentStreamError):
-        return exc.retriable
-    return isinstance(exc, ConnectionError | TimeoutError | OSError) or type(exc).__name__ in (
-        "ConnectionError",
-        "TimeoutError",
-        "BusyLoadingError",
-    )

@@ -1,0 +1,38 @@
+"""Kafka records as the pipeline sees them: one consumed (:class:`Inbound`) and one to produce
+(:class:`Outbound`). Bytes in, bytes out: the contracts inside are decoded by the stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inbound:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    def has_header(self, name: str) -> bool:
+        return any(k == name for k, _ in self.headers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outbound:
+    """One record to produce. The runner sends all of a handler's outputs before acking."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)

@@ -1,0 +1,128 @@
+"""The session store in one process's memory: the same rules as the Redis store (dedupe by
+position, the session claim with its stale timeout, owner checks, journaled steps), no Redis.
+
+For :mod:`agentstream.testing` and unit tests. Nothing expires; contexts are stored serialized,
+as in Redis, so a caller never shares an object with the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentstream.state.context import MAX_STORED_MESSAGES, AgentContext, now_ms
+from agentstream.state.exceptions import SessionBusyError, SessionForbiddenError
+from agentstream.state.journal import StepState
+from agentstream.state.session import UNREAD, Change, Opening, RequestIds
+
+
+@dataclass(kw_only=True)
+class _Stored:
+    version: int
+    data: str
+    active: tuple[str, int] | None = None  # (request_id, since ms)
+
+
+@dataclass(kw_only=True)
+class _Step:
+    status: str
+    owner: str
+    result: str | None = None
+
+
+class MemorySessionStore:
+    def __init__(self, *, owner: str = "memory") -> None:
+        self._owner = owner
+        self._contexts: dict[tuple[str, str], _Stored] = {}
+        self._seen: dict[tuple[str, str], str] = {}
+        self._steps: dict[tuple[str, str, str], _Step] = {}
+
+    def _read(self, tenant_id: str, session_id: str) -> AgentContext | None:
+        stored = self._contexts.get((tenant_id, session_id))
+        if stored is None:
+            return None
+        holder = stored.active[0] if stored.active else None
+        return AgentContext.from_json(stored.data, stored.version, holder)
+
+    async def open(self, ids: RequestIds, position: str) -> Opening:
+        first = self._seen.setdefault((ids.tenant_id, ids.request_id), position)
+        return Opening(
+            first_sighting=first == position, context=self._read(ids.tenant_id, ids.session_id)
+        )
+
+    async def update(
+        self,
+        ids: RequestIds,
+        change: Change,
+        *,
+        current: AgentContext | None = UNREAD,
+        claim: bool = False,
+        stale_s: float = 0.0,
+        complete_step: tuple[str, str] | None = None,
+    ) -> AgentContext | None:
+        # one event loop, no await below: the read-change-write is atomic as the Lua CAS is;
+        # a caller's ``current`` is not needed (reading here costs nothing)
+        current = self._read(ids.tenant_id, ids.session_id)
+        if current is not None and not current.owned_by(*ids.owner):
+            raise SessionForbiddenError(f"session {ids.session_id!r} belongs to another user")
+        key = (ids.tenant_id, ids.session_id)
+        stored = self._contexts.get(key)
+        now = now_ms()
+        if claim and stored is not None and stored.active is not None:
+            holder, since = stored.active
+            if holder != ids.request_id and now - since < stale_s * 1000:
+                raise SessionBusyError(f"session {ids.session_id!r} is answering another request")
+        new = change(current)
+        if new is None:
+            return current
+        new.last_activity = now
+        new.history = new.history[-MAX_STORED_MESSAGES:]
+        active = (ids.request_id, now) if claim else (stored.active if stored else None)
+        version = (stored.version if stored else 0) + 1
+        self._contexts[key] = _Stored(version=version, data=new.to_json(), active=active)
+        if complete_step is not None:
+            step_id, result = complete_step
+            self._steps[(*key, step_id)] = _Step(status="done", owner=self._owner, result=result)
+        new.version = version
+        if claim:
+            new.active_request = ids.request_id
+        return new
+
+    async def get(self, tenant_id: str, session_id: str) -> AgentContext | None:
+        return self._read(tenant_id, session_id)
+
+    async def begin_step(
+        self, ids: RequestIds, step_id: str, *, rerun_unknown: bool = False
+    ) -> StepState:
+        key = (ids.tenant_id, ids.session_id, step_id)
+        step = self._steps.get(key)
+        if step is not None and step.status == "done":
+            return StepState(status="done", result=step.result)
+        if step is not None and step.status == "unknown" and not rerun_unknown:
+            return StepState(status="unknown")
+        self._steps[key] = _Step(status="running", owner=self._owner)
+        if step is not None and step.status == "running":
+            return StepState(status="in_flight", previous_owner=step.owner)
+        return StepState(status="new")
+
+    async def begin_step_reading(
+        self, ids: RequestIds, step_id: str
+    ) -> tuple[StepState, AgentContext | None]:
+        state = await self.begin_step(ids, step_id)
+        return state, self._read(ids.tenant_id, ids.session_id)
+
+    async def complete_step(self, ids: RequestIds, step_id: str, result: str) -> None:
+        key = (ids.tenant_id, ids.session_id, step_id)
+        self._steps[key] = _Step(status="done", owner=self._owner, result=result)
+
+    async def mark_step_unknown(self, ids: RequestIds, step_id: str) -> None:
+        key = (ids.tenant_id, ids.session_id, step_id)
+        self._steps[key] = _Step(status="unknown", owner=self._owner)
+
+    async def release(self, ids: RequestIds) -> None:
+        stored = self._contexts.get((ids.tenant_id, ids.session_id))
+        if stored is not None and stored.active is not None and stored.active[0] == ids.request_id:
+            stored.active = None
+
+    def expire(self, tenant_id: str, session_id: str) -> None:
+        """Drop a session's context, as its Redis TTL would (for tests of CONTEXT_LOST)."""
+        self._contexts.pop((tenant_id, session_id), None)

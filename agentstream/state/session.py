@@ -1,0 +1,122 @@
+"""The session store: what the stages ask of session state, in their own words.
+
+A request *opens* (its dedupe marker is set and the session's context read in one go), *claims*
+its session (the double-text policy: one request at a time), runs *steps* that are journaled so a
+redelivery never repeats one, *updates* the conversation, and finally *releases* the session.
+Every read and write checks that the session belongs to the request's (tenant, user).
+
+Two implementations: :class:`agentstream.state.redis_session.RedisSessionStore` (the Lua scripts
+and the key layout, shared by all workers) and :class:`agentstream.state.memory.MemorySessionStore`
+(one process, no Redis: for ``agentstream.testing`` and unit tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agentstream.state.context import AgentContext
+from agentstream.state.journal import StepState
+
+Change = Callable[[AgentContext | None], AgentContext | None]
+#: Passed as ``current`` when the caller has not read the context (the store reads it).
+UNREAD: Any = object()
+
+
+class _HasIds(Protocol):
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestIds:
+    """The ids of one request in one session."""
+
+    request_id: str
+    session_id: str
+    user_id: str
+    tenant_id: str
+
+    @classmethod
+    def of(cls, event: _HasIds) -> RequestIds:
+        return cls(
+            request_id=event.request_id,
+            session_id=event.session_id,
+            user_id=event.user_id,
+            tenant_id=event.tenant_id,
+        )
+
+    @property
+    def owner(self) -> tuple[str, str]:
+        """Who a session belongs to: (tenant_id, user_id)."""
+        return (self.tenant_id, self.user_id)
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka key of every record of the request: its session."""
+        return self.session_id.encode()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Opening:
+    """What :meth:`SessionStore.open` found."""
+
+    first_sighting: bool
+    """False: this request_id was accepted before from another record (a repeat)."""
+    context: AgentContext | None
+
+
+class SessionStore(Protocol):
+    async def open(self, ids: RequestIds, position: str) -> Opening:
+        """Mark ``ids.request_id`` as seen at ``position`` (a record's topic/partition/offset)
+        and read the session's context. The same position again is a redelivery (a first
+        sighting still); another position is a repeated request."""
+        ...
+
+    async def update(
+        self,
+        ids: RequestIds,
+        change: Change,
+        *,
+        current: AgentContext | None = UNREAD,
+        claim: bool = False,
+        stale_s: float = 0.0,
+        complete_step: tuple[str, str] | None = None,
+    ) -> AgentContext | None:
+        """Apply ``change`` atomically (it may run more than once: keep it pure). ``current``:
+        a context just read (skips the first read). ``claim``: also make this request the
+        session's active one (SessionBusyError while another, active for less than ``stale_s``,
+        holds it). ``complete_step``: (step id, result) of a journal step marked done in the
+        same write. Raises SessionForbiddenError when the session is another (tenant, user)'s."""
+        ...
+
+    async def get(self, tenant_id: str, session_id: str) -> AgentContext | None: ...
+
+    async def begin_step(
+        self, ids: RequestIds, step_id: str, *, rerun_unknown: bool = False
+    ) -> StepState:
+        """Look the step up and, unless it is done (or unknown and not re-run), take it."""
+        ...
+
+    async def begin_step_reading(
+        self, ids: RequestIds, step_id: str
+    ) -> tuple[StepState, AgentContext | None]:
+        """:meth:`begin_step` and the session's context, in one round trip."""
+        ...
+
+    async def complete_step(self, ids: RequestIds, step_id: str, result: str) -> None: ...
+
+    async def mark_step_unknown(self, ids: RequestIds, step_id: str) -> None:
+        """The step's outcome cannot be known (dead-lettered): later deliveries are dropped."""
+        ...
+
+    async def release(self, ids: RequestIds) -> None:
+        """The request finished: the session's next request may start."""
+        ...
