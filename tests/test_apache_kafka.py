@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentstream.embedded import ApacheKafka, EmbeddedStackError
+from agentstream.embedded.apache_kafka import new_cluster_id
 from agentstream.embedded.kafka_runtime import kafka_classpath
 from tests.test_embedded import _env_without_backends, _read_line, _read_until, _still_alive
 
@@ -129,3 +130,11 @@ def test_dev_command_rejects_an_unknown_broker(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "tansu, apache-kafka" in done.stdout + done.stderr
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    """kafka-storage failed with "--cluster-id: expected one argument" for ids starting with '-'
+    (1 start in 64)."""
+    ids = [new_cluster_id() for _ in range(3000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)

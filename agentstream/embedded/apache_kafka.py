@@ -319,7 +319,7 @@ class ApacheKafka:
 
     async def _format_all(self) -> None:
         """``kafka-storage format`` for every node at once (same cluster id)."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         formats = []
         for node in self._nodes:
             process = ManagedProcess(
@@ -391,6 +391,14 @@ class ApacheKafka:
             f"kafka node {node.node_id} exited with code {process.returncode} during start-up; "
             f"log: {process.log_path}\n{tail}"
         )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id (a URL-safe base64 UUID) the storage tool cannot take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):  # "-abc..." would be parsed as an option: 1 in 64
+            return cluster_id
 
 
 class _PortLost(Exception):
