@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agentstream.config import Settings
 from agentstream.schemas.codec import AvroCodec, codec_from_settings
 from agentstream.schemas.exceptions import SerializationError
+from agentstream.streams.idempotence import idempotence_kwargs
 from agentstream.streams.kafka_config import client_kwargs
 
 _SEEN_LIMIT = 100_000
@@ -85,7 +86,8 @@ class AgentClient:
         self.settings = settings
         self._codec = codec or codec_from_settings(settings)
         kwargs = client_kwargs(settings)
-        self._producer = AIOKafkaProducer(**kwargs, acks="all", linger_ms=0)
+        self._producer: AIOKafkaProducer | None = None  # built in start(): idempotent if granted
+        self._idempotent = False
         self._consumer = AIOKafkaConsumer(
             **kwargs,
             enable_auto_commit=False,
@@ -100,6 +102,14 @@ class AgentClient:
 
     async def start(self) -> None:
         await self._codec.prepare()
+        idempotence = await idempotence_kwargs(self.settings)
+        self._idempotent = bool(idempotence)
+        self._producer = AIOKafkaProducer(
+            **client_kwargs(self.settings),
+            **idempotence,
+            acks="all",
+            linger_ms=0,
+        )
         await self._producer.start()
         await self._consumer.start()
         topic = self.settings.topics.responses
@@ -119,8 +129,14 @@ class AgentClient:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         await self._consumer.stop()
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
         await self._codec.aclose()
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether requests are produced idempotently (decided at start from the broker)."""
+        return self._producer is not None and self._idempotent
 
     async def __aenter__(self) -> AgentClient:
         await self.start()
@@ -131,6 +147,8 @@ class AgentClient:
 
     async def submit(self, request: Mapping[str, Any]) -> str:
         """Publish an AgentRequest (see :func:`new_request`); returns its request_id."""
+        if self._producer is None:
+            raise RuntimeError("AgentClient.submit() before start()")
         value = self._codec.encode("AgentRequest", request)
         await self._producer.send_and_wait(
             self.settings.topics.requests, value=value, key=str(request["session_id"]).encode()

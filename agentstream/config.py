@@ -66,9 +66,15 @@ class KafkaSecurity(BaseModel):
 
 
 class KafkaTuning(BaseModel):
-    """Consumer-group timing. Tansu joins a group in about session_timeout/2; tests use 2 s."""
+    """Consumer-group timing. Tansu joins a group in about session_timeout/2; tests use 2 s.
 
-    session_timeout_s: float = Field(default=10.0, gt=0)
+    A worker killed with kill -9 holds its partitions until the group coordinator misses its
+    heartbeats for ``session_timeout_s``: its sessions pause about that long plus ~1 s of rebalance
+    (bench/rebalance_pause.py). 6 s is the lowest an Apache Kafka broker accepts by default
+    (``group.min.session.timeout.ms``); go lower only where the broker allows it.
+    """
+
+    session_timeout_s: float = Field(default=6.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)

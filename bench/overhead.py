@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.client import AgentClient
 from agentstream.config import Settings
-from agentstream.embedded import DevStack
+from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.kafka_config import client_kwargs
 
@@ -33,6 +33,8 @@ async def raw_hops(settings: Settings, n: int) -> list[float]:
     )
     await producer.start()
     await consumer.start()
+    if not consumer.partitions_for_topic(topic):  # Apache Kafka: metadata from before the topic
+        await consumer._client.force_metadata_update()
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
@@ -52,8 +54,9 @@ async def raw_hops(settings: Settings, n: int) -> list[float]:
     return hops
 
 
-async def run(requests: int, fetch_ms: int, stage_args: list[str]) -> None:
-    async with DevStack(Settings(kafka_bootstrap_servers=None, redis_url=None)) as live:
+async def run(requests: int, fetch_ms: int, stage_args: list[str], broker: BrokerKind) -> None:
+    base = Settings(kafka_bootstrap_servers=None, redis_url=None)
+    async with DevStack(base, broker=broker) as live:
         settings = bench_settings(live, fetch_max_wait_ms=fetch_ms)
         worker = start_worker(settings, {}, *stage_args)
         try:
@@ -80,16 +83,26 @@ async def run(requests: int, fetch_ms: int, stage_args: list[str]) -> None:
     print(f"raw aiokafka hop p50      {ms(hops, 0.5)}")
     print(f"raw aiokafka hop p99      {ms(hops, 0.99)}")
     print(f"fetch_max_wait_ms         {settings.kafka.fetch_max_wait_ms}")
+    print(f"broker                    {broker}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--fetch-max-wait-ms", type=int, default=1)
+    parser.add_argument("--broker", choices=BROKER_KINDS, default="tansu")
+    parser.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=None,
+        help="default: 1 on Tansu (it never answers a waiting fetch early), 500 on Apache Kafka",
+    )
     parser.add_argument("--stages", default="", help="worker --stages (default: all)")
     args = parser.parse_args()
     stage_args = ["--stages", args.stages] if args.stages else []
-    asyncio.run(run(args.requests, args.fetch_max_wait_ms, stage_args))
+    fetch_ms = args.fetch_max_wait_ms
+    if fetch_ms is None:
+        fetch_ms = 1 if args.broker == "tansu" else 500
+    asyncio.run(run(args.requests, fetch_ms, stage_args, args.broker))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Shared fixtures: a real Kafka-protocol broker and a real Redis for the whole session.
+"""Shared fixtures: a real Kafka broker and a real Redis for the whole session.
 
-Where they come from, first match wins:
+The broker is chosen by ``--kafka`` (see tests/support/kafka_matrix.py): ``tansu`` (default, the
+embedded Tansu broker), ``apache`` (one Apache Kafka 4 node), ``apache-cluster`` (three nodes),
+``container`` (testcontainers), or ``AGENTSTREAM_TEST_KAFKA=host:port``.
 
-1. ``AGENTSTREAM_TEST_KAFKA`` / ``AGENTSTREAM_TEST_REDIS`` (``host:port`` / ``redis://...``);
-2. ``--kafka=container`` with a working Docker engine: apache/kafka (KRaft) and redis:7 via
-   testcontainers;
-3. otherwise (the default, ``--kafka=embedded``): the embedded Tansu broker and ``redis-server``
-   from the wheels, on free loopback ports, stopped at session end.
+Redis, first match wins:
+
+1. ``AGENTSTREAM_TEST_REDIS`` (``redis://...``);
+2. ``--kafka=container`` with a working Docker engine: redis:7 via testcontainers;
+3. otherwise: ``redis-server`` from the wheel, on a free loopback port, stopped at session end.
 
 The machine's own Redis on 6379 is never used implicitly: the tests start their own.
 Per test, ``settings_factory`` gives :class:`Settings` whose topics, consumer group and Redis key
@@ -26,11 +28,18 @@ import pytest
 from pydantic import BaseModel
 
 from agentstream.config import Settings, TopicSettings
-from agentstream.embedded import EmbeddedKafka, EmbeddedRedis
-from agentstream.embedded.process import free_port
+from agentstream.embedded import EmbeddedRedis
 from agentstream.streams.admin import ensure_topics
+from tests.support import kafka_matrix
+from tests.support.kafka_matrix import (  # fixtures of the Kafka matrix
+    kafka_bootstrap,
+    kafka_cluster,
+    kafka_kind,
+    kafka_replication_factor,
+)
 
-KAFKA_IMAGE = "apache/kafka:3.9.1"
+__all__ = ["kafka_bootstrap", "kafka_cluster", "kafka_kind", "kafka_replication_factor"]
+
 REDIS_IMAGE = "redis:7-alpine"
 _TOPIC_NAME_FIELDS = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
 
@@ -38,13 +47,7 @@ SettingsFactory = Callable[..., Settings]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--kafka",
-        choices=("embedded", "container"),
-        default="embedded",
-        help="Broker and Redis for integration tests: embedded binaries (default) or "
-        "testcontainers (needs Docker; falls back to embedded without it).",
-    )
+    kafka_matrix.add_kafka_option(parser)
 
 
 # --- backends ---------------------------------------------------------------------------------
@@ -54,16 +57,20 @@ _CONTAINERS = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_CONTAINERS] = config.getoption("--kafka") == "container" and _docker_works()
+    containers = config.getoption("--kafka") == "container" and _docker_works()
+    config.stash[_CONTAINERS] = containers
+    kafka_matrix.configure_kafka(config, containers)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kafka_matrix.deselect_other_matrices(config, items)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    wanted = config.getoption("--kafka")
-    used = "container" if config.stash[_CONTAINERS] else "embedded"
-    note = "" if wanted == used else " (no Docker engine reachable)"
-    kafka = os.environ.get("AGENTSTREAM_TEST_KAFKA") or used
-    redis = os.environ.get("AGENTSTREAM_TEST_REDIS") or used
-    return [f"agentstream backends: kafka={kafka}, redis={redis}{note}"]
+    redis = os.environ.get("AGENTSTREAM_TEST_REDIS") or (
+        "container" if config.stash[_CONTAINERS] else "embedded"
+    )
+    return [f"agentstream backends: {kafka_matrix.kafka_header(config)}, redis={redis}"]
 
 
 def _docker_works() -> bool:
@@ -82,44 +89,6 @@ def _docker_works() -> bool:
 
 
 @contextmanager
-def _kafka_container() -> Iterator[str]:
-    """apache/kafka in KRaft mode, advertised on a host port chosen before start.
-
-    testcontainers' ``KafkaContainer`` drives Confluent's start scripts and cannot run the
-    apache/kafka image, so this uses a generic container configured like docker-compose.yml.
-    """
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
-
-    host = os.environ.get("TC_HOST", "localhost")
-    port = free_port()
-    container = (
-        DockerContainer(KAFKA_IMAGE)
-        .with_bind_ports(9092, port)
-        .with_env("CLUSTER_ID", "ziRU-galSvG2USJS0cSWhw")  # a base64 UUID, as KRaft requires
-        .with_env("KAFKA_NODE_ID", "1")
-        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
-        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
-        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
-        .with_env("KAFKA_LISTENERS", "INTERNAL://:19092,CONTROLLER://:9093,HOST://:9092")
-        .with_env("KAFKA_ADVERTISED_LISTENERS", f"INTERNAL://localhost:19092,HOST://{host}:{port}")
-        .with_env(
-            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-            "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,HOST:PLAINTEXT",
-        )
-        .with_env("KAFKA_INTER_BROKER_LISTENER_NAME", "INTERNAL")
-        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
-        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
-        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
-        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
-        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
-        .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
-    )
-    with container:
-        yield f"{host}:{port}"
-
-
-@contextmanager
 def _redis_container() -> Iterator[str]:
     from testcontainers.community.redis import RedisContainer
 
@@ -130,22 +99,6 @@ def _redis_container() -> Iterator[str]:
 
 
 # --- session fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """``host:port`` of a Kafka-protocol broker for the whole session."""
-    from_env = os.environ.get("AGENTSTREAM_TEST_KAFKA")
-    if from_env:
-        yield from_env
-    elif request.config.stash[_CONTAINERS]:
-        with _kafka_container() as address:
-            yield address
-    else:
-        with EmbeddedKafka(run_dir=tmp_path_factory.mktemp("tansu")) as kafka:
-            yield kafka.address
 
 
 @pytest.fixture(scope="session")
@@ -175,11 +128,16 @@ def unique_prefix() -> str:
 
 @pytest.fixture
 def settings_factory(
-    kafka_bootstrap: str, redis_url: str, unique_prefix: str, tmp_path: Path
+    kafka_bootstrap: str,
+    kafka_replication_factor: int,
+    redis_url: str,
+    unique_prefix: str,
+    tmp_path: Path,
 ) -> SettingsFactory:
     """``settings_factory(**overrides) -> Settings`` isolated by ``unique_prefix``.
 
-    Topic names become ``<prefix>.<default name>``, partitions default to 4, the consumer group
+    Topic names become ``<prefix>.<default name>``, partitions default to 4 (replication factor:
+    the matrix's, 3 on the Apache Kafka cluster), the consumer group
     and Redis key prefix are unique. ``topics=`` / ``state=`` overrides (dicts or models) are
     merged into those isolated groups; any other keyword replaces the field. Calls within one
     test share the prefix, so a worker and a client built from it see the same topics.
@@ -191,6 +149,7 @@ def settings_factory(
             field: f"{unique_prefix}.{getattr(defaults, field)}" for field in _TOPIC_NAME_FIELDS
         }
         topics["partitions"] = 4
+        topics["replication_factor"] = kafka_replication_factor
         topics.update(_as_dict(overrides.pop("topics", {})))
         state = {"key_prefix": unique_prefix, **_as_dict(overrides.pop("state", {}))}
         values: dict[str, Any] = {

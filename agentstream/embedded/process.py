@@ -99,6 +99,18 @@ class ManagedProcess:
         _LIVE[self._proc.pid] = self
         log.debug("%s started: pid=%d log=%s", self.name, self._proc.pid, self.log_path)
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (to stop several children in parallel, then ``stop``)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL and reap at once (fault tests: a crash, not a shutdown)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            self._proc.wait()
+        self._release()
+
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL; always reaps the child. Idempotent."""
         proc = self._proc

@@ -15,14 +15,18 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from agentstream.config import Settings
+from agentstream.embedded.apache_kafka import ApacheKafka
 from agentstream.embedded.kafka_broker import EmbeddedKafka
 from agentstream.embedded.redis_server import EmbeddedRedis
 from agentstream.streams.admin import ensure_topics
 
 log = logging.getLogger(__name__)
+
+BrokerKind = Literal["tansu", "apache-kafka"]
+BROKER_KINDS: tuple[BrokerKind, ...] = ("tansu", "apache-kafka")
 
 
 def default_run_dir(settings: Settings) -> Path:
@@ -31,15 +35,21 @@ def default_run_dir(settings: Settings) -> Path:
 
 
 class DevStack:
-    """Embedded Tansu + Redis for whatever ``settings`` leaves unset."""
+    """Embedded broker (Tansu, or Apache Kafka) + Redis for whatever ``settings`` leaves unset."""
 
     def __init__(
-        self, settings: Settings, run_dir: Path | None = None, *, create_topics: bool = True
+        self,
+        settings: Settings,
+        run_dir: Path | None = None,
+        *,
+        create_topics: bool = True,
+        broker: BrokerKind = "tansu",
     ) -> None:
         self.settings = settings
         self.run_dir = (run_dir or default_run_dir(settings)).resolve()
         self.create_topics = create_topics
-        self.kafka: EmbeddedKafka | None = None
+        self.broker = broker
+        self.kafka: EmbeddedKafka | ApacheKafka | None = None
         self.redis: EmbeddedRedis | None = None
         self.created_topics: list[str] = []
 
@@ -53,13 +63,26 @@ class DevStack:
 
     @property
     def pids(self) -> list[int]:
-        return [s.pid for s in (self.kafka, self.redis) if s is not None and s.pid is not None]
+        pids = [] if self.kafka is None else self._kafka_pids(self.kafka)
+        if self.redis is not None and self.redis.pid is not None:
+            pids.append(self.redis.pid)
+        return pids
+
+    @staticmethod
+    def _kafka_pids(kafka: EmbeddedKafka | ApacheKafka) -> list[int]:
+        if isinstance(kafka, ApacheKafka):
+            return kafka.pids
+        return [] if kafka.pid is None else [kafka.pid]
 
     async def __aenter__(self) -> Settings:
         updates: dict[str, Any] = {}
         try:
             if self.settings.kafka_bootstrap_servers is None:
-                self.kafka = EmbeddedKafka(run_dir=self.run_dir)
+                self.kafka = (
+                    ApacheKafka(run_dir=self.run_dir)
+                    if self.broker == "apache-kafka"
+                    else EmbeddedKafka(run_dir=self.run_dir)
+                )
                 await self.kafka.start_async()
                 updates["kafka_bootstrap_servers"] = self.kafka.address
             if self.settings.redis_url is None:

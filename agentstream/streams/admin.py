@@ -134,15 +134,34 @@ def _created_topics(topic_errors: list[tuple[Any, ...]]) -> list[str]:
 
 
 async def _wait_visible(admin: Any, names: list[str], timeout_s: float) -> None:
-    """Wait until metadata lists every topic in ``names`` (real Kafka propagates asynchronously)."""
+    """Wait until metadata lists every topic in ``names`` with a leader for every partition.
+
+    Real Kafka propagates new topics asynchronously and elects leaders after that: a client that
+    reads offsets of a partition without a leader gets ``NotLeaderForPartition``.
+    """
     deadline = time.monotonic() + timeout_s
     pending = set(names)
     while pending:
-        pending -= set(await _partition_counts(admin))
+        pending -= await _led_topics(admin)
         if not pending:
             return
         if time.monotonic() > deadline:
             raise KafkaUnavailableError(
-                f"created topics not visible after {timeout_s:g}s: {sorted(pending)}"
+                f"created topics not ready (visible, every partition led) after {timeout_s:g}s: "
+                f"{sorted(pending)}"
             )
         await asyncio.sleep(_VISIBLE_POLL_S)
+
+
+async def _led_topics(admin: Any) -> set[str]:
+    """Topics whose every partition has a leader."""
+    described = await admin.describe_topics()
+    return {
+        topic["topic"]
+        for topic in described
+        if topic.get("error_code", 0) == 0
+        and topic["partitions"]
+        and all(
+            p.get("error_code", 0) == 0 and p.get("leader", -1) >= 0 for p in topic["partitions"]
+        )
+    }
