@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -63,7 +63,7 @@ from agentstream.llm.base import Usage
 from agentstream.observability.logging import get_logger
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
-from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.context import AgentContext
 from agentstream.tools.base import ToolExecutor
 
 log = get_logger(__name__)
@@ -124,13 +124,19 @@ async def admitted_llm_call(
         await grant.settle(grant.usage)
 
 
+class ContextReader(Protocol):
+    """Reads a session's context (the session store, or the context store alone)."""
+
+    async def get(self, tenant_id: str, session_id: str) -> AgentContext | None: ...
+
+
 class Admission:
     def __init__(
         self,
         redis: Redis,
         settings: Settings,
         *,
-        contexts: ContextStore,
+        contexts: ContextReader,
         tools: ToolExecutor,
         codec: AvroCodec,
     ) -> None:

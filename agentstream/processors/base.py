@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
@@ -13,9 +13,7 @@ from agentstream.observability.load import LoadMonitor
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.schemas.records import Headers, Inbound, Outbound
-from agentstream.state.context import ContextStore
-from agentstream.state.dedupe import RequestDedupe
-from agentstream.state.journal import StepJournal
+from agentstream.state.session import RequestIds, SessionStore
 from agentstream.tools.base import ToolExecutor
 
 if TYPE_CHECKING:
@@ -48,53 +46,13 @@ class StageResult:
 Handler = Callable[[Inbound], Awaitable[StageResult]]
 
 
-class _HasIds(Protocol):
-    @property
-    def request_id(self) -> str: ...
-    @property
-    def session_id(self) -> str: ...
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def tenant_id(self) -> str: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class RequestIds:
-    request_id: str
-    session_id: str
-    user_id: str
-    tenant_id: str
-
-    @classmethod
-    def of(cls, event: _HasIds) -> RequestIds:
-        return cls(
-            request_id=event.request_id,
-            session_id=event.session_id,
-            user_id=event.user_id,
-            tenant_id=event.tenant_id,
-        )
-
-    @property
-    def owner(self) -> tuple[str, str]:
-        """Who a session belongs to: (tenant_id, user_id)."""
-        return (self.tenant_id, self.user_id)
-
-    @property
-    def key(self) -> bytes:
-        """The Kafka key of every record of the request: its session."""
-        return self.session_id.encode()
-
-
 @dataclass(kw_only=True)
 class StageDeps:
     settings: Settings
     codec: AvroCodec
     llm: LLMClient
     tools: ToolExecutor
-    contexts: ContextStore
-    dedupe: RequestDedupe
-    journal: StepJournal
+    sessions: SessionStore
     admission: Admission | None = None  # rate limits, budgets, response cache
     load: LoadMonitor | None = None  # load shedding (RESOURCE_EXHAUSTED)
 

@@ -60,7 +60,7 @@ from agentstream.schemas.contracts import (
     ToolResult,
 )
 from agentstream.schemas.contracts import ToolCall as WireToolCall
-from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.context import AgentContext
 from agentstream.state.exceptions import ContextLostError, SessionForbiddenError
 from agentstream.state.journal import StepState, llm_step_id
 from agentstream.tools.base import CallContext
@@ -172,19 +172,11 @@ class GenerationStage(Stage[GenerationTurn]):
         """One round trip: the session context and the step journal entry of this LLM step;
         then the turn's tool results appended to the history."""
         deps = self.deps
-        step_state, raw_ctx = await deps.journal.begin_and_read(
-            ids.tenant_id,
-            ids.session_id,
-            llm_step_id(ids.request_id, turn.turn),
-            deps.contexts.key(ids.tenant_id, ids.session_id),
-        )
+        step = llm_step_id(ids.request_id, turn.turn)
+        step_state, current = await deps.sessions.begin_step_reading(ids, step)
         try:
-            ctx = await deps.contexts.update(
-                ids.tenant_id,
-                ids.session_id,
-                lambda c: _with_tool_results(c, ids, turn),
-                current=ContextStore.parse_get(raw_ctx),
-                owner=ids.owner,
+            ctx = await deps.sessions.update(
+                ids, lambda c: _with_tool_results(c, ids, turn), current=current
             )
         except SessionForbiddenError as exc:
             return end.fail(exc.code, FORBIDDEN_TEXT)
@@ -261,20 +253,14 @@ class GenerationStage(Stage[GenerationTurn]):
             turn=turn.turn,
         )
         result = answer.result.to_json()
-        done = (
-            deps.journal.key(ids.tenant_id, ids.session_id, step),
-            result,
-            deps.journal.retention_s,
-        )
-        updated = await deps.contexts.update(
-            ids.tenant_id,
-            ids.session_id,
+        updated = await deps.sessions.update(
+            ids,
             lambda c: _with_assistant(c, entry, state),
             current=ctx,
-            complete_step=done if answer.fresh else None,
+            complete_step=(step, result) if answer.fresh else None,
         )
         if updated is None and answer.fresh:
-            await deps.journal.complete(ids.tenant_id, ids.session_id, step, result)
+            await deps.sessions.complete_step(ids, step, result)
         return updated
 
     def _tool_batch(
@@ -496,7 +482,7 @@ class GenerationStage(Stage[GenerationTurn]):
             ctx.state = state
             return ctx
 
-        await self.deps.contexts.update(ids.tenant_id, ids.session_id, change)
+        await self.deps.sessions.update(ids, change)
 
 
 def _too_many_calls_text(asked: int, cap: int) -> str:

@@ -64,7 +64,7 @@ def session_release(deps: StageDeps, ids: RequestIds) -> Callable[[], Awaitable[
     """The step that frees the request's session for its next request (runs after publish)."""
 
     async def release() -> None:
-        await deps.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
+        await deps.sessions.release(ids)
 
     return release
 

@@ -148,9 +148,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
     async def _mark_executing(self, ids: RequestIds) -> Failure | None:
         """Set the session EXECUTING; the failure when it is gone or not the caller's."""
         try:
-            ctx = await self.deps.contexts.update(
-                ids.tenant_id, ids.session_id, _executing, owner=ids.owner
-            )
+            ctx = await self.deps.sessions.update(ids, _executing)
         except SessionForbiddenError as exc:
             return Failure(code=exc.code, message=FORBIDDEN_TEXT, stage=STAGE)
         if ctx is None:
@@ -166,10 +164,10 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         ids: RequestIds,
     ) -> ToolOutcome | None:
         """Run one call at most once (step journal). None means: outcome unknown."""
-        journal = self.deps.journal
+        sessions = self.deps.sessions
         step = tool_step_id(ids.request_id, batch.turn, index)
         replayed = msg.has_header(REPLAYED_FROM)
-        state = await journal.begin(ids.tenant_id, ids.session_id, step, rerun_unknown=replayed)
+        state = await sessions.begin_step(ids, step, rerun_unknown=replayed)
         if state.status == "done" and state.result is not None:
             return ToolOutcome.from_json(state.result)
         if state.status == "unknown":
@@ -177,11 +175,11 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         if state.status == "in_flight" and not self._safe_to_rerun(call.name):
             if not replayed:
                 log.warning("tool call outcome unknown", tool=call.name, step=step)
-                await journal.mark_unknown(ids.tenant_id, ids.session_id, step)
+                await sessions.mark_step_unknown(ids, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
         outcome = await self._run_call(call, index, batch, ids)
-        await journal.complete(ids.tenant_id, ids.session_id, step, outcome.to_json())
+        await sessions.complete_step(ids, step, outcome.to_json())
         return outcome
 
     def _safe_to_rerun(self, name: str) -> bool:

@@ -31,9 +31,9 @@ from agentstream.schemas.contracts import (
     GenerationTurn,
     RequestProgress,
 )
-from agentstream.state.context import AgentContext, ContextStore
-from agentstream.state.dedupe import RequestDedupe
+from agentstream.state.context import AgentContext
 from agentstream.state.exceptions import SessionBusyError, SessionForbiddenError
+from agentstream.state.session import UNREAD
 
 STAGE = "validation"
 log = get_logger(__name__)
@@ -117,12 +117,9 @@ class ValidationStage(Stage[AgentRequest]):
     ) -> tuple[AgentContext | None, StageResult | None]:
         """One round trip: the request's dedupe marker and the session's context. A repeated
         request_id ends here with a DUPLICATE_REQUEST error event and no second answer."""
-        pipe = self.deps.contexts.pipeline()
-        self.deps.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, msg.position)
-        self.deps.contexts.queue_get(pipe, ids.tenant_id, ids.session_id)
-        _, stored, raw_ctx = await pipe.execute()
-        if RequestDedupe.parse(stored, msg.position):
-            return ContextStore.parse_get(raw_ctx), None
+        opening = await self.deps.sessions.open(ids, msg.position)
+        if opening.first_sighting:
+            return opening.context, None
         log.info("duplicate request dropped")
         dup = Failure(
             code="DUPLICATE_REQUEST",
@@ -244,17 +241,15 @@ class ValidationStage(Stage[AgentRequest]):
         limits = self.deps.settings.limits
         change = _with_user_turn(ids, valid, metadata)
         delay = 0.005
-        known: dict[str, Any] = {"current": current}  # the prefetched context, first try only
+        known: AgentContext | None = current  # the prefetched context, first try only
         while True:
             try:
-                await self.deps.contexts.update(
-                    ids.tenant_id,
-                    ids.session_id,
+                await self.deps.sessions.update(
+                    ids,
                     change,
-                    claim=ids.request_id,
+                    current=known,
+                    claim=True,
                     stale_s=limits.session_busy_timeout_s,
-                    owner=ids.owner,
-                    **known,
                 )
                 return
             except SessionForbiddenError as forbidden:
@@ -270,7 +265,7 @@ class ValidationStage(Stage[AgentRequest]):
                     ) from busy
                 # Queue policy: this session's later requests wait behind the active one; other
                 # sessions keep flowing (the runner holds only this key).
-                known = {}
+                known = UNREAD
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
 

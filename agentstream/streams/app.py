@@ -23,11 +23,9 @@ from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps, StageResult
 from agentstream.processors.outcomes import WORKER_ID
 from agentstream.schemas.codec import codec_from_settings
-from agentstream.state.context import ContextStore
-from agentstream.state.dedupe import RequestDedupe
-from agentstream.state.journal import StepJournal
 from agentstream.state.keys import Keys
 from agentstream.state.redis import redis_from_settings
+from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
@@ -100,21 +98,20 @@ class PipelineWorker:
         self.size_limit = await detect_size_limit(s)
         self._publisher = Publisher(s, max_request_size=self.size_limit.max_bytes)
         await self._publisher.start()
-        keys = Keys(s.state.key_prefix)
+        sessions = RedisSessionStore(
+            self._redis,
+            Keys(s.state.key_prefix),
+            context_ttl_s=s.state.context_ttl_s,
+            dedupe_ttl_s=s.state.dedupe_ttl_s,
+            journal_retention_s=s.state.journal_retention_s,
+            owner=WORKER_ID,
+        )
         deps = StageDeps(
-            settings=s,
-            codec=self._codec,
-            llm=self.llm,
-            tools=self.tools,
-            contexts=ContextStore(self._redis, keys, ttl_s=s.state.context_ttl_s),
-            dedupe=RequestDedupe(self._redis, keys, ttl_s=s.state.dedupe_ttl_s),
-            journal=StepJournal(
-                self._redis, keys, retention_s=s.state.journal_retention_s, owner=WORKER_ID
-            ),
+            settings=s, codec=self._codec, llm=self.llm, tools=self.tools, sessions=sessions
         )
         if s.admission.enabled:
             deps.admission = Admission(
-                self._redis, s, contexts=deps.contexts, tools=self.tools, codec=self._codec
+                self._redis, s, contexts=sessions, tools=self.tools, codec=self._codec
             )
         load = LoadMonitor(
             rss_limit_mb=s.limits.shed_rss_mb,
