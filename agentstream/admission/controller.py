@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from agentstream.admission import metrics
@@ -63,6 +62,7 @@ from agentstream.llm.base import Usage
 from agentstream.observability.logging import get_logger
 from agentstream.schemas.codec import AvroCodec
 from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.redis import RedisClient
 from agentstream.tools.base import ToolExecutor
 
 log = get_logger(__name__)
@@ -126,7 +126,7 @@ async def admitted_llm_call(
 class Admission:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: Settings,
         *,
         contexts: ContextStore,

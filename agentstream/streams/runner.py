@@ -323,4 +323,10 @@ def _transient(exc: BaseException) -> bool:
         "ConnectionError",
         "TimeoutError",
         "BusyLoadingError",
+        # Redis Cluster / replica trouble during a failover
+        "MaxConnectionsError",
+        "ClusterDownError",
+        "MasterDownError",
+        "TryAgainError",
+        "ReadOnlyError",
     )
