@@ -8,6 +8,11 @@ Where they come from, first match wins:
 3. otherwise (the default, ``--kafka=embedded``): the embedded Tansu broker and ``redis-server``
    from the wheels, on free loopback ports, stopped at session end.
 
+``--redis=cluster`` replaces the single Redis with an embedded Redis Cluster (3 masters, one
+replica each; ``redis+cluster://`` URL) unless ``AGENTSTREAM_TEST_REDIS`` names one. Tests that
+talk to Redis themselves connect with ``tests.support.redis.connect``, which gives a cluster
+client for such a URL.
+
 The machine's own Redis on 6379 is never used implicitly: the tests start their own.
 Per test, ``settings_factory`` gives :class:`Settings` whose topics, consumer group and Redis key
 prefix carry a unique prefix, so tests never see each other's data.
@@ -26,7 +31,7 @@ import pytest
 from pydantic import BaseModel
 
 from agentstream.config import Settings, TopicSettings
-from agentstream.embedded import EmbeddedKafka, EmbeddedRedis
+from agentstream.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from agentstream.embedded.process import free_port
 from agentstream.streams.admin import ensure_topics
 
@@ -45,6 +50,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Broker and Redis for integration tests: embedded binaries (default) or "
         "testcontainers (needs Docker; falls back to embedded without it).",
     )
+    parser.addoption(
+        "--redis",
+        choices=("single", "cluster"),
+        default="single",
+        help="Redis for integration tests: one server (default) or an embedded Redis Cluster "
+        "of 3 masters with a replica each.",
+    )
 
 
 # --- backends ---------------------------------------------------------------------------------
@@ -62,7 +74,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     used = "container" if config.stash[_CONTAINERS] else "embedded"
     note = "" if wanted == used else " (no Docker engine reachable)"
     kafka = os.environ.get("AGENTSTREAM_TEST_KAFKA") or used
-    redis = os.environ.get("AGENTSTREAM_TEST_REDIS") or used
+    redis = os.environ.get("AGENTSTREAM_TEST_REDIS") or (
+        "embedded-cluster" if config.getoption("--redis") == "cluster" else used
+    )
     return [f"agentstream backends: kafka={kafka}, redis={redis}{note}"]
 
 
@@ -152,10 +166,14 @@ def kafka_bootstrap(
 def redis_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """``redis://`` URL of a Redis server for the whole session."""
+    """``redis://`` URL of a Redis server (``redis+cluster://`` with ``--redis=cluster``) for the
+    whole session."""
     from_env = os.environ.get("AGENTSTREAM_TEST_REDIS")
     if from_env:
         yield from_env
+    elif request.config.getoption("--redis") == "cluster":
+        with EmbeddedRedisCluster(run_dir=tmp_path_factory.mktemp("redis-cluster")) as cluster:
+            yield cluster.url
     elif request.config.stash[_CONTAINERS]:
         with _redis_container() as url:
             yield url

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from agentstream.llm.exceptions import LLMBadRequestError, LLMServerError
 from agentstream.resilience.breaker import BreakerConfig, CircuitBreaker
 from agentstream.resilience.exceptions import CircuitOpenError
+from tests.support.redis import RedisClient, connect
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,13 @@ Workers = Callable[..., Awaitable[tuple[CircuitBreaker, CircuitBreaker]]]
 @pytest.fixture
 async def workers(redis_url: str, unique_prefix: str) -> AsyncIterator[Workers]:
     """``await workers(**config)`` → two breakers on one key, each with its own Redis client."""
-    clients: list[aioredis.Redis] = []
+    clients: list[RedisClient] = []
 
     async def make(**config: float) -> tuple[CircuitBreaker, CircuitBreaker]:
         cfg = BreakerConfig(**config)  # type: ignore[arg-type]
         pair = []
         for _ in range(2):
-            client = aioredis.from_url(redis_url)
+            client = connect(redis_url)
             clients.append(client)
             pair.append(CircuitBreaker(client, "llm:test", cfg, namespace=unique_prefix))
         return pair[0], pair[1]
@@ -244,11 +245,11 @@ async def test_unreachable_redis_lets_calls_through(unique_prefix: str) -> None:
 
 CHILD = """
 import asyncio, sys
-import redis.asyncio as aioredis
 from agentstream.resilience.breaker import BreakerConfig, CircuitBreaker
+from agentstream.state.redis import redis_from_url
 
 async def main(url, namespace, action):
-    client = aioredis.from_url(url)
+    client = redis_from_url(url)
     config = BreakerConfig(failure_threshold=3, recovery_timeout_s=30)
     breaker = CircuitBreaker(client, "llm:test", config, namespace=namespace)
     try:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agentstream.config import Settings
@@ -124,9 +124,21 @@ def cluster_from_url(
 
 
 class GatedRedisCluster(RedisCluster):
-    """redis-py's cluster client with at most ``max_connections`` commands in flight."""
+    """redis-py's cluster client with at most ``max_connections`` commands in flight.
+
+    Two work-arounds for redis-py 8.1's async cluster client:
+
+    - it picks a command's node before it has loaded the slot map, so the first commands of a
+      fresh client (and every command after a full reset) go to a random master and come back
+      ``MOVED``: the slot map is loaded before each command when it is missing;
+    - after ``reinitialize_steps`` ``MOVED`` replies it resets the whole client, disconnecting
+      connections other tasks are using mid-command (they fail with ``AttributeError``, not a
+      Redis error). ``reinitialize_steps=0``: a ``MOVED`` reply (every slot of a failed-over
+      master, once) only updates that slot's owner; connection errors still reload the map.
+    """
 
     def __init__(self, *args: Any, pool_timeout_s: float = 10.0, **kwargs: Any) -> None:
+        kwargs.setdefault("reinitialize_steps", 0)
         super().__init__(*args, **kwargs)
         self._turns = asyncio.Semaphore(int(kwargs.get("max_connections", 100)))
         self._pool_timeout_s = pool_timeout_s
@@ -155,6 +167,11 @@ class GatedRedisCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.turn():
+            if self._initialize:
+                try:
+                    await self.initialize()
+                except RedisClusterException as exc:  # no node reachable: not a RedisError
+                    raise RedisConnectionError(f"Redis Cluster unreachable: {exc}") from exc
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
