@@ -24,15 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
-from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentstream.config import Settings
 from agentstream.exceptions import ConfigError
@@ -43,6 +51,7 @@ RedisClient: TypeAlias = Redis | RedisCluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _HEALTH_CHECK_INTERVAL_S = 30
 _DEFAULT_PORT = 6379
+_FAILOVER_BACKOFF_S = (0.05, 0.5)  # first pause, longest pause
 
 # Set while a task holds a turn of the gate, so commands issued from inside one (a pipeline
 # re-sending redirected commands one by one) do not wait for a second turn.
@@ -58,10 +67,14 @@ def is_cluster_url(url: str) -> bool:
 def redis_from_settings(settings: Settings) -> RedisClient:
     if not settings.redis_url:
         raise ConfigError("AGENTSTREAM_REDIS_URL is not set (the dev stack fills it in)")
+    extra: dict[str, Any] = {}
+    if is_cluster_url(settings.redis_url):
+        extra["failover_s"] = settings.state.redis_cluster_failover_s
     return redis_from_url(
         settings.redis_url,
         max_connections=settings.state.redis_max_connections,
         pool_timeout_s=settings.state.redis_pool_timeout_s,
+        **extra,
     )
 
 
@@ -84,7 +97,12 @@ def redis_from_url(
 
 
 def cluster_from_url(
-    url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0, **kwargs: Any
+    url: str,
+    *,
+    max_connections: int = 64,
+    pool_timeout_s: float = 10.0,
+    failover_s: float = 10.0,
+    **kwargs: Any,
 ) -> GatedRedisCluster:
     parts = urlsplit(url)
     scheme = "rediss" if parts.scheme.lower().startswith("rediss") else "redis"
@@ -117,6 +135,7 @@ def cluster_from_url(
         startup_nodes=nodes,
         max_connections=max_connections,
         pool_timeout_s=pool_timeout_s,
+        failover_s=failover_s,
         health_check_interval=_HEALTH_CHECK_INTERVAL_S,
         decode_responses=False,
         **options,
@@ -135,13 +154,38 @@ class GatedRedisCluster(RedisCluster):
       connections other tasks are using mid-command (they fail with ``AttributeError``, not a
       Redis error). ``reinitialize_steps=0``: a ``MOVED`` reply (every slot of a failed-over
       master, once) only updates that slot's owner; connection errors still reload the map.
+
+    Its retries on connection errors follow each other without a pause, so a command to a master
+    that just died fails within milliseconds, long before a replica is promoted (about
+    ``cluster-node-timeout`` plus a second). Here a command (or pipeline) that fails with a
+    connection error, a timeout, ``CLUSTERDOWN`` or ``TRYAGAIN`` is tried again after a pause
+    (50 ms doubling to 0.5 s) for up to ``failover_s`` (``state.redis_cluster_failover_s``),
+    so a failover costs the callers a wait instead of failed stage events.
     """
 
-    def __init__(self, *args: Any, pool_timeout_s: float = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pool_timeout_s: float = 10.0, failover_s: float = 10.0, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("reinitialize_steps", 0)
         super().__init__(*args, **kwargs)
         self._turns = asyncio.Semaphore(int(kwargs.get("max_connections", 100)))
         self._pool_timeout_s = pool_timeout_s
+        self._failover_s = failover_s
+
+    async def ride_failover(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``await call()``, again after a pause while it fails as during a failover."""
+        deadline = asyncio.get_running_loop().time() + self._failover_s
+        pause, longest = _FAILOVER_BACKOFF_S
+        while True:
+            try:
+                return await call()
+            except MaxConnectionsError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError):
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+            await asyncio.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, longest)
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -166,13 +210,18 @@ class GatedRedisCluster(RedisCluster):
             self._turns.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.turn():
+        run = super().execute_command
+
+        async def once() -> Any:
             if self._initialize:
                 try:
                     await self.initialize()
                 except RedisClusterException as exc:  # no node reachable: not a RedisError
                     raise RedisConnectionError(f"Redis Cluster unreachable: {exc}") from exc
-            return await super().execute_command(*args, **kwargs)
+            return await run(*args, **kwargs)
+
+        async with self.turn():
+            return await self.ride_failover(once)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if transaction:
@@ -186,5 +235,8 @@ class _GatedPipeline(ClusterPipeline):
     async def execute(
         self, raise_on_error: bool = True, allow_redirections: bool = True
     ) -> list[Any]:
-        async with self.cluster_client.turn():
-            return await super().execute(raise_on_error, allow_redirections)
+        client = self.cluster_client
+        async with client.turn():
+            return await client.ride_failover(  # type: ignore[no-any-return]
+                lambda: super(_GatedPipeline, self).execute(raise_on_error, allow_redirections)
+            )
