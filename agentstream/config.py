@@ -138,6 +138,8 @@ class StateSettings(BaseModel):
     journal_retention_s: int = Field(default=24 * 3600, ge=60)
     redis_max_connections: int = Field(default=64, ge=1)
     redis_pool_timeout_s: float = Field(default=10.0, gt=0)
+    # Redis Cluster: how long a command keeps trying while a master fails over (state/redis.py).
+    redis_cluster_failover_s: float = Field(default=10.0, ge=0)
 
 
 class ModelPriceSettings(BaseModel):

@@ -10,6 +10,11 @@ Redis, first match wins:
 2. ``--kafka=container`` with a working Docker engine: redis:7 via testcontainers;
 3. otherwise: ``redis-server`` from the wheel, on a free loopback port, stopped at session end.
 
+``--redis=cluster`` replaces the single Redis with an embedded Redis Cluster (3 masters, one
+replica each; ``redis+cluster://`` URL) unless ``AGENTSTREAM_TEST_REDIS`` names one. Tests that
+talk to Redis themselves connect with ``tests.support.redis.connect``, which gives a cluster
+client for such a URL.
+
 The machine's own Redis on 6379 is never used implicitly: the tests start their own.
 Per test, ``settings_factory`` gives :class:`Settings` whose topics, consumer group and Redis key
 prefix carry a unique prefix, so tests never see each other's data.
@@ -28,7 +33,7 @@ import pytest
 from pydantic import BaseModel
 
 from agentstream.config import Settings, TopicSettings
-from agentstream.embedded import EmbeddedRedis
+from agentstream.embedded import EmbeddedRedis, EmbeddedRedisCluster
 from agentstream.streams.admin import ensure_topics
 from tests.support import kafka_matrix
 from tests.support.kafka_matrix import (  # fixtures of the Kafka matrix
@@ -48,6 +53,13 @@ SettingsFactory = Callable[..., Settings]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     kafka_matrix.add_kafka_option(parser)
+    parser.addoption(
+        "--redis",
+        choices=("single", "cluster"),
+        default="single",
+        help="Redis for integration tests: one server (default) or an embedded Redis Cluster "
+        "of 3 masters with a replica each.",
+    )
 
 
 # --- backends ---------------------------------------------------------------------------------
@@ -68,7 +80,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     redis = os.environ.get("AGENTSTREAM_TEST_REDIS") or (
-        "container" if config.stash[_CONTAINERS] else "embedded"
+        "embedded-cluster"
+        if config.getoption("--redis") == "cluster"
+        else "container"
+        if config.stash[_CONTAINERS]
+        else "embedded"
     )
     return [f"agentstream backends: {kafka_matrix.kafka_header(config)}, redis={redis}"]
 
@@ -105,10 +121,14 @@ def _redis_container() -> Iterator[str]:
 def redis_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """``redis://`` URL of a Redis server for the whole session."""
+    """``redis://`` URL of a Redis server (``redis+cluster://`` with ``--redis=cluster``) for the
+    whole session."""
     from_env = os.environ.get("AGENTSTREAM_TEST_REDIS")
     if from_env:
         yield from_env
+    elif request.config.getoption("--redis") == "cluster":
+        with EmbeddedRedisCluster(run_dir=tmp_path_factory.mktemp("redis-cluster")) as cluster:
+            yield cluster.url
     elif request.config.stash[_CONTAINERS]:
         with _redis_container() as url:
             yield url

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from agentstream.admission.budget import seconds_until_next_day, utc_day
 from agentstream.admission.keys import AdmissionKeys
@@ -21,6 +20,7 @@ from agentstream.schemas.codec import AvroCodec
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.app import PipelineWorker
 from tests.support.kafka import FAST_KAFKA, TopicReader
+from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ async def test_token_window_holds_within_limit_plus_one_request(settings_factory
 
     # what Redis booked for the window and the day is the actual usage, not the estimates
     keys = AdmissionKeys(settings.state.key_prefix)
-    redis = Redis.from_url(settings.redis_url or "")
+    redis = connect(settings.redis_url or "")
     try:
         booked = await redis.hget(keys.user_tokens("t", "u") + ":c", "#total")
         day = await redis.hget(keys.day("t", utc_day(time.time())), "tokens")

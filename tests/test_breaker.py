@@ -33,6 +33,7 @@ from agentstream.resilience.exceptions import (
 )
 from agentstream.state.exceptions import ConcurrentUpdateError
 from agentstream.tools.exceptions import ToolTimeoutError, ToolUnavailableError
+from tests.support.redis import RedisClient, connect
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +43,13 @@ Workers = Callable[..., Awaitable[tuple[CircuitBreaker, CircuitBreaker]]]
 @pytest.fixture
 async def workers(redis_url: str, unique_prefix: str) -> AsyncIterator[Workers]:
     """``await workers(**config)`` → two breakers on one key, each with its own Redis client."""
-    clients: list[aioredis.Redis] = []
+    clients: list[RedisClient] = []
 
     async def make(**config: float) -> tuple[CircuitBreaker, CircuitBreaker]:
         cfg = BreakerConfig(**config)  # type: ignore[arg-type]
         pair = []
         for _ in range(2):
-            client = aioredis.from_url(redis_url)
+            client = connect(redis_url)
             clients.append(client)
             pair.append(CircuitBreaker(client, "llm:test", cfg, namespace=unique_prefix))
         return pair[0], pair[1]
@@ -299,11 +300,11 @@ async def test_unreachable_redis_lets_calls_through(unique_prefix: str) -> None:
 
 CHILD = """
 import asyncio, sys
-import redis.asyncio as aioredis
 from agentstream.resilience.breaker import BreakerConfig, CircuitBreaker
+from agentstream.state.redis import redis_from_url
 
 async def main(url, namespace, action):
-    client = aioredis.from_url(url)
+    client = redis_from_url(url)
     config = BreakerConfig(failure_threshold=3, recovery_timeout_s=30)
     breaker = CircuitBreaker(client, "llm:test", config, namespace=namespace)
     try:

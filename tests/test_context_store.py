@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
 
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.keys import Keys
+from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
 
 
 async def test_two_writers_lose_no_update(redis_url: str, unique_prefix: str) -> None:
-    a, b = Redis.from_url(redis_url), Redis.from_url(redis_url)  # two "workers"
+    a, b = connect(redis_url), connect(redis_url)  # two "workers"
     keys = Keys(unique_prefix)
     stores = [ContextStore(a, keys, ttl_s=60), ContextStore(b, keys, ttl_s=60)]
 
@@ -40,7 +40,7 @@ async def test_two_writers_lose_no_update(redis_url: str, unique_prefix: str) ->
 
 
 async def test_keys_are_tenant_scoped(redis_url: str, unique_prefix: str) -> None:
-    redis = Redis.from_url(redis_url)
+    redis = connect(redis_url)
     store = ContextStore(redis, Keys(unique_prefix), ttl_s=60)
     await store.update(
         "t1", "s", lambda c: AgentContext(session_id="s", user_id="u", tenant_id="t1")

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from agentstream.client import AgentClient, AgentResponse, new_request
 from agentstream.config import Settings
@@ -26,6 +25,7 @@ from agentstream.schemas import dead_letter as dlq
 from agentstream.state.keys import Keys
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA, TopicReader
+from tests.support.redis import connect
 from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ async def test_kill9_with_slow_early_offset_answers_everything_once(
 ) -> None:
     settings = one_partition
     await ensure_topics(settings)
-    redis = Redis.from_url(settings.redis_url or "")
+    redis = connect(settings.redis_url or "")
     prefix = settings.state.key_prefix
     first = workers.start()
     slow = new_request(
@@ -159,7 +159,7 @@ async def test_side_effecting_tool_runs_once_per_call_across_kill9(
 ) -> None:
     settings = one_partition
     await ensure_topics(settings)
-    redis = Redis.from_url(settings.redis_url or "")
+    redis = connect(settings.redis_url or "")
     prefix = settings.state.key_prefix
     first = workers.start()
     request = new_request(

@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 from aiokafka.partitioner import murmur2
-from redis.asyncio import Redis
 
 from agentstream.client import AgentClient, AgentResponse, new_request
 from agentstream.config import Settings
@@ -48,6 +47,7 @@ from tests.support.llm_servers import (
     openai_completion,
     openai_error,
 )
+from tests.support.redis import connect
 from tests.support.workers import stop_worker, worker_env
 
 pytestmark = pytest.mark.integration
@@ -197,7 +197,7 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
     dlq_topic = topics.dlq(topics.generation)
     codec = AvroCodec()
     outage = Outage(OUTAGE_S)
-    redis = Redis.from_url(settings.redis_url or "")
+    redis = connect(settings.redis_url or "")
     breaker = CircuitBreaker(redis, f"llm:{PROVIDER}", namespace=settings.state.key_prefix)
 
     seen: dict[str, list[tuple[float, AgentResponse]]] = defaultdict(list)

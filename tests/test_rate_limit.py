@@ -9,12 +9,12 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from agentstream.admission.budget import BudgetCheck
 from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.limits import Window
 from agentstream.admission.rate_limit import SlidingWindowLimiter
+from tests.support.redis import RedisClient, connect
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +23,8 @@ MINUTE_MS = 60_000
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(redis_url)
     yield client
     await client.aclose()
 
@@ -39,7 +39,7 @@ def window(keys: AdmissionKeys, user: str, limit: int = 10, tenant: str = "t") -
 
 
 async def test_eleventh_request_in_a_minute_is_refused_with_exact_retry_after(
-    redis: Redis, unique_prefix: str
+    redis: RedisClient, unique_prefix: str
 ) -> None:
     keys = AdmissionKeys(unique_prefix)
     limiter = SlidingWindowLimiter(redis)
@@ -65,7 +65,7 @@ async def test_eleventh_request_in_a_minute_is_refused_with_exact_retry_after(
     assert after.retry_after_s == 1.0
 
 
-async def test_no_double_burst_at_a_window_boundary(redis: Redis, unique_prefix: str) -> None:
+async def test_no_double_burst_at_a_window_boundary(redis: RedisClient, unique_prefix: str) -> None:
     """A fixed window would admit 10 at 0:59 and 10 more at 1:00; a sliding window does not."""
     keys = AdmissionKeys(unique_prefix)
     limiter = SlidingWindowLimiter(redis)
@@ -77,7 +77,7 @@ async def test_no_double_burst_at_a_window_boundary(redis: Redis, unique_prefix:
     assert verdict.retry_after_s == 58.0
 
 
-async def test_same_member_is_charged_once(redis: Redis, unique_prefix: str) -> None:
+async def test_same_member_is_charged_once(redis: RedisClient, unique_prefix: str) -> None:
     """A redelivered request (same request_id) does not use a second slot."""
     keys = AdmissionKeys(unique_prefix)
     limiter = SlidingWindowLimiter(redis)
@@ -88,7 +88,9 @@ async def test_same_member_is_charged_once(redis: Redis, unique_prefix: str) -> 
     assert not (await limiter.acquire([(w, 1)], "third", now_ms=T0)).allowed
 
 
-async def test_user_and_tenant_windows_are_all_or_nothing(redis: Redis, unique_prefix: str) -> None:
+async def test_user_and_tenant_windows_are_all_or_nothing(
+    redis: RedisClient, unique_prefix: str
+) -> None:
     keys = AdmissionKeys(unique_prefix)
     limiter = SlidingWindowLimiter(redis)
     tenant = Window(name="tenant_requests", key=keys.tenant_requests("t"), limit=3, window_ms=1000)
@@ -104,7 +106,7 @@ async def test_user_and_tenant_windows_are_all_or_nothing(redis: Redis, unique_p
 
 
 async def test_token_reconciliation_keeps_window_within_limit_plus_one_request(
-    redis: Redis, unique_prefix: str
+    redis: RedisClient, unique_prefix: str
 ) -> None:
     """Estimates before, actual usage after (up to twice the estimate): in every window the
     booked total stays within the limit plus one request, and equals the actual usage."""
@@ -136,7 +138,7 @@ async def test_token_reconciliation_keeps_window_within_limit_plus_one_request(
 
 
 async def test_a_call_bigger_than_the_limit_runs_only_in_an_empty_window(
-    redis: Redis, unique_prefix: str
+    redis: RedisClient, unique_prefix: str
 ) -> None:
     keys = AdmissionKeys(unique_prefix)
     limiter = SlidingWindowLimiter(redis)
@@ -148,7 +150,7 @@ async def test_a_call_bigger_than_the_limit_runs_only_in_an_empty_window(
     assert (await limiter.acquire([(w, 500)], "big", now_ms=T0 + 1000)).allowed
 
 
-async def test_budget_reservation_and_settlement(redis: Redis, unique_prefix: str) -> None:
+async def test_budget_reservation_and_settlement(redis: RedisClient, unique_prefix: str) -> None:
     keys = AdmissionKeys(unique_prefix)
     limiter = SlidingWindowLimiter(redis)
     day = keys.day("t", "20270115")
@@ -173,7 +175,7 @@ async def test_budget_reservation_and_settlement(redis: Redis, unique_prefix: st
 
 async def test_two_connections_never_double_allow(redis_url: str, unique_prefix: str) -> None:
     keys = AdmissionKeys(unique_prefix)
-    clients = [Redis.from_url(redis_url), Redis.from_url(redis_url)]
+    clients = [connect(redis_url), connect(redis_url)]
     limiters = [SlidingWindowLimiter(c) for c in clients]
     w = window(keys, "u")
     verdicts = await asyncio.gather(
@@ -186,13 +188,13 @@ async def test_two_connections_never_double_allow(redis_url: str, unique_prefix:
 
 _PROCESS_SCRIPT = """
 import asyncio, sys
-from redis.asyncio import Redis
+from agentstream.state.redis import redis_from_url
 from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.limits import Window
 from agentstream.admission.rate_limit import SlidingWindowLimiter
 
 async def main(url, prefix, tag):
-    redis = Redis.from_url(url)
+    redis = redis_from_url(url)
     keys = AdmissionKeys(prefix)
     w = Window(name="user_requests", key=keys.user_requests("t", "u"), limit=10, window_ms=60000)
     limiter = SlidingWindowLimiter(redis)

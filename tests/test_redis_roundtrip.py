@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from agentstream.config import Settings
+from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 async def test_value_round_trips(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
     assert settings.redis_url is not None
-    client = aioredis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     key = f"{settings.state.key_prefix}:roundtrip"
     value = "héllo wörld".encode()
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from agentstream.llm.base import ToolSpec
 from agentstream.resilience.breaker import BreakerConfig, BreakerRegistry
@@ -14,6 +13,7 @@ from agentstream.tools.builtin import builtin_tools
 from agentstream.tools.exceptions import ToolUnavailableError
 from agentstream.tools.executor import PolicyExecutor
 from agentstream.tools.registry import ToolRegistry
+from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ class DownTool:
 
 async def test_open_breaker_fails_fast_and_is_shared(redis_url: str, unique_prefix: str) -> None:
     down = DownTool()
-    redis = Redis.from_url(redis_url)
+    redis = connect(redis_url)
     config = BreakerConfig(failure_threshold=3, recovery_timeout_s=60)
 
     def executor() -> PolicyExecutor:  # one per "worker", sharing Redis

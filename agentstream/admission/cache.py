@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from agentstream.admission.keys import AdmissionKeys
+from agentstream.state.redis import RedisClient
 
 CACHE_METADATA_KEY = "cache"
 BYPASS = "bypass"
@@ -88,7 +87,9 @@ def is_cacheable(
 
 
 class ResponseCache:
-    def __init__(self, redis: Redis, keys: AdmissionKeys, *, ttl_s: int, bucket_s: int) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: AdmissionKeys, *, ttl_s: int, bucket_s: int
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.ttl_s = ttl_s

@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from agentstream.admission import metrics
@@ -64,6 +63,7 @@ from agentstream.observability.logging import get_logger
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.state.context import AgentContext
+from agentstream.state.redis import RedisClient
 from agentstream.tools.base import ToolExecutor
 
 log = get_logger(__name__)
@@ -133,7 +133,7 @@ class ContextReader(Protocol):
 class Admission:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: Settings,
         *,
         contexts: ContextReader,

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from agentstream.admission.budget import DAY_TTL_S, BudgetCheck
 from agentstream.admission.limits import Window
 from agentstream.admission.scripts import ACQUIRE, SETTLE
+from agentstream.state.redis import RedisClient
 
 _ALLOWED, _WINDOW_FULL, _TOKEN_BUDGET, _COST_BUDGET = 0, 1, 2, 3
 
@@ -30,7 +29,7 @@ class SlidingWindowLimiter:
     """``acquire`` charges a member's cost to several windows (and checks a budget) atomically;
     ``settle`` replaces a reserved cost with the actual one and books the day's usage."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._acquire = redis.register_script(ACQUIRE)
         self._settle = redis.register_script(SETTLE)
 

@@ -6,11 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from redis.asyncio import Redis
-
 from agentstream.admission.budget import MICRO, seconds_until_next_day, utc_day
 from agentstream.admission.keys import COSTS_SUFFIX, AdmissionKeys
 from agentstream.config import AdmissionLimits
+from agentstream.state.redis import RedisClient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +51,7 @@ class TenantUsage:
 
 
 async def read_usage(
-    redis: Redis, keys: AdmissionKeys, tenant_id: str, limits: AdmissionLimits
+    redis: RedisClient, keys: AdmissionKeys, tenant_id: str, limits: AdmissionLimits
 ) -> TenantUsage:
     seconds, micros = await redis.time()
     now_s = seconds + micros / 1_000_000
@@ -76,7 +75,7 @@ async def read_usage(
 
 
 async def tenants_with_usage(
-    redis: Redis, keys: AdmissionKeys, configured: Iterable[str] = ()
+    redis: RedisClient, keys: AdmissionKeys, configured: Iterable[str] = ()
 ) -> list[str]:
     """Tenants that used tokens today (a usage hash exists), plus ``configured`` ones."""
     seconds, _ = await redis.time()
@@ -88,7 +87,7 @@ async def tenants_with_usage(
     return sorted(found)
 
 
-async def _window_total(redis: Redis, key: str, since_ms: int) -> int:
+async def _window_total(redis: RedisClient, key: str, since_ms: int) -> int:
     """The sum of the costs of entries newer than ``since_ms`` (read-only: nothing is trimmed)."""
     members = cast(list[bytes], await redis.zrangebyscore(key, f"({since_ms}", "+inf"))
     if not members:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-
 from agentstream.config import LLMProviderSettings, Settings
 from agentstream.exceptions import ConfigError
 from agentstream.llm.base import LLMClient
@@ -25,7 +23,7 @@ from agentstream.llm.wrappers import CircuitBreakerLLM, FallbackLLM, RetryingLLM
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.breaker import BreakerConfig, BreakerRegistry
 from agentstream.resilience.retry import RetryPolicy
-from agentstream.state.redis import redis_from_settings
+from agentstream.state.redis import RedisClient, redis_from_settings
 
 log = get_logger(__name__)
 
@@ -33,7 +31,7 @@ LOCAL_MODEL_NAMES = frozenset({"local", MODEL_NAME})
 LOCAL = "local"
 
 
-def build_llm(settings: Settings, *, redis: Redis | None = None) -> LLMClient:
+def build_llm(settings: Settings, *, redis: RedisClient | None = None) -> LLMClient:
     """The configured client: the local stand-in, or a router over the configured routes.
 
     ``redis`` holds the shared breaker state; without it one is opened from ``redis_url`` (and
@@ -128,7 +126,7 @@ def _unknown_model(settings: Settings) -> ConfigError:
     )
 
 
-def build_router(settings: Settings, *, redis: Redis | None = None) -> ModelRouter:
+def build_router(settings: Settings, *, redis: RedisClient | None = None) -> ModelRouter:
     """Every configured route (plus one-entry routes for bare providers and ``local``)."""
     llm = settings.llm
     chains: dict[str, list[str]] = {name: list(entries) for name, entries in llm.routes.items()}

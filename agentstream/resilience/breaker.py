@@ -39,13 +39,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.exceptions import CircuitOpenError
 from agentstream.state.keys import key_part
+from agentstream.state.redis import RedisClient
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -226,7 +226,7 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         key: str,
         config: BreakerConfig | None = None,
         *,
@@ -370,7 +370,11 @@ class BreakerRegistry:
     """One :class:`CircuitBreaker` per key over a shared Redis client and config."""
 
     def __init__(
-        self, redis: Redis, config: BreakerConfig | None = None, *, namespace: str = "agentstream"
+        self,
+        redis: RedisClient,
+        config: BreakerConfig | None = None,
+        *,
+        namespace: str = "agentstream",
     ) -> None:
         self.redis = redis
         self.config = config or BreakerConfig()

@@ -17,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from agentstream.state.exceptions import (
     ConcurrentUpdateError,
     SessionBusyError,
     SessionForbiddenError,
 )
 from agentstream.state.keys import Keys
+from agentstream.state.redis import RedisClient
 
 # KEYS[1] context key; KEYS[2] (optional) a step-journal entry completed in the same write
 # ARGV: expected version ("0" = must not exist), data, ttl s, claim request_id ("" = none),
@@ -119,7 +118,9 @@ class AgentContext:
 
 
 class ContextStore:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int, max_attempts: int = 50) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, ttl_s: int, max_attempts: int = 50
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s

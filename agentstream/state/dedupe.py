@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from agentstream.state.keys import Keys
+from agentstream.state.redis import RedisClient
 
 
 class RequestDedupe:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, *, ttl_s: int) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s

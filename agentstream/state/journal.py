@@ -24,9 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
 from agentstream.state.keys import Keys
+from agentstream.state.redis import RedisClient
 
 # KEYS[1] step key; ARGV: owner, now ms, retention s, rerun unknown ("1" = operator replay)
 _BEGIN = """
@@ -87,7 +86,7 @@ def tool_step_id(request_id: str, turn: int, index: int) -> str:
 
 
 class StepJournal:
-    def __init__(self, redis: Redis, keys: Keys, *, retention_s: int, owner: str) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys, *, retention_s: int, owner: str) -> None:
         self._redis = redis
         self._keys = keys
         self._retention_s = retention_s

@@ -29,7 +29,19 @@ from agentstream.processors.signals import DeadLetter, RetryLater
 
 INTERNAL_ERROR = "INTERNAL_ERROR"
 # Errors of libraries that say "try again" without an AgentStreamError class (redis-py, aiokafka)
-_TRANSIENT_NAMES = frozenset({"ConnectionError", "TimeoutError", "BusyLoadingError"})
+_TRANSIENT_NAMES = frozenset(
+    {
+        "ConnectionError",
+        "TimeoutError",
+        "BusyLoadingError",
+        # Redis Cluster / replica trouble during a failover
+        "MaxConnectionsError",
+        "ClusterDownError",
+        "MasterDownError",
+        "TryAgainError",
+        "ReadOnlyError",
+    }
+)
 
 
 class Action(StrEnum):

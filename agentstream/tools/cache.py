@@ -12,11 +12,11 @@ import hashlib
 import json
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from agentstream.observability.logging import get_logger
 from agentstream.state.keys import key_part
+from agentstream.state.redis import RedisClient
 
 log = get_logger(__name__)
 
@@ -31,7 +31,7 @@ def arguments_digest(arguments: dict[str, Any]) -> str:
 
 
 class ToolResultCache:
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
+    def __init__(self, redis: RedisClient, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = key_prefix
 

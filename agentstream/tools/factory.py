@@ -7,11 +7,10 @@ Redis client is given) and metrics, and opens the MCP sessions on ``start``.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from agentstream.config import Settings
 from agentstream.llm.factory import breaker_config
 from agentstream.resilience.breaker import BreakerRegistry
+from agentstream.state.redis import RedisClient
 from agentstream.tools.builtin import builtin_tools
 from agentstream.tools.cache import ToolResultCache
 from agentstream.tools.executor import PolicyExecutor
@@ -22,7 +21,7 @@ from agentstream.tools.policy import ToolOverrides
 from agentstream.tools.registry import ToolRegistry
 
 
-def build_tools(settings: Settings, *, redis: Redis | None = None) -> PolicyExecutor:
+def build_tools(settings: Settings, *, redis: RedisClient | None = None) -> PolicyExecutor:
     """The tool executor for ``settings`` (not started: call ``await executor.start()``).
 
     Raises :class:`~agentstream.exceptions.ConfigError` for an invalid ``mcpServers`` config.

@@ -17,20 +17,19 @@ import re
 import signal
 from typing import Any
 
-from redis.asyncio import Redis
-
 from agentstream.config import Settings
 from agentstream.llm.base import LLMRequest, LLMResult, ToolCall, ToolSpec, Usage
 from agentstream.llm.local import LocalRuleModel
 from agentstream.observability.logging import configure_logging
 from agentstream.streams.app import PipelineWorker
 from agentstream.tools.registry import default_registry
+from tests.support.redis import RedisClient, connect
 
 COUNT = re.compile(r"\[count (\d+)\]")
 
 
 class CountingModel(LocalRuleModel):
-    def __init__(self, redis: Redis, prefix: str, slow_s: float) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, slow_s: float) -> None:
         super().__init__()
         self._redis = redis
         self._prefix = prefix
@@ -59,7 +58,7 @@ class CountingModel(LocalRuleModel):
 
 
 class CounterTool:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
 
@@ -90,7 +89,7 @@ async def main() -> None:
     settings = Settings()
     configure_logging(settings)
     prefix = settings.state.key_prefix
-    redis = Redis.from_url(settings.redis_url or "")
+    redis = connect(settings.redis_url or "")
     tools = default_registry()
     tools.register(CounterTool(redis, prefix))
     model = CountingModel(redis, prefix, float(os.environ.get("TEST_SLOW_S", "3")))
