@@ -1,3 +1,69 @@
-"""agentstream: run AI agents as a production service on Kafka."""
+"""agentstream: run AI agents as a production service on Kafka.
+
+The public API (everything else is internal and may change)::
+
+    from agentstream import AgentClient, Settings                  # publish, wait, follow
+    from agentstream import AgentRequest, AgentResponse, AgentState  # the typed contracts
+    from agentstream import TestPipeline, FunctionModel            # test agents in memory
+
+Names are imported on first use, so ``import agentstream`` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
+
+_EXPORTS = {
+    "AgentClient": "agentstream.client",
+    "new_request": "agentstream.client",
+    "Settings": "agentstream.config",
+    "AgentRequest": "agentstream.schemas.contracts",
+    "AgentResponse": "agentstream.schemas.contracts",
+    "AgentState": "agentstream.schemas.contracts",
+    "ErrorEvent": "agentstream.schemas.contracts",
+    "MetricsEvent": "agentstream.schemas.contracts",
+    "AgentStreamError": "agentstream.exceptions",
+    "TestPipeline": "agentstream.testing",
+    "FunctionModel": "agentstream.testing",
+    "tool_call": "agentstream.testing",
+}
+__all__ = [
+    "AgentClient",
+    "AgentRequest",
+    "AgentResponse",
+    "AgentState",
+    "AgentStreamError",
+    "ErrorEvent",
+    "FunctionModel",
+    "MetricsEvent",
+    "Settings",
+    "TestPipeline",
+    "__version__",
+    "new_request",
+    "tool_call",
+]
+
+if TYPE_CHECKING:
+    from agentstream.client import AgentClient, new_request
+    from agentstream.config import Settings
+    from agentstream.exceptions import AgentStreamError
+    from agentstream.schemas.contracts import (
+        AgentRequest,
+        AgentResponse,
+        AgentState,
+        ErrorEvent,
+        MetricsEvent,
+    )
+    from agentstream.testing import FunctionModel, TestPipeline, tool_call
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

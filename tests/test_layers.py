@@ -64,3 +64,16 @@ def test_no_import_runs_upward() -> None:
             if target and _layer(target) < own:
                 upward.append(f"{rel}.py:{line} imports agentstream.{target}")
     assert not upward, "imports that run upward:\n" + "\n".join(upward)
+
+
+def test_the_public_api_is_what_all_says_and_loads_lazily() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, agentstream; heavy = 'agentstream.client' in sys.modules; "
+        "missing = [n for n in agentstream.__all__ if not hasattr(agentstream, n)]; "
+        "print(heavy, missing)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False []"
