@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from agentstream.client import AgentClient, new_request
 from agentstream.config import Settings
@@ -29,6 +28,7 @@ from agentstream.streams.admin import ensure_topics
 from agentstream.streams.app import PipelineWorker
 from tests.support.kafka import FAST_KAFKA, TopicReader
 from tests.support.llm_servers import Arrival, FakeLLMServer, Reply, openai_completion
+from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ async def test_malformed_tool_arguments_of_one_user_do_not_open_the_breaker_for_
         )
         await ensure_topics(settings)
         topics = settings.topics
-        redis = Redis.from_url(settings.redis_url or "")
+        redis = connect(settings.redis_url or "")
         breaker = CircuitBreaker(redis, f"llm:{PROVIDER}", namespace=settings.state.key_prefix)
         try:
             async with (
@@ -167,7 +167,7 @@ async def test_open_breaker_dead_letter_and_error_event_name_the_cause(
         )
         await ensure_topics(settings)
         topics = settings.topics
-        redis = Redis.from_url(settings.redis_url or "")
+        redis = connect(settings.redis_url or "")
         breaker = CircuitBreaker(redis, f"llm:{PROVIDER}", namespace=settings.state.key_prefix)
         try:
             async with (

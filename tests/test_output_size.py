@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import NewTopic
 
 from agentstream.client import AgentClient
 from agentstream.config import Settings
@@ -105,9 +106,31 @@ async def test_limit_falls_back_to_the_setting_when_the_broker_does_not_report_i
         assert limit.max_bytes > 0
 
 
+@pytest.fixture
+async def big_requests(settings_factory: Any, kafka_replication_factor: int) -> Settings:
+    """Topics whose requests topic takes records up to 4 MiB, while the rest (the dead-letter
+    topic too) keep the broker's ~1 MiB: a real broker refuses a bigger record at produce time,
+    so this is how a too-large-to-dead-letter request reaches a worker there."""
+    s: Settings = settings_factory(kafka=FAST_KAFKA, timeouts={"shutdown_grace_s": 2.0})
+    async with admin_client(s) as admin:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name=s.topics.requests,
+                    num_partitions=s.topics.partitions,
+                    replication_factor=kafka_replication_factor,
+                    topic_configs={"max.message.bytes": str(4 * MiB)},
+                )
+            ]
+        )
+    await ensure_topics(s)
+    return s
+
+
 async def test_oversized_request_is_dead_lettered_without_payload_and_the_partition_moves_on(
-    settings: Settings,
+    big_requests: Settings,
 ) -> None:
+    settings = big_requests
     codec = AvroCodec()
     topics = settings.topics
     big = os.urandom(MiB + 1000)  # over the 1 MiB limit, so its dead letter is too
@@ -165,13 +188,15 @@ async def test_five_megabyte_completion_is_output_too_large_and_the_session_is_r
     server.push(Reply(body=openai_completion("x" * (5 * 1000 * 1000))))
     server.default = Reply(body=openai_completion("A short answer."))
     async with (
-        PipelineWorker(settings) as _,
+        PipelineWorker(settings) as worker,
         AgentClient(settings) as client,
         TopicReader(settings, settings.topics.errors, codec, "ErrorEvent") as errors,
     ):
         huge = await client.ask("write a lot", session_id="s5", user_id="u", tenant_id="t")
         assert huge.state == "ERROR"
         assert huge.error_code == "OUTPUT_TOO_LARGE"
+        assert worker.size_limit is not None  # the setting on Tansu, the broker's on Kafka
+        limit = worker.size_limit.max_bytes
         assert "too large" in huge.content
         await errors.wait_for(
             lambda: any(
@@ -182,7 +207,7 @@ async def test_five_megabyte_completion_is_output_too_large_and_the_session_is_r
         )
         event = next(e for e in errors.values if e["code"] == "OUTPUT_TOO_LARGE")
         assert event["stage"] == "generation"
-        assert str(settings.kafka.max_message_bytes) in event["message"]
+        assert str(limit) in event["message"]
         # the session was released: its next request is answered
         nxt = await client.ask("and now briefly", session_id="s5", user_id="u", tenant_id="t")
         assert nxt.state == "COMPLETED"
@@ -197,6 +222,8 @@ async def test_tool_batch_over_the_limit_is_output_too_large(
         kafka={**FAST_KAFKA, "max_message_bytes": 64 * 1024},
         timeouts={"shutdown_grace_s": 2.0},
         llm=_model(server),
+        # the batch must reach the size limit, not the cap on calls per turn
+        limits={"max_tool_calls_per_turn": 1000},
     )
     await ensure_topics(settings)
     limit = await detect_size_limit(settings)  # a Kafka broker reports its own (1 MiB default)

@@ -76,6 +76,6 @@ def test_cluster_failover_errors_count_as_transient(error: str) -> None:
     """A failover's errors go to a retry tier, never to the dead-letter topic."""
     import redis.exceptions
 
-    from agentstream.streams.runner import _transient
+    from agentstream.streams.policy import transient as _transient
 
     assert _transient(getattr(redis.exceptions, error)("during failover"))
