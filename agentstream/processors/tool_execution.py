@@ -27,6 +27,7 @@ from agentstream.processors.outcomes import (
     Failure,
     finish,
     request_error_event,
+    session_release,
 )
 from agentstream.processors.signals import DeadLetter
 from agentstream.processors.stage import Stage
@@ -85,8 +86,11 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             )
         )
         if any(o is _ALREADY_DEAD_LETTERED for o in maybe):
+            # The request ended when the batch was dead-lettered. A redelivered copy of an
+            # earlier step (e.g. its validation, re-claiming the session) may have led here:
+            # free the session again, or the user's next request would wait behind a dead one.
             log.info("batch already dead-lettered as outcome unknown; dropping this delivery")
-            return StageResult()
+            return StageResult(then=session_release(deps, ids))
         unknown = [c.name for c, o in zip(batch.calls, maybe, strict=True) if o is None]
         if unknown:
             raise self._outcome_unknown(unknown)
