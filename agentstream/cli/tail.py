@@ -70,19 +70,7 @@ def tail(
         )
         await consumer.start()
         try:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                err_console.print(f"[red]topic {topic!r} does not exist[/red]")
-                raise typer.Exit(1)
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            if from_beginning:
-                await consumer.seek_to_beginning(*tps)
-            else:
-                await consumer.seek_to_end(*tps)
+            await _assign(consumer, topic, from_beginning)
             seen = 0
             idle = 0.0
             while not stop.is_set():
@@ -93,15 +81,31 @@ def tail(
                         return
                     continue
                 idle = 0.0
-                for records in batches.values():
-                    for record in records:
-                        line = json.dumps(render(settings, codec, record), default=_jsonable)
-                        console.print(line, markup=False)
-                        seen += 1
-                        if limit and seen >= limit:
-                            return
+                for record in (r for records in batches.values() for r in records):
+                    line = json.dumps(render(settings, codec, record), default=_jsonable)
+                    console.print(line, markup=False)
+                    seen += 1
+                    if limit and seen >= limit:
+                        return
         finally:
             await consumer.stop()
             await codec.aclose()
 
     asyncio.run(until_signal(main))
+
+
+async def _assign(consumer: AIOKafkaConsumer, topic: str, from_beginning: bool) -> None:
+    """Every partition of ``topic``, at its start or its end; exit 1 if there is no such topic."""
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        err_console.print(f"[red]topic {topic!r} does not exist[/red]")
+        raise typer.Exit(1)
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    if from_beginning:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        await consumer.seek_to_end(*tps)

@@ -129,43 +129,11 @@ def _unknown_model(settings: Settings) -> ConfigError:
 def build_router(settings: Settings, *, redis: RedisClient | None = None) -> ModelRouter:
     """Every configured route (plus one-entry routes for bare providers and ``local``)."""
     llm = settings.llm
-    chains: dict[str, list[str]] = {name: list(entries) for name, entries in llm.routes.items()}
-    for name in [*llm.providers, LOCAL]:
-        chains.setdefault(name, [name])
-    default = llm.model.strip()
-    if default.lower() in LOCAL_MODEL_NAMES and default not in chains:
-        default = LOCAL
-    if default not in chains:
-        raise _unknown_model(settings)
-    for route, chain in chains.items():
-        missing = [e for e in chain if e != LOCAL and e not in llm.providers]
-        if not chain or missing:
-            raise ConfigError(f"llm route {route!r} names unknown providers {missing or '[]'}")
-
+    chains, default = _route_chains(settings)
     closers: list[Callable[[], Awaitable[None]]] = []
-    registry: BreakerRegistry | None = None
-    if llm.breaker.enabled:
-        if redis is None and settings.redis_url:
-            redis = redis_from_settings(settings)
-            closers.append(redis.aclose)
-        if redis is not None:
-            registry = BreakerRegistry(
-                redis, breaker_config(settings), namespace=settings.state.key_prefix
-            )
-        else:
-            log.warning("no Redis configured: LLM circuit breakers are off")
-
+    registry = _breaker_registry(settings, redis, closers)
     used = {entry for chain in chains.values() for entry in chain}
-    entries: dict[str, LLMClient] = {}
-    for name in sorted(used):
-        config = llm.providers.get(name) or LLMProviderSettings(kind="local", breaker=False)
-        client = build_provider(name, config, settings)
-        closers.insert(0, client.aclose)
-        client = TimeoutLLM(client, config.timeout_s or settings.timeouts.llm_call_s)
-        if registry is not None and config.breaker and config.kind != "local":
-            client = CircuitBreakerLLM(client, registry.get(f"llm:{name}"))
-        entries[name] = RetryingLLM(client, retry_policy(settings))
-
+    entries = {name: _route_entry(name, settings, registry, closers) for name in sorted(used)}
     routes: dict[str, LLMClient] = {
         route: FallbackLLM(
             [entries[e] for e in chain],
@@ -181,3 +149,53 @@ def build_router(settings: Settings, *, redis: RedisClient | None = None) -> Mod
         request_routes=llm.request_routes,
         closers=closers,
     )
+
+
+def _route_chains(settings: Settings) -> tuple[dict[str, list[str]], str]:
+    """Each route's chain of provider names, and the default route; ConfigError if unknown."""
+    llm = settings.llm
+    chains: dict[str, list[str]] = {name: list(entries) for name, entries in llm.routes.items()}
+    for name in [*llm.providers, LOCAL]:
+        chains.setdefault(name, [name])
+    default = llm.model.strip()
+    if default.lower() in LOCAL_MODEL_NAMES and default not in chains:
+        default = LOCAL
+    if default not in chains:
+        raise _unknown_model(settings)
+    for route, chain in chains.items():
+        missing = [e for e in chain if e != LOCAL and e not in llm.providers]
+        if not chain or missing:
+            raise ConfigError(f"llm route {route!r} names unknown providers {missing or '[]'}")
+    return chains, default
+
+
+def _breaker_registry(
+    settings: Settings,
+    redis: RedisClient | None,
+    closers: list[Callable[[], Awaitable[None]]],
+) -> BreakerRegistry | None:
+    if not settings.llm.breaker.enabled:
+        return None
+    if redis is None and settings.redis_url:
+        redis = redis_from_settings(settings)
+        closers.append(redis.aclose)
+    if redis is None:
+        log.warning("no Redis configured: LLM circuit breakers are off")
+        return None
+    return BreakerRegistry(redis, breaker_config(settings), namespace=settings.state.key_prefix)
+
+
+def _route_entry(
+    name: str,
+    settings: Settings,
+    registry: BreakerRegistry | None,
+    closers: list[Callable[[], Awaitable[None]]],
+) -> LLMClient:
+    """One provider as a route entry: timeout, breaker (shared in Redis), retries."""
+    config = settings.llm.providers.get(name) or LLMProviderSettings(kind="local", breaker=False)
+    client = build_provider(name, config, settings)
+    closers.insert(0, client.aclose)
+    client = TimeoutLLM(client, config.timeout_s or settings.timeouts.llm_call_s)
+    if registry is not None and config.breaker and config.kind != "local":
+        client = CircuitBreakerLLM(client, registry.get(f"llm:{name}"))
+    return RetryingLLM(client, retry_policy(settings))

@@ -136,23 +136,28 @@ def classify_status(
         "provider_message": info.message,
     }
     kind = (info.type or "").lower()
+    after = parse_retry_after(headers)
     if status == 529 or kind == "overloaded_error":
-        return LLMOverloadedError(text, retry_after_s=parse_retry_after(headers), **common)
+        return LLMOverloadedError(text, retry_after_s=after, **common)
     if status == 402 or (status in (403, 429) and _matches(info, _QUOTA_CODES, _QUOTA_PHRASES)):
         return LLMQuotaExceededError(text, **common)
     if status == 429 or kind == "rate_limit_error":
-        return LLMRateLimitedError(text, retry_after_s=parse_retry_after(headers), **common)
-    if status in (401, 403):
-        return LLMAuthenticationError(text, **common)
-    if status == 408:
-        return LLMTimeoutError(text, **common)
+        return LLMRateLimitedError(text, retry_after_s=after, **common)
     if status >= 500:
-        return LLMServerError(text, retry_after_s=parse_retry_after(headers), **common)
-    if status in (400, 413, 422):
-        if status == 413 or _matches(info, _CONTEXT_CODES, _CONTEXT_PHRASES):
-            return LLMContextTooLongError(text, **common)
-        if _matches(info, _POLICY_CODES, _POLICY_PHRASES):
-            return LLMContentPolicyError(text, **common)
+        return LLMServerError(text, retry_after_s=after, **common)
+    return _client_error(status, info)(text, **common)
+
+
+def _client_error(status: int, info: ErrorBody) -> type[LLMError]:
+    """The error class of a 4xx answer that is not about quota or rate limits."""
+    if status in (401, 403):
+        return LLMAuthenticationError
+    if status == 408:
+        return LLMTimeoutError
+    if status == 413 or (status in (400, 422) and _matches(info, _CONTEXT_CODES, _CONTEXT_PHRASES)):
+        return LLMContextTooLongError
+    if status in (400, 413, 422) and _matches(info, _POLICY_CODES, _POLICY_PHRASES):
+        return LLMContentPolicyError
     if status == 409:
-        return LLMUnavailableError(text, **common)
-    return LLMBadRequestError(text, **common)
+        return LLMUnavailableError
+    return LLMBadRequestError

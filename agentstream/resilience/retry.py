@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.observability.logging import get_logger
@@ -97,54 +97,101 @@ async def retry_call(
     attempt = 0
     while True:
         attempt += 1
-        now = clock()
-        if deadline_at is not None and now >= deadline_at:
-            raise DeadlineExceededError(
-                f"{operation}: request deadline passed before attempt {attempt}"
-            )
-        limit = policy.attempt_timeout_s
-        cut_by_deadline = False
-        if deadline_at is not None and (limit is None or deadline_at - now < limit):
-            limit, cut_by_deadline = deadline_at - now, True
-        error: Exception
-        try:
-            if limit is None:
-                return await fn()
-            async with asyncio.timeout(limit) as scope:
-                return await fn()
-        except TimeoutError as exc:
-            if limit is None or not scope.expired():
-                raise
-            if cut_by_deadline:
-                raise DeadlineExceededError(
-                    f"{operation}: request deadline passed during attempt {attempt}"
-                ) from exc
-            error = timeout_error(limit)
-            error.__cause__ = exc
-        except AgentStreamError as exc:
-            error = exc
+        outcome = await _attempt(
+            fn, policy, deadline_at, clock(), attempt, operation, timeout_error
+        )
+        if isinstance(outcome, _Done):
+            return outcome.value
+        error = outcome
         if not getattr(error, "retriable", False) or isinstance(error, CircuitOpenError):
             raise error
-        code = getattr(error, "code", type(error).__name__)
-        if attempt >= policy.max_attempts:
-            error.add_note(f"{operation}: gave up after {attempt} attempt(s)")
-            raise error
-        delay = policy.backoff_s(attempt, rng)
-        retry_after = getattr(error, "retry_after_s", None)
-        if isinstance(retry_after, int | float) and retry_after > delay:
-            delay = float(retry_after)
         now = clock()
-        if deadline_at is not None and now + delay >= deadline_at:
-            raise DeadlineExceededError(
-                f"{operation}: the next attempt (in {delay:.2f}s) would pass the request deadline"
-            ) from error
-        if now + delay - start > policy.max_total_s:
-            error.add_note(
-                f"{operation}: gave up after {attempt} attempt(s): retry time budget "
-                f"of {policy.max_total_s:g}s used up"
-            )
-            raise error
+        delay = _delay_before_retry(
+            error,
+            policy,
+            attempt,
+            rng,
+            now - start,
+            None if deadline_at is None else deadline_at - now,
+            operation,
+        )
+        code = getattr(error, "code", type(error).__name__)
         log.info(
             "retrying", operation=operation, attempt=attempt, code=code, delay_s=round(delay, 3)
         )
         await sleep(delay)
+
+
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    value: T
+
+
+async def _attempt(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    deadline_at: float | None,
+    now: float,
+    attempt: int,
+    operation: str,
+    timeout_error: Callable[[float], Exception],
+) -> _Done[T] | Exception:
+    """One attempt within its time limit (the attempt timeout, cut by the request deadline):
+    its value, or the retriable-or-not error it ended with. Other errors propagate."""
+    if deadline_at is not None and now >= deadline_at:
+        raise DeadlineExceededError(
+            f"{operation}: request deadline passed before attempt {attempt}"
+        )
+    limit = policy.attempt_timeout_s
+    cut_by_deadline = False
+    if deadline_at is not None and (limit is None or deadline_at - now < limit):
+        limit, cut_by_deadline = deadline_at - now, True
+    try:
+        if limit is None:
+            return _Done(await fn())
+        async with asyncio.timeout(limit) as scope:
+            return _Done(await fn())
+    except TimeoutError as exc:
+        if limit is None or not scope.expired():
+            raise
+        if cut_by_deadline:
+            raise DeadlineExceededError(
+                f"{operation}: request deadline passed during attempt {attempt}"
+            ) from exc
+        error = timeout_error(limit)
+        error.__cause__ = exc
+        return error
+    except AgentStreamError as exc:
+        return exc
+
+
+def _delay_before_retry(
+    error: Exception,
+    policy: RetryPolicy,
+    attempt: int,
+    rng: random.Random | None,
+    elapsed_s: float,
+    left_s: float | None,
+    operation: str = "call",
+) -> float:
+    """The jittered wait before the next attempt (Retry-After honoured); raises ``error`` when
+    the attempts or the time budget are used up, DeadlineExceededError when the request's
+    deadline (``left_s`` from now) would pass first."""
+    if attempt >= policy.max_attempts:
+        error.add_note(f"{operation}: gave up after {attempt} attempt(s)")
+        raise error
+    delay = policy.backoff_s(attempt, rng)
+    retry_after = getattr(error, "retry_after_s", None)
+    if isinstance(retry_after, int | float) and retry_after > delay:
+        delay = float(retry_after)
+    if left_s is not None and delay >= left_s:
+        raise DeadlineExceededError(
+            f"{operation}: the next attempt (in {delay:.2f}s) would pass the request deadline"
+        ) from error
+    if elapsed_s + delay > policy.max_total_s:
+        error.add_note(
+            f"{operation}: gave up after {attempt} attempt(s): retry time budget "
+            f"of {policy.max_total_s:g}s used up"
+        )
+        raise error
+    return delay

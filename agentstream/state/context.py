@@ -188,23 +188,10 @@ class ContextStore:
                 current = known
             if owner is not None and current is not None and not current.owned_by(*owner):
                 raise SessionForbiddenError(f"session {session_id!r} belongs to another user")
-            expected = current.version if current else 0
             new = change(current)
             if new is None:
                 return current
-            new.last_activity = now_ms()
-            if len(new.history) > MAX_STORED_MESSAGES:
-                new.history = new.history[-MAX_STORED_MESSAGES:]
-            args: list[str | int] = [
-                expected,
-                new.to_json(),
-                self._ttl_s,
-                claim or "",
-                now_ms(),
-                int(stale_s * 1000),
-            ]
-            if complete_step:
-                args += [complete_step[1], complete_step[2]]
+            args = self._cas_args(current, new, claim, stale_s, complete_step)
             result = int(await self._cas(keys=keys, args=args))
             if result >= 0:
                 new.version = result
@@ -214,6 +201,30 @@ class ContextStore:
             if result == -2:
                 raise SessionBusyError(f"session {session_id!r} is answering another request")
         raise ConcurrentUpdateError(f"gave up updating session {session_id!r} after contention")
+
+    def _cas_args(
+        self,
+        current: AgentContext | None,
+        new: AgentContext,
+        claim: str | None,
+        stale_s: float,
+        complete_step: tuple[str, str, int] | None,
+    ) -> list[str | int]:
+        """The compare-and-set script's arguments (see ``_CAS``); trims the stored history."""
+        new.last_activity = now_ms()
+        if len(new.history) > MAX_STORED_MESSAGES:
+            new.history = new.history[-MAX_STORED_MESSAGES:]
+        args: list[str | int] = [
+            current.version if current else 0,
+            new.to_json(),
+            self._ttl_s,
+            claim or "",
+            now_ms(),
+            int(stale_s * 1000),
+        ]
+        if complete_step:
+            args += [complete_step[1], complete_step[2]]
+        return args
 
     async def release(self, tenant_id: str, session_id: str, request_id: str) -> None:
         """Mark ``request_id`` finished so the session's next request may start."""

@@ -21,7 +21,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,6 +220,30 @@ class DlqReader:
     async def records(
         self, on_total: Callable[[int], None] | None = None
     ) -> AsyncIterator[DeadLetterRecord]:
+        """Every record from the beginning up to the high-water mark seen at the start."""
+        consumer = self._consumer
+        tps, begin = await self._assign()
+        end: dict[TopicPartition, int] = {}
+        done: set[TopicPartition] = set()
+        wait_s = self.settings.timeouts.kafka_request_s
+        deadline = time.monotonic() + wait_s
+        while len(done) < len(tps):
+            batches = await consumer.getmany(timeout_ms=_POLL_MS)
+            self._learn_ends(tps, begin, end, on_total)
+            if len(end) < len(tps) and time.monotonic() > deadline:
+                raise ReplayError(f"no high-water mark for {self.topic} after {wait_s:g}s")
+            for tp, batch in sorted(batches.items(), key=lambda item: item[0].partition):
+                for r in batch:
+                    if tp in end and r.offset >= end[tp]:
+                        break
+                    yield _record(r)
+            for tp in tps:
+                if tp in end and tp not in done and await consumer.position(tp) >= end[tp]:
+                    done.add(tp)
+                    consumer.pause(tp)
+
+    async def _assign(self) -> tuple[list[TopicPartition], dict[TopicPartition, int]]:
+        """Every partition of the topic, assigned and at its beginning."""
         consumer = self._consumer
         parts = consumer.partitions_for_topic(self.topic)
         if not parts:
@@ -232,41 +256,39 @@ class DlqReader:
         begin: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
         for tp in tps:
             consumer.seek(tp, begin[tp])
-        end: dict[TopicPartition, int] = {}
-        done: set[TopicPartition] = set()
-        wait_s = self.settings.timeouts.kafka_request_s
-        deadline = time.monotonic() + wait_s
-        while len(done) < len(tps):
-            batches = await consumer.getmany(timeout_ms=_POLL_MS)
-            for tp in tps:
-                if tp not in end:
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None:
-                        end[tp] = highwater
-            if self.total is None and len(end) == len(tps):
-                self.total = sum(max(0, end[tp] - begin[tp]) for tp in tps)
-                if on_total is not None:
-                    on_total(self.total)
-            if len(end) < len(tps) and time.monotonic() > deadline:
-                raise ReplayError(f"no high-water mark for {self.topic} after {wait_s:g}s")
-            for tp, batch in sorted(batches.items(), key=lambda item: item[0].partition):
-                for r in batch:
-                    if tp in end and r.offset >= end[tp]:
-                        break
-                    yield DeadLetterRecord(
-                        topic=r.topic,
-                        partition=r.partition,
-                        offset=r.offset,
-                        timestamp_ms=int(r.timestamp or 0),
-                        key=r.key,
-                        value=r.value if r.value is not None else b"",
-                        headers=[(k, v if v is not None else b"") for k, v in r.headers or ()],
-                        meta=dl.header_map([(k, v or b"") for k, v in r.headers or ()]),
-                    )
-            for tp in tps:
-                if tp in end and tp not in done and await consumer.position(tp) >= end[tp]:
-                    done.add(tp)
-                    consumer.pause(tp)
+        return tps, begin
+
+    def _learn_ends(
+        self,
+        tps: list[TopicPartition],
+        begin: dict[TopicPartition, int],
+        end: dict[TopicPartition, int],
+        on_total: Callable[[int], None] | None,
+    ) -> None:
+        """Each partition's end: its fetch high-water mark (right on Tansu too, unlike
+        end_offsets), known after its first fetch; the total once all are known."""
+        for tp in tps:
+            if tp not in end:
+                highwater = self._consumer.highwater(tp)
+                if highwater is not None:
+                    end[tp] = highwater
+        if self.total is None and len(end) == len(tps):
+            self.total = sum(max(0, end[tp] - begin[tp]) for tp in tps)
+            if on_total is not None:
+                on_total(self.total)
+
+
+def _record(r: Any) -> DeadLetterRecord:
+    return DeadLetterRecord(
+        topic=r.topic,
+        partition=r.partition,
+        offset=r.offset,
+        timestamp_ms=int(r.timestamp or 0),
+        key=r.key,
+        value=r.value if r.value is not None else b"",
+        headers=[(k, v if v is not None else b"") for k, v in r.headers or ()],
+        meta=dl.header_map([(k, v or b"") for k, v in r.headers or ()]),
+    )
 
 
 async def summarize(settings: Settings, topics: Iterable[str] | None = None) -> list[DlqSummary]:
@@ -314,6 +336,71 @@ async def matching(
                 yield record, value, why
 
 
+@dataclass(kw_only=True)
+class _Tracker:
+    """Counts scanned records and reports progress (done, total)."""
+
+    summary: ReplaySummary
+    progress: Progress | None
+    total: int = 0
+
+    def on_total(self, n: int) -> None:
+        self.total = n
+        if self.progress is not None:
+            self.progress(0, n)
+
+    def on_scanned(self, record: DeadLetterRecord, ok: bool) -> None:
+        self.summary.scanned += 1
+        if self.progress is not None:
+            self.progress(self.summary.scanned, self.total)
+
+
+@dataclass(kw_only=True)
+class _Sender:
+    """Publishes replayed records in batches, or one at a time at ``rate`` records/s."""
+
+    publisher: Publisher
+    summary: ReplaySummary
+    rate: float | None
+    pending: list[Outbound] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    async def add(self, record: Outbound) -> None:
+        self.pending.append(record)
+        if self.rate is not None:
+            wait = self.started + self.summary.replayed / self.rate - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if self.rate is not None or len(self.pending) >= _BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            await self.publisher.publish(self.pending)
+            self.summary.replayed += len(self.pending)
+            self.pending = []
+
+
+def _replay_target(
+    record: DeadLetterRecord, to: str | None, existing: Mapping[str, int], summary: ReplaySummary
+) -> str | None:
+    """Where ``record`` goes back to (counted in ``summary``), or None when it cannot be
+    replayed (no origin header, payload omitted for size)."""
+    summary.matched += 1
+    summary.by_code[record.error_code] += 1
+    target = to or record.origin_topic
+    if target is None:
+        summary.no_target += 1
+        return None
+    if dl.PAYLOAD_OMITTED in record.meta:
+        summary.no_payload += 1
+        return None
+    if target not in existing:
+        raise ReplayError(f"original topic {target!r} of {record.position} does not exist")
+    summary.by_target[target] += 1
+    return target
+
+
 async def replay(
     settings: Settings,
     topic: str,
@@ -338,28 +425,15 @@ async def replay(
         topic=topic, replay_id=replay_id or uuid.uuid4().hex[:12], dry_run=dry_run
     )
     existing = await list_topics(settings)
-    if topic not in existing:
-        raise ReplayError(f"topic {topic!r} does not exist")
-    if to is not None and to not in existing:
-        raise ReplayError(f"target topic {to!r} does not exist")
-    total = 0
+    for name, what in ((topic, "topic"), (to, "target topic")):
+        if name is not None and name not in existing:
+            raise ReplayError(f"{what} {name!r} does not exist")
+    tracker = _Tracker(summary=summary, progress=progress)
 
-    def on_total(n: int) -> None:
-        nonlocal total
-        total = n
-        if progress is not None:
-            progress(0, n)
-
-    def on_scanned(record: DeadLetterRecord, ok: bool) -> None:
-        summary.scanned += 1
-        if progress is not None:
-            progress(summary.scanned, total)
-
-    publisher = None if dry_run else Publisher(settings)
-    if publisher is not None:
-        await publisher.start()
+    sender = None if dry_run else _Sender(publisher=Publisher(settings), summary=summary, rate=rate)
+    if sender is not None:
+        await sender.publisher.start()
     started = time.monotonic()
-    pending: list[Outbound] = []
     try:
         async for record, _, _ in matching(
             settings,
@@ -367,44 +441,23 @@ async def replay(
             codec,
             filter_ or ReplayFilter(),
             decode_values=False,
-            on_total=on_total,
-            on_scanned=on_scanned,
+            on_total=tracker.on_total,
+            on_scanned=tracker.on_scanned,
         ):
-            summary.matched += 1
-            summary.by_code[record.error_code] += 1
-            target = to or record.origin_topic
-            if target is None:
-                summary.no_target += 1
-                continue
-            if dl.PAYLOAD_OMITTED in record.meta:
-                summary.no_payload += 1
-                continue
-            if target not in existing:
-                raise ReplayError(f"original topic {target!r} of {record.position} does not exist")
-            summary.by_target[target] += 1
-            if publisher is None:
-                continue
-            pending.append(
-                Outbound(
-                    topic=target,
-                    key=record.key,
-                    value=record.value,
-                    headers=record.replay_headers(summary.replay_id),
+            target = _replay_target(record, to, existing, summary)
+            if target is not None and sender is not None:
+                await sender.add(
+                    Outbound(
+                        topic=target,
+                        key=record.key,
+                        value=record.value,
+                        headers=record.replay_headers(summary.replay_id),
+                    )
                 )
-            )
-            if rate is not None:
-                wait = started + summary.replayed / rate - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            if rate is not None or len(pending) >= _BATCH:
-                await publisher.publish(pending)
-                summary.replayed += len(pending)
-                pending = []
-        if publisher is not None and pending:
-            await publisher.publish(pending)
-            summary.replayed += len(pending)
+        if sender is not None:
+            await sender.flush()
     finally:
-        if publisher is not None:
-            await publisher.stop()
+        if sender is not None:
+            await sender.publisher.stop()
         summary.elapsed_s = time.monotonic() - started
     return summary
