@@ -20,12 +20,12 @@ from agentstream.llm.exceptions import LLMServerError
 from agentstream.processors.base import Inbound
 from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.codec import AvroCodec
+from agentstream.schemas.dead_letter import REPLAYED_FROM
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.replay import (
     REPLAY_ID,
-    REPLAYED_FROM,
     DlqReader,
     ReplayError,
     ReplayFilter,

@@ -102,14 +102,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 def breaker_config(settings: Settings) -> BreakerConfig:
-    b = settings.llm.breaker
-    return BreakerConfig(
-        failure_threshold=b.failure_threshold,
-        recovery_timeout_s=b.recovery_timeout_s,
-        half_open_max_probes=b.half_open_max_probes,
-        half_open_successes=b.half_open_successes,
-        probe_timeout_s=b.probe_timeout_s,
-    )
+    return BreakerConfig.from_settings(settings)
 
 
 def _unknown_model(settings: Settings) -> ConfigError:

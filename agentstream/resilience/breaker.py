@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
+from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.exceptions import CircuitOpenError
@@ -171,6 +172,18 @@ class BreakerConfig:
     half_open_successes: int = 1
     probe_timeout_s: float = 60.0
     state_ttl_s: float = 24 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BreakerConfig:
+        """The breaker settings shared by model routes and tool servers (``llm.breaker``)."""
+        b = settings.llm.breaker
+        return cls(
+            failure_threshold=b.failure_threshold,
+            recovery_timeout_s=b.recovery_timeout_s,
+            half_open_max_probes=b.half_open_max_probes,
+            half_open_successes=b.half_open_successes,
+            probe_timeout_s=b.probe_timeout_s,
+        )
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1:

@@ -38,7 +38,6 @@ from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.topology import contract_for_topic
 
-REPLAYED_FROM = "agentstream-replayed-from"
 REPLAY_ID = "agentstream-replay-id"
 _STRIPPED = frozenset(dl.DLQ_HEADERS)
 _BATCH = 500
@@ -97,9 +96,9 @@ class DeadLetterRecord:
             for k, v in self.headers
             if k not in _STRIPPED
             and not k.startswith("kafka_dlt-")
-            and k not in (REPLAYED_FROM, REPLAY_ID)
+            and k not in (dl.REPLAYED_FROM, REPLAY_ID)
         ]
-        return [*kept, (REPLAYED_FROM, self.position.encode()), (REPLAY_ID, replay_id.encode())]
+        return [*kept, (dl.REPLAYED_FROM, self.position.encode()), (REPLAY_ID, replay_id.encode())]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 from agentstream.config import TopicSettings
 from agentstream.processors.base import Inbound, Outbound, StageResult
@@ -52,7 +53,8 @@ class RetryForwarder:
     """Handler for retry topics: wait until due, then send the record back to its origin."""
 
     def __init__(self) -> None:
-        self.lateness_ms: list[float] = []
+        # the latest forwards' lateness (bench/retry_delay.py reads it); bounded
+        self.lateness_ms: deque[float] = deque(maxlen=10_000)
 
     async def __call__(self, msg: Inbound) -> StageResult:
         headers = header_map(msg.headers)

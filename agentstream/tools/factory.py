@@ -8,8 +8,7 @@ Redis client is given) and metrics, and opens the MCP sessions on ``start``.
 from __future__ import annotations
 
 from agentstream.config import Settings
-from agentstream.llm.factory import breaker_config
-from agentstream.resilience.breaker import BreakerRegistry
+from agentstream.resilience.breaker import BreakerConfig, BreakerRegistry
 from agentstream.state.redis import RedisClient
 from agentstream.tools.builtin import builtin_tools
 from agentstream.tools.cache import ToolResultCache
@@ -41,7 +40,9 @@ def build_tools(settings: Settings, *, redis: RedisClient | None = None) -> Poli
         default_cache_ttl_s=ts.cache_ttl_s,
         toolset=toolset,
         breakers=(
-            BreakerRegistry(redis, breaker_config(settings), namespace=settings.state.key_prefix)
+            BreakerRegistry(
+                redis, BreakerConfig.from_settings(settings), namespace=settings.state.key_prefix
+            )
             if redis is not None and settings.llm.breaker.enabled
             else None
         ),
