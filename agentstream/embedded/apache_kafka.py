@@ -29,14 +29,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from agentstream.embedded.exceptions import EmbeddedStackError
 from agentstream.embedded.kafka_runtime import KAFKA_VERSION, java_binary, kafka_classpath
+from agentstream.embedded.lifecycle import Lifecycle
 from agentstream.embedded.process import ManagedProcess, free_port
 from agentstream.embedded.server import HOST
 
@@ -73,7 +72,7 @@ class _Node:
         return f"{HOST}:{self.port}"
 
 
-class ApacheKafka:
+class ApacheKafka(Lifecycle):
     """``nodes`` Apache Kafka brokers (each also a KRaft controller) on loopback ports."""
 
     name = "apache-kafka"
@@ -212,30 +211,6 @@ class ApacheKafka:
             raise EmbeddedStackError(f"kafka node {node_id} is still running")
         self._spawn(node)
         await self._wait_ready(len(self._nodes))
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start_async()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop_async()
 
     # -- internals ----------------------------------------------------------------------------
 

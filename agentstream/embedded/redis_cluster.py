@@ -26,13 +26,13 @@ import subprocess
 import time
 from functools import cache
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 from redis.exceptions import RedisError
 
 from agentstream.embedded.exceptions import EmbeddedStackError
+from agentstream.embedded.lifecycle import Lifecycle
 from agentstream.embedded.process import free_port
 from agentstream.embedded.redis_server import EmbeddedRedis, find_redis_binary
 from agentstream.embedded.server import HOST
@@ -106,7 +106,7 @@ class ClusterNode(EmbeddedRedis):
         return [*super().argv(binary, port), *extra]
 
 
-class EmbeddedRedisCluster:
+class EmbeddedRedisCluster(Lifecycle):
     """``masters`` masters with ``replicas`` replicas each. ``start()`` blocks until formed."""
 
     def __init__(
@@ -194,18 +194,6 @@ class EmbeddedRedisCluster:
             except RedisError:
                 continue
         raise EmbeddedStackError("no cluster node answers")
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from types import TracebackType
-from typing import NoReturn, Self
+from typing import NoReturn
 
 from agentstream.embedded.exceptions import EmbeddedStackError
+from agentstream.embedded.lifecycle import Lifecycle
 from agentstream.embedded.process import ManagedProcess, free_port
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ _PORT_ATTEMPTS = 3
 _POLL_S = 0.02
 
 
-class EmbeddedServer(ABC):
+class EmbeddedServer(Lifecycle, ABC):
     """One local server process. ``start()``/``stop()`` block; ``*_async`` variants do not."""
 
     name: str = "server"
@@ -125,18 +125,6 @@ class EmbeddedServer(ABC):
     async def stop_async(self) -> None:
         if self._process is not None:
             await self._process.stop_async(self.stop_grace_s)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -112,13 +112,28 @@ class RequestProgress(msgspec.Struct, kw_only=True):
         self.llm_calls += 1
 
 
-class AgentRequest(Contract, frozen=True, kw_only=True):
-    schema: ClassVar[str] = "AgentRequest"
+class _OfRequest(Contract, frozen=True, kw_only=True):
+    """A record of one request: its ids."""
 
     request_id: str
     session_id: str
     user_id: str
     tenant_id: str
+
+
+class _Turn(_OfRequest, frozen=True, kw_only=True):
+    """One turn of a request between stages: the turn, what it may use, what it accumulated."""
+
+    turn: int
+    allowed_tools: list[str]
+    metadata: dict[str, str]
+    progress: RequestProgress
+    deadline: datetime | None = None
+
+
+class AgentRequest(_OfRequest, frozen=True, kw_only=True):
+    schema: ClassVar[str] = "AgentRequest"
+
     message: str
     allowed_tools: list[str] = msgspec.field(default_factory=list)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
@@ -126,44 +141,22 @@ class AgentRequest(Contract, frozen=True, kw_only=True):
     deadline: datetime | None = None
 
 
-class GenerationTurn(Contract, frozen=True, kw_only=True):
+class GenerationTurn(_Turn, frozen=True, kw_only=True):
     schema: ClassVar[str] = "GenerationTurn"
 
-    request_id: str
-    session_id: str
-    user_id: str
-    tenant_id: str
-    turn: int
-    allowed_tools: list[str]
-    metadata: dict[str, str]
     tool_results: list[ToolResult] = msgspec.field(default_factory=list)
-    progress: RequestProgress
-    deadline: datetime | None = None
 
 
-class ToolCallBatch(Contract, frozen=True, kw_only=True):
+class ToolCallBatch(_Turn, frozen=True, kw_only=True):
     schema: ClassVar[str] = "ToolCallBatch"
 
-    request_id: str
-    session_id: str
-    user_id: str
-    tenant_id: str
-    turn: int
-    allowed_tools: list[str]
-    metadata: dict[str, str]
     calls: list[ToolCall]
-    progress: RequestProgress
-    deadline: datetime | None = None
 
 
-class AgentResponse(Contract, frozen=True, kw_only=True):
+class AgentResponse(_OfRequest, frozen=True, kw_only=True):
     schema: ClassVar[str] = "AgentResponse"
 
     response_id: str
-    request_id: str
-    session_id: str
-    user_id: str
-    tenant_id: str
     content: str
     tool_calls: list[ToolCallSummary]
     state: AgentState
@@ -195,13 +188,9 @@ class ErrorEvent(Contract, frozen=True, kw_only=True):
     cause: str | None = None
 
 
-class MetricsEvent(Contract, frozen=True, kw_only=True):
+class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     schema: ClassVar[str] = "MetricsEvent"
 
-    request_id: str
-    session_id: str
-    tenant_id: str
-    user_id: str
     outcome: str
     error_code: str | None = None
     total_latency_ms: float
