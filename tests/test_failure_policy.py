@@ -66,3 +66,28 @@ def test_transient_is_the_one_question_handlers_ask() -> None:
     assert not transient(LLMBadRequestError("400"))
     assert transient(RetryLater("X", "y"))
     assert not transient(DeadLetter("X", "y"))
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+def test_every_error_class_has_a_stable_code_from_the_enum() -> None:
+    import importlib
+    import pkgutil
+
+    import agentstream
+    from agentstream.exceptions import AgentStreamError, ErrorCode
+
+    for module in pkgutil.walk_packages(agentstream.__path__, "agentstream."):
+        if not module.name.startswith("agentstream.cli"):
+            importlib.import_module(module.name)
+    classes = _subclasses(AgentStreamError)
+    assert len(classes) > 30
+    for cls in classes:
+        assert cls.code in set(ErrorCode), (
+            f"{cls.__qualname__}.code {cls.code!r} is not an ErrorCode"
+        )

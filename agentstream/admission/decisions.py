@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from agentstream.admission.budget import seconds_until_next_day
 from agentstream.admission.limits import Window
 from agentstream.config import AdmissionLimits
+from agentstream.exceptions import ErrorCode
 
-RATE_LIMITED = "RATE_LIMITED"
-BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+RATE_LIMITED = ErrorCode.RATE_LIMITED
+BUDGET_EXCEEDED = ErrorCode.BUDGET_EXCEEDED
 
 UNAVAILABLE_RETRY_AFTER_S = 5.0
 """Retry-after of a request refused because Redis could not be asked (fail closed)."""

@@ -16,17 +16,17 @@ so any handler of project errors answers it correctly.
 from __future__ import annotations
 
 from agentstream.admission.decisions import Denial
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 
 
 class AdmissionError(AgentStreamError):
-    code = "ADMISSION_ERROR"
+    code = ErrorCode.ADMISSION_ERROR
 
 
 class AdmissionStoreUnavailable(AdmissionError):
     """Redis did not answer an admission call in time (connection refused, timeout, ...)."""
 
-    code = "ADMISSION_STORE_UNAVAILABLE"
+    code = ErrorCode.ADMISSION_STORE_UNAVAILABLE
     retriable = True
 
 
@@ -36,7 +36,7 @@ class AdmissionDenied(AdmissionError):
     def __init__(self, denial: Denial) -> None:
         super().__init__(denial.message)
         self.denial = denial
-        self.code = denial.code
+        self.code = ErrorCode(denial.code)
         self.retriable = denial.retriable
         self.message = denial.message
         self.metadata = denial.metadata

@@ -31,11 +31,11 @@ some servers echo request content in it.
 
 from __future__ import annotations
 
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 
 
 class LLMError(AgentStreamError):
-    code = "LLM_ERROR"
+    code = ErrorCode.LLM_ERROR
 
     def __init__(
         self,
@@ -54,7 +54,7 @@ class LLMError(AgentStreamError):
 
 
 class LLMTimeoutError(LLMError):
-    code = "LLM_TIMEOUT"
+    code = ErrorCode.LLM_TIMEOUT
     retriable = True
     counts_for_breaker = True
 
@@ -62,7 +62,7 @@ class LLMTimeoutError(LLMError):
 class LLMUnavailableError(LLMError):
     """Server error, overload or connection failure (also used by failure injection)."""
 
-    code = "LLM_UNAVAILABLE"
+    code = ErrorCode.LLM_UNAVAILABLE
     retriable = True
     counts_for_breaker = True
 
@@ -70,19 +70,19 @@ class LLMUnavailableError(LLMError):
 class LLMRateLimitedError(LLMUnavailableError):
     """HTTP 429. ``retry_after_s`` comes from ``retry-after-ms`` / ``Retry-After`` if sent."""
 
-    code = "RATE_LIMITED"
+    code = ErrorCode.RATE_LIMITED
 
 
 class LLMOverloadedError(LLMUnavailableError):
-    code = "LLM_OVERLOADED"
+    code = ErrorCode.LLM_OVERLOADED
 
 
 class LLMServerError(LLMUnavailableError):
-    code = "LLM_SERVER_ERROR"
+    code = ErrorCode.LLM_SERVER_ERROR
 
 
 class LLMConnectionError(LLMUnavailableError):
-    code = "LLM_CONNECTION_ERROR"
+    code = ErrorCode.LLM_CONNECTION_ERROR
 
 
 class LLMInvalidResponseError(LLMError):
@@ -90,35 +90,35 @@ class LLMInvalidResponseError(LLMError):
     missing fields, tool-call arguments that are not a JSON object): this request's error, not
     a sign of an unhealthy provider (see the module docstring)."""
 
-    code = "LLM_INVALID_RESPONSE"
+    code = ErrorCode.LLM_INVALID_RESPONSE
     retriable = False
     counts_for_breaker = False
 
 
 class LLMBadRequestError(LLMError):
-    code = "LLM_BAD_REQUEST"
+    code = ErrorCode.LLM_BAD_REQUEST
     retriable = False
 
 
 class LLMContextTooLongError(LLMBadRequestError):
     """The prompt does not fit the model's context window: retry with a shorter context."""
 
-    code = "LLM_CONTEXT_TOO_LONG"
+    code = ErrorCode.LLM_CONTEXT_TOO_LONG
 
 
 class LLMContentPolicyError(LLMBadRequestError):
     """The provider refused the request or its output on content-policy grounds."""
 
-    code = "LLM_CONTENT_POLICY"
+    code = ErrorCode.LLM_CONTENT_POLICY
 
 
 class LLMAuthenticationError(LLMError):
-    code = "LLM_AUTHENTICATION"
+    code = ErrorCode.LLM_AUTHENTICATION
     retriable = False
 
 
 class LLMQuotaExceededError(LLMError):
     """The account's quota or spend limit is used up: waiting seconds will not help."""
 
-    code = "LLM_QUOTA_EXCEEDED"
+    code = ErrorCode.LLM_QUOTA_EXCEEDED
     retriable = False

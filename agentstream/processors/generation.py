@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from agentstream.admission import AdmissionDenied, admitted_llm_call
-from agentstream.exceptions import AgentStreamError, cause_code
+from agentstream.exceptions import AgentStreamError, ErrorCode, cause_code
 from agentstream.llm.base import ChatMessage, LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.exceptions import (
     LLMContextTooLongError,
@@ -68,7 +68,7 @@ from agentstream.tools.base import CallContext
 STAGE = "generation"
 # Confidence of an answer produced on a degraded path (simplified context, fallback model).
 DEGRADED_CONFIDENCE = 0.6
-TOO_MANY_TOOL_CALLS = "TOO_MANY_TOOL_CALLS"
+TOO_MANY_TOOL_CALLS = ErrorCode.TOO_MANY_TOOL_CALLS
 DEFAULT_MAX_TOKENS = 1024
 # The repair turn after a malformed answer (never stored in the history). The reason is the
 # project's own error message (it names what was wrong, never content).
@@ -104,7 +104,7 @@ class _Ending:
     ) -> StageResult:
         failure = Failure(code=code, message=text, stage=STAGE, retriable=retriable)
         failed = failed_tools(self.turn.progress)
-        if failed and code != "RATE_LIMITED":
+        if failed and code != ErrorCode.RATE_LIMITED:
             # TOOL_FAILURE strategy, second step: the model saw the tool error and still
             # could not finish; tell the user what failed and what to do
             text = (
@@ -137,7 +137,7 @@ class GenerationStage(Stage[GenerationTurn]):
         if turn.turn >= limit:
             await self._set_state(ids, AgentState.ERROR)
             text = f"stopped after {limit} model turns without a final answer"
-            return end.fail("MAX_TURNS_EXCEEDED", text)
+            return end.fail(ErrorCode.MAX_TURNS_EXCEEDED, text)
         loaded = await self._load(ids, turn, end)
         if isinstance(loaded, StageResult):
             return loaded
@@ -211,13 +211,15 @@ class GenerationStage(Stage[GenerationTurn]):
         log.warning("llm call failed", code=exc.code, cause=cause, error=type(exc).__name__)
         if isinstance(exc, DeadlineExceededError) or _past(turn.deadline):
             await self._set_state(ids, AgentState.ERROR)
-            return end.fail("TIMEOUT", "The request's deadline passed before the model answered.")
+            return end.fail(
+                ErrorCode.TIMEOUT, "The request's deadline passed before the model answered."
+            )
         if isinstance(exc, LLMRateLimitedError):
             # RATE_LIMITED strategy: answer now with when to come back
             await self._set_state(ids, AgentState.ERROR)
             after = exc.retry_after_s or 30.0
             return end.fail(
-                "RATE_LIMITED",
+                ErrorCode.RATE_LIMITED,
                 f"The model provider is rate limiting requests; try again in {after:.0f} s.",
                 retriable=True,
                 meta={"retry_after_s": f"{after:g}"},

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import msgspec
 
+from agentstream.exceptions import ErrorCode
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
 from agentstream.processors.outcomes import Failure, finish, session_release
 from agentstream.processors.progress import new_progress
 from agentstream.schemas.contracts import AgentRequest, StageInput
 from agentstream.schemas.exceptions import SerializationError
 
-CODE = "OUTPUT_TOO_LARGE"
+CODE = ErrorCode.OUTPUT_TOO_LARGE
 TEXT = (
     "The answer to this request was too large to deliver. Please ask for a shorter answer, "
     "or split the request into smaller ones."

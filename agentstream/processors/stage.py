@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
 
+from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import bind_request
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
 from agentstream.processors.signals import DeadLetter
@@ -37,7 +38,7 @@ class Stage(Generic[E]):
             return await self.deps.codec.decode_record_async(self.contract, msg.value)
         except SerializationError as exc:
             name = self.contract.schema
-            raise DeadLetter("UNDECODABLE", f"cannot decode {name}: {exc}") from exc
+            raise DeadLetter(ErrorCode.UNDECODABLE, f"cannot decode {name}: {exc}") from exc
 
     async def _run(self, msg: Inbound, event: E, ids: RequestIds, started: datetime) -> StageResult:
         raise NotImplementedError

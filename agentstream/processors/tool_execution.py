@@ -12,6 +12,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Inbound,
@@ -53,7 +54,9 @@ class ToolOutcomeUnknown(Exception):
 STAGE = "tools"
 MAX_RESULT_CHARS = 16 * 1024
 # Marks a call that an earlier delivery already dead-lettered as outcome unknown.
-_ALREADY_DEAD_LETTERED = ToolOutcome(content="", is_error=True, error_code="TOOL_OUTCOME_UNKNOWN")
+_ALREADY_DEAD_LETTERED = ToolOutcome(
+    content="", is_error=True, error_code=ErrorCode.TOOL_OUTCOME_UNKNOWN
+)
 log = get_logger(__name__)
 
 
@@ -113,9 +116,9 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         topic = deps.settings.topics.generation
         out = [Outbound(topic=topic, key=ids.key, value=deps.codec.encode_record(turn))]
         for call, outcome in zip(batch.calls, outcomes, strict=True):
-            if outcome.error_code == "TOOL_ACCESS_DENIED":
+            if outcome.error_code == ErrorCode.TOOL_ACCESS_DENIED:
                 denied = Failure(
-                    code="TOOL_ACCESS_DENIED",
+                    code=ErrorCode.TOOL_ACCESS_DENIED,
                     stage=STAGE,
                     message=f"tool {call.name!r} is not allowed for this request",
                 )
@@ -199,7 +202,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             f"outcome unknown for side-effecting tool call(s) {', '.join(names)}: "
             "a previous attempt started and never finished; check the tool, then replay"
         )
-        signal = DeadLetter("TOOL_OUTCOME_UNKNOWN", reason)
+        signal = DeadLetter(ErrorCode.TOOL_OUTCOME_UNKNOWN, reason)
         signal.__cause__ = ToolOutcomeUnknown(reason)
         return signal
 
@@ -214,7 +217,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             return ToolOutcome(
                 content="Error: tool arguments are not a JSON object",
                 is_error=True,
-                error_code="TOOL_INVALID_ARGUMENTS",
+                error_code=ErrorCode.TOOL_INVALID_ARGUMENTS,
             )
         context = CallContext(
             tenant_id=ids.tenant_id,
@@ -238,13 +241,13 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             return ToolOutcome(
                 content="Error: tools are disabled right now (degraded mode)",
                 is_error=True,
-                error_code="TOOLS_DISABLED",
+                error_code=ErrorCode.TOOLS_DISABLED,
             )
         if batch.allowed_tools and call.name not in batch.allowed_tools:
             return ToolOutcome(
                 content=f"Error: tool access denied: {call.name}",
                 is_error=True,
-                error_code="TOOL_ACCESS_DENIED",
+                error_code=ErrorCode.TOOL_ACCESS_DENIED,
             )
         return None
 

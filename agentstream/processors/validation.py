@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Inbound,
@@ -122,7 +123,7 @@ class ValidationStage(Stage[AgentRequest]):
             return opening.context, None
         log.info("duplicate request dropped")
         dup = Failure(
-            code="DUPLICATE_REQUEST",
+            code=ErrorCode.DUPLICATE_REQUEST,
             stage=STAGE,
             message="request_id already accepted; the repeat was not run",
         )
@@ -143,7 +144,7 @@ class ValidationStage(Stage[AgentRequest]):
         if shed is not None:  # RESOURCE_EXHAUSTED: refuse new work, answer at once
             log.warning("shedding load", reason=shed)
             raise RequestRejected(
-                code="RESOURCE_EXHAUSTED",
+                code=ErrorCode.RESOURCE_EXHAUSTED,
                 message="The service is overloaded right now; please try again in a few seconds.",
                 retriable=True,
                 metadata={"retry_after_s": "5"},
@@ -178,7 +179,7 @@ class ValidationStage(Stage[AgentRequest]):
                 )
         if deps.settings.degradation.cached_only:  # no cached answer above: refuse
             raise RequestRejected(
-                code="SERVICE_DEGRADED",
+                code=ErrorCode.SERVICE_DEGRADED,
                 message="Only cached answers are available right now; please try again later.",
                 retriable=True,
             )
@@ -194,38 +195,39 @@ class ValidationStage(Stage[AgentRequest]):
             ("tenant_id", ids.tenant_id),
         ):
             if not valid_id(value):
-                raise RequestRejected(code="INVALID_REQUEST", message=f"{name} {_ID_RULE}")
+                raise RequestRejected(code=ErrorCode.INVALID_REQUEST, message=f"{name} {_ID_RULE}")
         size = len(request.message.encode())
         if size > limits.max_message_bytes:
             raise RequestRejected(
-                code="MESSAGE_TOO_LARGE",
+                code=ErrorCode.MESSAGE_TOO_LARGE,
                 message=f"message is {size} bytes; the limit is {limits.max_message_bytes} bytes",
             )
         message = sanitize_text(request.message)
         if not message:
-            raise RequestRejected(code="EMPTY_MESSAGE", message="message is empty")
+            raise RequestRejected(code=ErrorCode.EMPTY_MESSAGE, message="message is empty")
         metadata = request.metadata
         if len(metadata) > limits.max_metadata_entries or any(
             len(k.encode()) + len(v.encode()) > limits.max_metadata_value_bytes
             for k, v in metadata.items()
         ):
             raise RequestRejected(
-                code="INVALID_REQUEST", message="metadata has too many or too large entries"
+                code=ErrorCode.INVALID_REQUEST, message="metadata has too many or too large entries"
             )
         return _Valid(message=message, allowed=self._allowed_tools(request))
 
     def _allowed_tools(self, request: AgentRequest) -> list[str]:
         allowed = list(dict.fromkeys(request.allowed_tools))
         if len(allowed) > self.deps.settings.limits.max_allowed_tools:
-            raise RequestRejected(code="INVALID_REQUEST", message="too many allowed_tools")
+            raise RequestRejected(code=ErrorCode.INVALID_REQUEST, message="too many allowed_tools")
         unknown = [t for t in allowed if not self.deps.tools.has(t)]
         if unknown:
             raise RequestRejected(
-                code="UNKNOWN_TOOL", message=f"unknown tool(s): {', '.join(unknown)}"
+                code=ErrorCode.UNKNOWN_TOOL, message=f"unknown tool(s): {', '.join(unknown)}"
             )
         if request.deadline is not None and request.deadline <= utcnow():
             raise RequestRejected(
-                code="DEADLINE_EXCEEDED", message="the request's deadline has already passed"
+                code=ErrorCode.DEADLINE_EXCEEDED,
+                message="the request's deadline has already passed",
             )
         return allowed
 
@@ -254,12 +256,12 @@ class ValidationStage(Stage[AgentRequest]):
                 return
             except SessionForbiddenError as forbidden:
                 raise RequestRejected(
-                    code="SESSION_FORBIDDEN", message="this session belongs to another user"
+                    code=ErrorCode.SESSION_FORBIDDEN, message="this session belongs to another user"
                 ) from forbidden
             except SessionBusyError as busy:
                 if limits.double_text == "reject":
                     raise RequestRejected(
-                        code="SESSION_BUSY",
+                        code=ErrorCode.SESSION_BUSY,
                         message="this session is still answering an earlier request; send "
                         "again when it has finished",
                     ) from busy

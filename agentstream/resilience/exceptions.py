@@ -15,11 +15,11 @@ in-process retry policy never waits for it: the caller moves to a fallback model
 
 from __future__ import annotations
 
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 
 
 class ResilienceError(AgentStreamError):
-    code = "RESILIENCE_ERROR"
+    code = ErrorCode.RESILIENCE_ERROR
 
 
 class CircuitOpenError(ResilienceError):
@@ -29,7 +29,7 @@ class CircuitOpenError(ResilienceError):
     or the failed probe that opened it again), when known: ``CIRCUIT_OPEN`` is a consequence,
     and dead letters and ErrorEvents carry the cause too."""
 
-    code = "CIRCUIT_OPEN"
+    code = ErrorCode.CIRCUIT_OPEN
     retriable = True
 
     def __init__(
@@ -46,7 +46,7 @@ class CircuitOpenError(ResilienceError):
 class AttemptTimeoutError(ResilienceError):
     """One attempt took longer than the policy's per-attempt timeout."""
 
-    code = "TIMEOUT"
+    code = ErrorCode.TIMEOUT
     retriable = True
     counts_for_breaker = True
 
@@ -54,5 +54,5 @@ class AttemptTimeoutError(ResilienceError):
 class DeadlineExceededError(ResilienceError):
     """The request's deadline passed (or would pass before the next attempt): stop retrying."""
 
-    code = "TIMEOUT"
+    code = ErrorCode.TIMEOUT
     retriable = False

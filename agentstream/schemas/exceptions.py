@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 
 
 class SerializationError(AgentStreamError):
     """A record could not be encoded or decoded; ``reason`` says why (never the data)."""
 
-    code = "SERIALIZATION_ERROR"
+    code = ErrorCode.SERIALIZATION_ERROR
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -25,11 +25,11 @@ class SerializationError(AgentStreamError):
 class SchemaNotFoundError(SerializationError):
     """The schema id (or subject) is known neither locally nor to the registry."""
 
-    code = "SCHEMA_NOT_FOUND"
+    code = ErrorCode.SCHEMA_NOT_FOUND
 
 
 class SchemaRegistryError(SerializationError):
     """The schema registry could not be reached or answered with a server error."""
 
-    code = "SCHEMA_REGISTRY_ERROR"
+    code = ErrorCode.SCHEMA_REGISTRY_ERROR
     retriable = True

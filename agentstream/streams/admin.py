@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.topology import pipeline_topics
 
@@ -30,14 +30,14 @@ _VISIBLE_POLL_S = 0.05
 class TopicAdminError(AgentStreamError):
     """The broker refused a topic request, or a created topic never showed up in metadata."""
 
-    code = "TOPIC_ADMIN_ERROR"
+    code = ErrorCode.TOPIC_ADMIN_ERROR
     retriable = False
 
 
 class KafkaUnavailableError(TopicAdminError):
     """The cluster could not be reached or timed out; trying again later may work."""
 
-    code = "KAFKA_UNAVAILABLE"
+    code = ErrorCode.KAFKA_UNAVAILABLE
     retriable = True
 
 

@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Outbound
 from agentstream.streams.admin import admin_client
@@ -38,7 +38,7 @@ log = get_logger(__name__)
 class OutputTooLargeError(AgentStreamError):
     """An output record is larger than the broker accepts: it can never be delivered."""
 
-    code = "OUTPUT_TOO_LARGE"
+    code = ErrorCode.OUTPUT_TOO_LARGE
     retriable = False
 
     def __init__(self, topic: str, size: int, limit: int) -> None:
@@ -101,22 +101,32 @@ async def detect_size_limit(settings: Settings, topics: Iterable[str] | None = N
 
 
 async def _broker_limit(settings: Settings, topics: list[str]) -> int | None:
+    """The smallest limit of ``topics``; a topic that reports none is held to the broker's
+    ``message.max.bytes``, else to the setting. None when nothing reports a limit."""
     async with admin_client(settings) as admin:
         # no config-name filter: Tansu drops the connection on a filtered DescribeConfigs
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
         )
         limits = config_values(responses, TOPIC_LIMIT)
-        if limits:
+        if len(limits) >= len(topics):
             return min(limits)
-        brokers = sorted(b.nodeId for b in admin._client.cluster.brokers())
-        if not brokers:
-            return None
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.BROKER, str(brokers[0]))]
-        )
-        limits = config_values(responses, BROKER_LIMIT)
-        return min(limits) if limits else None
+        broker = await _broker_default(admin)
+    if broker is None and not limits:
+        return None
+    rest = broker if broker is not None else settings.kafka.max_message_bytes
+    return min([*limits, rest])
+
+
+async def _broker_default(admin: Any) -> int | None:
+    brokers = sorted(b.nodeId for b in admin._client.cluster.brokers())
+    if not brokers:
+        return None
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, str(brokers[0]))]
+    )
+    limits = config_values(responses, BROKER_LIMIT)
+    return min(limits) if limits else None
 
 
 def config_values(responses: list[Any], name: str) -> list[int]:

@@ -24,10 +24,10 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 from agentstream.processors.signals import DeadLetter, RetryLater
 
-INTERNAL_ERROR = "INTERNAL_ERROR"
+INTERNAL_ERROR = ErrorCode.INTERNAL_ERROR
 # Errors of libraries that say "try again" without an AgentStreamError class (redis-py, aiokafka)
 _TRANSIENT_NAMES = frozenset(
     {

@@ -21,7 +21,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 
 TOO_LARGE: tuple[type[Exception], ...] = (
     MessageSizeTooLargeError,
@@ -46,7 +46,11 @@ class PublishRefusedError(AgentStreamError):
     retriable = False
 
     def __init__(self, error: BaseException) -> None:
-        self.code = "OUTPUT_TOO_LARGE" if isinstance(error, TOO_LARGE) else "PUBLISH_REFUSED"
+        self.code = (
+            ErrorCode.OUTPUT_TOO_LARGE
+            if isinstance(error, TOO_LARGE)
+            else ErrorCode.PUBLISH_REFUSED
+        )
         super().__init__(f"the broker refused an output record: {type(error).__name__}: {error}")
         self.error = error
 

@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 from agentstream.processors.base import Outbound
 from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.codec import AvroCodec
@@ -45,7 +45,7 @@ _POLL_MS = 200
 
 
 class ReplayError(AgentStreamError):
-    code = "REPLAY_ERROR"
+    code = ErrorCode.REPLAY_ERROR
 
 
 @dataclass(frozen=True, kw_only=True)

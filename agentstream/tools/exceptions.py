@@ -14,46 +14,46 @@
 
 from __future__ import annotations
 
-from agentstream.exceptions import AgentStreamError
+from agentstream.exceptions import AgentStreamError, ErrorCode
 
 
 class ToolError(AgentStreamError):
-    code = "TOOL_ERROR"
+    code = ErrorCode.TOOL_ERROR
 
 
 class ToolNotFoundError(ToolError):
-    code = "TOOL_NOT_FOUND"
+    code = ErrorCode.TOOL_NOT_FOUND
 
 
 class ToolArgumentsError(ToolError):
     """The arguments do not match the tool's input schema, or are otherwise unusable."""
 
-    code = "TOOL_INVALID_ARGUMENTS"
+    code = ErrorCode.TOOL_INVALID_ARGUMENTS
 
 
 class ToolDeniedError(ToolError):
     """The tool exists but is not allowed for this request."""
 
-    code = "TOOL_ACCESS_DENIED"
+    code = ErrorCode.TOOL_ACCESS_DENIED
 
 
 class ToolTimeoutError(ToolError):
-    code = "TOOL_TIMEOUT"
+    code = ErrorCode.TOOL_TIMEOUT
     retriable = True
     counts_for_breaker = True
 
 
 class ToolExecutionError(ToolError):
-    code = "TOOL_FAILED"
+    code = ErrorCode.TOOL_FAILED
 
 
 class ToolUnavailableError(ToolError):
     """The tool's server is not connected, or its connection broke during the call."""
 
-    code = "TOOL_UNAVAILABLE"
+    code = ErrorCode.TOOL_UNAVAILABLE
     retriable = True
     counts_for_breaker = True
 
 
 class DuplicateToolError(ToolError):
-    code = "TOOL_DUPLICATE"
+    code = ErrorCode.TOOL_DUPLICATE

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agentstream.exceptions import ErrorCode
 from agentstream.llm.base import ToolSpec
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.breaker import BreakerRegistry
@@ -40,7 +41,7 @@ DEFAULT_CACHE_TTL_S = 900
 
 
 # Outcomes that count against a tool server's breaker (bad arguments or a tool's own error do not).
-_SERVER_FAILURES = frozenset({"TOOL_UNAVAILABLE", "TOOL_TIMEOUT"})
+_SERVER_FAILURES = frozenset({ErrorCode.TOOL_UNAVAILABLE, ErrorCode.TOOL_TIMEOUT})
 
 
 class PolicyExecutor:
@@ -123,7 +124,7 @@ class PolicyExecutor:
             outcome = ToolOutcome(
                 content=f"{ERROR_PREFIX}tool access denied: {name[:128]}",
                 is_error=True,
-                error_code="TOOL_ACCESS_DENIED",
+                error_code=ErrorCode.TOOL_ACCESS_DENIED,
                 duration_ms=_elapsed_ms(started),
             )
             self._record(metric, outcome)
@@ -157,7 +158,7 @@ class PolicyExecutor:
             return ToolOutcome(
                 content=f"{ERROR_PREFIX}tool server {server!r} is unavailable (circuit open)",
                 is_error=True,
-                error_code="TOOL_UNAVAILABLE",
+                error_code=ErrorCode.TOOL_UNAVAILABLE,
             )
         outcome = await self.inner.execute(name, arguments, timeout_s=timeout_s, call=call)
         failed = outcome.error_code in _SERVER_FAILURES
