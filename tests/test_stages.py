@@ -18,6 +18,22 @@ from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.contracts import AgentRequest, GenerationTurn, ToolResult
 from agentstream.testing import FunctionModel, TestPipeline, tool_call
 
+
+def _publish_request(
+    p: TestPipeline, request_id: str, message: str, *, session_id: str = "s"
+) -> None:
+    """Put a request on the requests topic without waiting for its answer."""
+    request = AgentRequest(
+        request_id=request_id,
+        session_id=session_id,
+        user_id="user-1",
+        tenant_id="tenant-1",
+        message=message,
+        created_at=datetime.now(UTC),
+    )
+    p.publish_raw(p.settings.topics.requests, p.codec.encode_record(request))
+
+
 # --- validation -------------------------------------------------------------------------------
 
 
@@ -46,19 +62,7 @@ async def test_refused_requests_get_an_error_response_and_an_error_event() -> No
 async def test_a_repeated_request_id_is_not_run_twice() -> None:
     async with TestPipeline() as p:
         first = await p.ask("add 1 and 1", request_id="same")
-        p.publish_raw(
-            p.settings.topics.requests,
-            p.codec.encode_record(
-                AgentRequest(
-                    request_id="same",
-                    session_id="session-1",
-                    user_id="user-1",
-                    tenant_id="tenant-1",
-                    message="add 1 and 1",
-                    created_at=datetime.now(UTC),
-                )
-            ),
-        )
+        _publish_request(p, "same", "add 1 and 1", session_id="session-1")
         await p.run_until_quiet()
     assert first.state == "COMPLETED"
     assert len(p.responses) == 1
@@ -125,19 +129,7 @@ async def test_a_model_that_stays_down_goes_through_the_retry_tiers_to_the_dlq()
         raise LLMServerError("500")
 
     async with TestPipeline(llm=FunctionModel(model)) as p:
-        p.publish_raw(
-            p.settings.topics.requests,
-            p.codec.encode_record(
-                AgentRequest(
-                    request_id="down",
-                    session_id="s",
-                    user_id="u",
-                    tenant_id="t",
-                    message="hi",
-                    created_at=datetime.now(UTC),
-                )
-            ),
-        )
+        _publish_request(p, "down", "hi")
         await p.run_until_quiet()
     tiers = len(p.settings.topics.retry_tiers_s)
     assert not p.responses  # no answer until an operator replays the dead letter

@@ -47,7 +47,7 @@ from agentstream.processors.outcomes import (
     finish,
     session_release,
 )
-from agentstream.processors.progress import failed_tools
+from agentstream.processors.progress import call_result, failed_tools, next_turn
 from agentstream.processors.signals import RetryLater
 from agentstream.processors.stage import Stage
 from agentstream.resilience.deadline import deadline_scope
@@ -56,8 +56,6 @@ from agentstream.schemas.contracts import (
     AgentState,
     GenerationTurn,
     ToolCallBatch,
-    ToolCallSummary,
-    ToolResult,
 )
 from agentstream.schemas.contracts import ToolCall as WireToolCall
 from agentstream.state.context import AgentContext
@@ -344,42 +342,22 @@ class GenerationStage(Stage[GenerationTurn]):
         """The next turn, with an error result per recorded call: the model asked for more
         tool calls than one turn may make, so none ran (no partial side effects)."""
         text = _too_many_calls_text(asked, len(calls))
-        results = []
-        for c in calls:
-            results.append(
-                ToolResult(
-                    call_id=c.call_id,
-                    name=c.name,
-                    content=text,
-                    is_error=True,
-                    error_code=TOO_MANY_TOOL_CALLS,
-                    duration_ms=0.0,
-                )
+        results = [
+            call_result(
+                turn.progress,
+                turn=turn.turn,
+                call_id=c.call_id,
+                name=c.name,
+                content=text,
+                is_error=True,
+                error_code=TOO_MANY_TOOL_CALLS,
+                duration_ms=0.0,
             )
-            turn.progress.tool_calls.append(
-                ToolCallSummary(
-                    call_id=c.call_id,
-                    name=c.name,
-                    turn=turn.turn,
-                    is_error=True,
-                    error_code=TOO_MANY_TOOL_CALLS,
-                    duration_ms=0.0,
-                )
-            )
-        next_turn = GenerationTurn(
-            request_id=ids.request_id,
-            session_id=ids.session_id,
-            user_id=ids.user_id,
-            tenant_id=ids.tenant_id,
-            turn=turn.turn + 1,
-            allowed_tools=turn.allowed_tools,
-            metadata=metadata,
-            tool_results=results,
-            progress=turn.progress,
-            deadline=turn.deadline,
-        )
+            for c in calls
+        ]
+        following = next_turn(turn, results, metadata)
         topic = self.deps.settings.topics.generation
-        return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(next_turn))
+        return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(following))
 
     async def _journaled_step(
         self, ctx: AgentContext, turn: GenerationTurn, ids: RequestIds, state: StepState

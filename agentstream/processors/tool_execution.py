@@ -30,14 +30,13 @@ from agentstream.processors.outcomes import (
     request_error_event,
     session_release,
 )
+from agentstream.processors.progress import call_result, next_turn
 from agentstream.processors.signals import DeadLetter
 from agentstream.processors.stage import Stage
 from agentstream.schemas.contracts import (
     AgentState,
-    GenerationTurn,
     ToolCall,
     ToolCallBatch,
-    ToolCallSummary,
     ToolResult,
 )
 from agentstream.schemas.dead_letter import REPLAYED_FROM
@@ -101,18 +100,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         results = self._results(batch, outcomes)
         log.info("tool batch done", calls=len(results), errors=sum(r.is_error for r in results))
         batch.progress.add_stage_time(STAGE, ms_since(started))
-        turn = GenerationTurn(
-            request_id=ids.request_id,
-            session_id=ids.session_id,
-            user_id=ids.user_id,
-            tenant_id=ids.tenant_id,
-            turn=batch.turn + 1,
-            allowed_tools=batch.allowed_tools,
-            metadata=batch.metadata,
-            tool_results=results,
-            progress=batch.progress,
-            deadline=batch.deadline,
-        )
+        turn = next_turn(batch, results)
         topic = deps.settings.topics.generation
         out = [Outbound(topic=topic, key=ids.key, value=deps.codec.encode_record(turn))]
         for call, outcome in zip(batch.calls, outcomes, strict=True):
@@ -128,29 +116,19 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
     @staticmethod
     def _results(batch: ToolCallBatch, outcomes: list[ToolOutcome]) -> list[ToolResult]:
         """Each call's result for the model, and its summary added to the request's progress."""
-        results = []
-        for call, outcome in zip(batch.calls, outcomes, strict=True):
-            results.append(
-                ToolResult(
-                    call_id=call.call_id,
-                    name=call.name,
-                    content=outcome.content[:MAX_RESULT_CHARS],
-                    is_error=outcome.is_error,
-                    error_code=outcome.error_code,
-                    duration_ms=outcome.duration_ms,
-                )
+        return [
+            call_result(
+                batch.progress,
+                turn=batch.turn,
+                call_id=call.call_id,
+                name=call.name,
+                content=outcome.content[:MAX_RESULT_CHARS],
+                is_error=outcome.is_error,
+                error_code=outcome.error_code,
+                duration_ms=outcome.duration_ms,
             )
-            batch.progress.tool_calls.append(
-                ToolCallSummary(
-                    call_id=call.call_id,
-                    name=call.name,
-                    turn=batch.turn,
-                    is_error=outcome.is_error,
-                    error_code=outcome.error_code,
-                    duration_ms=outcome.duration_ms,
-                )
-            )
-        return results
+            for call, outcome in zip(batch.calls, outcomes, strict=True)
+        ]
 
     async def _mark_executing(self, ids: RequestIds) -> Failure | None:
         """Set the session EXECUTING; the failure when it is gone or not the caller's."""
