@@ -135,6 +135,10 @@ def outage_env(settings: Settings, port: int) -> dict[str, str]:
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
     return {
         **worker_env(settings),
+        **{
+            f"AGENTSTREAM_KAFKA__{key.upper()}": str(getattr(settings.kafka, key))
+            for key in ("session_timeout_s", "heartbeat_interval_s", "rebalance_timeout_s")
+        },
         "NO_PROXY": no_proxy,
         "no_proxy": no_proxy,
         "AGENTSTREAM_LOG_FORMAT": "json",
@@ -191,7 +195,14 @@ def log_codes(log: Path) -> set[str]:
 async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
     settings_factory: Any, tmp_path: Path
 ) -> None:
-    settings: Settings = settings_factory(kafka=FAST_KAFKA, topics={"retry_tiers_s": RETRY_TIERS_S})
+    # Group timeouts a loaded 2-core machine keeps (a JVM broker, a Redis Cluster and two
+    # workers share it): with FAST_KAFKA's 2 s a late heartbeat rebalanced the group mid-outage,
+    # and turns abandoned after publishing their retry record were retried twice. This test is
+    # about outages; rebalances have their own tests.
+    steady = {**FAST_KAFKA, "session_timeout_s": 6.0, "heartbeat_interval_s": 1.0}
+    settings: Settings = settings_factory(
+        kafka={**steady, "rebalance_timeout_s": 6.0}, topics={"retry_tiers_s": RETRY_TIERS_S}
+    )
     await ensure_topics(settings)
     topics = settings.topics
     dlq_topic = topics.dlq(topics.generation)
