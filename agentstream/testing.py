@@ -39,6 +39,7 @@ from agentstream.config import Settings
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.local import LocalRuleModel
 from agentstream.processors.base import Inbound, Outbound, StageDeps
+from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentRequest, AgentResponse, ErrorEvent, MetricsEvent
 from agentstream.state.memory import MemorySessionStore
@@ -245,7 +246,7 @@ class TestPipeline:
     def _dispatch(self, record: Outbound) -> None:
         topic = record.topic
         if topic in self._retry_topics:  # the retry tier's wait is skipped: redeliver now
-            origin = next((v for k, v in record.headers if k == "agentstream-retry-origin"), b"")
+            origin = next((v for k, v in record.headers if k == dl.RETRY_ORIGIN), b"")
             topic = origin.decode() or topic
         self.published[record.topic].append(record)
         offset = self._offsets[topic]

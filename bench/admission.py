@@ -33,7 +33,8 @@ from agentstream.admission.limits import request_windows
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
 from agentstream.llm.base import Usage
-from agentstream.schemas.codec import AvroCodec
+from agentstream.schemas.contracts import AgentResponse, AgentState
+from agentstream.schemas.contracts import Usage as ContractUsage
 from agentstream.state.context import AgentContext, ContextStore
 from agentstream.state.keys import Keys
 from agentstream.tools.registry import default_registry
@@ -69,23 +70,22 @@ def report(name: str, samples: list[float]) -> None:
     )
 
 
-def response_record(request_id: str) -> dict[str, Any]:
-    return {
-        "response_id": f"resp-{request_id}",
-        "request_id": request_id,
-        "session_id": f"s{request_id}",
-        "user_id": "u",
-        "tenant_id": "acme",
-        "content": "The answer is 5.",
-        "tool_calls": [],
-        "state": "COMPLETED",
-        "confidence": 1.0,
-        "execution_time_ms": 12,
-        "usage": {"prompt_tokens": 40, "completion_tokens": 12, "cost_usd": 0.0001},
-        "error_code": None,
-        "metadata": {"model": "local-rules"},
-        "created_at": datetime.now(UTC),
-    }
+def response_record(request_id: str) -> AgentResponse:
+    return AgentResponse(
+        response_id=f"resp-{request_id}",
+        request_id=request_id,
+        session_id=f"s{request_id}",
+        user_id="u",
+        tenant_id="acme",
+        content="The answer is 5.",
+        tool_calls=[],
+        state=AgentState.COMPLETED,
+        confidence=1.0,
+        execution_time_ms=12,
+        usage=ContractUsage(prompt_tokens=40, completion_tokens=12, cost_usd=0.0001),
+        metadata={"model": "local-rules"},
+        created_at=datetime.now(UTC),
+    )
 
 
 async def run(url: str, n: int) -> None:
@@ -96,10 +96,8 @@ async def run(url: str, n: int) -> None:
         admission={"defaults": LIMITS, "cache_enabled": True},
     )
     redis = Redis.from_url(url)
-    codec = AvroCodec()
-    await codec.prepare()
     contexts = ContextStore(redis, Keys(prefix), ttl_s=600)
-    admission = Admission(redis, settings, contexts=contexts, tools=default_registry(), codec=codec)
+    admission = Admission(redis, settings, contexts=contexts, tools=default_registry())
     limits = admission.limits.for_tenant("acme")
     windows = request_windows(admission.keys, limits, "acme", "u")
     history = [{"role": "user", "content": "add 2 and 3", "request_id": "r", "turn": 0}]
@@ -139,12 +137,10 @@ async def run(url: str, n: int) -> None:
         ctx.history = [{"role": "user", "content": f"question {i}", "request_id": f"c{i}"}]
         await admission.remember_answer(
             ctx=ctx,
-            request_id=f"c{i}",
             allowed_tools=["calculator"],
             metadata={},
-            tool_calls=[],
             degraded=False,
-            response=codec.encode("AgentResponse", response_record(f"c{i}")),
+            response=response_record(f"c{i}"),
         )
 
     validation = await timed(n, validation_step)

@@ -15,7 +15,6 @@ from agentstream.admission import Admission
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
 from agentstream.embedded.process import free_port
-from agentstream.schemas.codec import AvroCodec
 from agentstream.state.context import ContextStore
 from agentstream.state.keys import Keys
 from agentstream.tools.registry import default_registry
@@ -61,9 +60,7 @@ async def admission_for(
         redis = Redis.from_url(own_redis.url)
         clients.append(redis)
         contexts = ContextStore(redis, Keys(unique_prefix), ttl_s=60)
-        return Admission(
-            redis, settings, contexts=contexts, tools=default_registry(), codec=AvroCodec()
-        )
+        return Admission(redis, settings, contexts=contexts, tools=default_registry())
 
     yield make
     for client in clients:

@@ -60,7 +60,6 @@ from agentstream.admission.usage import TenantUsage, read_usage, tenants_with_us
 from agentstream.config import AdmissionLimits, Settings
 from agentstream.llm.base import Usage
 from agentstream.observability.logging import get_logger
-from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.state.context import AgentContext
 from agentstream.state.redis import RedisClient
@@ -138,7 +137,6 @@ class Admission:
         *,
         contexts: ContextReader,
         tools: ToolExecutor,
-        codec: AvroCodec,
     ) -> None:
         self.settings = settings
         self.config = settings.admission
@@ -151,7 +149,6 @@ class Admission:
         self._redis = redis
         self._contexts = contexts
         self._tools = tools
-        self._codec = codec
 
     # -- requests (validation) -----------------------------------------------------------------
 

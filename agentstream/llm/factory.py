@@ -101,10 +101,6 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def breaker_config(settings: Settings) -> BreakerConfig:
-    return BreakerConfig.from_settings(settings)
-
-
 def _unknown_model(settings: Settings) -> ConfigError:
     llm = settings.llm
     if not llm.providers and not llm.routes:
@@ -175,7 +171,9 @@ def _breaker_registry(
     if redis is None:
         log.warning("no Redis configured: LLM circuit breakers are off")
         return None
-    return BreakerRegistry(redis, breaker_config(settings), namespace=settings.state.key_prefix)
+    return BreakerRegistry(
+        redis, BreakerConfig.from_settings(settings), namespace=settings.state.key_prefix
+    )
 
 
 def _route_entry(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
@@ -95,7 +95,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             return StageResult(then=session_release(deps, ids))
         unknown = [c.name for c, o in zip(batch.calls, maybe, strict=True) if o is None]
         if unknown:
-            raise self._outcome_unknown(unknown)
+            self._outcome_unknown(unknown)
         outcomes = [o for o in maybe if o is not None]
         results = self._results(batch, outcomes)
         log.info("tool batch done", calls=len(results), errors=sum(r.is_error for r in results))
@@ -172,7 +172,8 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         policy = self.deps.tools.policy(name)
         return policy.read_only or policy.accepts_idempotency_key
 
-    def _outcome_unknown(self, names: list[str]) -> DeadLetter:
+    @staticmethod
+    def _outcome_unknown(names: list[str]) -> NoReturn:
         """A side-effecting call was in flight when its worker died and cannot be repeated
         safely: the batch goes to the dead-letter topic for an operator (replaying it runs the
         call again) and the session is released so the user's next request is not stuck."""
@@ -180,9 +181,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             f"outcome unknown for side-effecting tool call(s) {', '.join(names)}: "
             "a previous attempt started and never finished; check the tool, then replay"
         )
-        signal = DeadLetter(ErrorCode.TOOL_OUTCOME_UNKNOWN, reason)
-        signal.__cause__ = ToolOutcomeUnknown(reason)
-        return signal
+        raise DeadLetter(ErrorCode.TOOL_OUTCOME_UNKNOWN, reason) from ToolOutcomeUnknown(reason)
 
     async def _run_call(
         self, call: ToolCall, index: int, batch: ToolCallBatch, ids: RequestIds

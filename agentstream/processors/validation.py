@@ -213,7 +213,13 @@ class ValidationStage(Stage[AgentRequest]):
             raise RequestRejected(
                 code=ErrorCode.INVALID_REQUEST, message="metadata has too many or too large entries"
             )
-        return _Valid(message=message, allowed=self._allowed_tools(request))
+        allowed = self._allowed_tools(request)
+        if request.deadline is not None and request.deadline <= utcnow():
+            raise RequestRejected(
+                code=ErrorCode.DEADLINE_EXCEEDED,
+                message="the request's deadline has already passed",
+            )
+        return _Valid(message=message, allowed=allowed)
 
     def _allowed_tools(self, request: AgentRequest) -> list[str]:
         allowed = list(dict.fromkeys(request.allowed_tools))
@@ -223,11 +229,6 @@ class ValidationStage(Stage[AgentRequest]):
         if unknown:
             raise RequestRejected(
                 code=ErrorCode.UNKNOWN_TOOL, message=f"unknown tool(s): {', '.join(unknown)}"
-            )
-        if request.deadline is not None and request.deadline <= utcnow():
-            raise RequestRejected(
-                code=ErrorCode.DEADLINE_EXCEEDED,
-                message="the request's deadline has already passed",
             )
         return allowed
 

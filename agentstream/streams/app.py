@@ -110,9 +110,7 @@ class PipelineWorker:
             settings=s, codec=self._codec, llm=self.llm, tools=self.tools, sessions=sessions
         )
         if s.admission.enabled:
-            deps.admission = Admission(
-                self._redis, s, contexts=sessions, tools=self.tools, codec=self._codec
-            )
+            deps.admission = Admission(self._redis, s, contexts=sessions, tools=self.tools)
         load = LoadMonitor(
             rss_limit_mb=s.limits.shed_rss_mb,
             in_flight_ratio=s.limits.shed_in_flight_ratio,

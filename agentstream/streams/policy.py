@@ -72,9 +72,7 @@ def transient(error: BaseException) -> bool:
 
 
 def error_code(error: BaseException) -> str:
-    if isinstance(error, DeadLetter | RetryLater):
-        return error.code
-    if isinstance(error, AgentStreamError):
+    if isinstance(error, DeadLetter | RetryLater | AgentStreamError):
         return error.code
     return INTERNAL_ERROR
 

@@ -200,9 +200,7 @@ class StageRunner:
             except Exception as exc:  # noqa: BLE001 - outputs are out; do not redo the event
                 log.warning(
                     "post-publish step failed",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
+                    **_where(msg),
                     error=type(exc).__name__,
                 )
         self.stats.processed += 1
@@ -223,9 +221,7 @@ class StageRunner:
                     self.stats.retries += 1
                     log.warning(
                         "stage error, retrying",
-                        topic=msg.topic,
-                        partition=msg.partition,
-                        offset=msg.offset,
+                        **_where(msg),
                         error=type(exc).__name__,
                         attempt=attempt,
                     )
@@ -235,9 +231,7 @@ class StageRunner:
                 if not signal:
                     log.exception(
                         "stage error",
-                        topic=msg.topic,
-                        partition=msg.partition,
-                        offset=msg.offset,
+                        **_where(msg),
                         code=decision.code,
                     )
                 return self._fail(msg, decision, exc, prior + (1 if signal else attempt))
@@ -253,9 +247,7 @@ class StageRunner:
                 metrics.EVENTS.labels(self.stage, "retry_scheduled").inc()
                 log.warning(
                     "sent to retry topic",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
+                    **_where(msg),
                     code=code,
                     retry_topic=scheduled.topic,
                     attempt=attempt,
@@ -264,9 +256,7 @@ class StageRunner:
         self.stats.dead_lettered += 1
         log.warning(
             "dead-lettered",
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
+            **_where(msg),
             code=code,
             attempt=attempt,
         )
@@ -288,9 +278,7 @@ class StageRunner:
             else:
                 log.warning(
                     "output too large for the broker",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
+                    **_where(msg),
                     output_topic=record.topic,
                     size=size,
                     limit=limit,
@@ -328,9 +316,7 @@ class StageRunner:
             if record_size(record) > limit:
                 log.error(
                     "record too large even without its payload; dropped",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
+                    **_where(msg),
                     output_topic=record.topic,
                     limit=limit,
                 )
@@ -353,9 +339,7 @@ class StageRunner:
                 hint = {"setting": f"the topic's max.message.bytes (or {SETTING})"}
                 log.warning(
                     "broker refused an output record; not retrying",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
+                    **_where(msg),
                     code=exc.code,
                     error=type(exc.error).__name__,
                     step=step,
@@ -372,9 +356,7 @@ class StageRunner:
                     result = replace(result, records=stripped)
         log.error(
             "broker refused every outcome of this event; dropped",
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
+            **_where(msg),
         )
         return StageResult(then=result.then)
 
@@ -392,9 +374,7 @@ class StageRunner:
                 self.stats.publish_retries += 1
                 log.warning(
                     "publish failed, retrying",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
+                    **_where(msg),
                     error=type(exc).__name__,
                 )
                 await asyncio.sleep(delay)
@@ -442,3 +422,8 @@ class StageRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _where(msg: Inbound) -> dict[str, object]:
+    """The log fields that place an event: topic, partition, offset (never its payload)."""
+    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
