@@ -4,6 +4,13 @@
 sees every response), correlates by request_id, and drops repeated responses (the pipeline may
 republish a response after a redelivery; the response_id is stable so copies are recognisable).
 
+History: a request may name the response it follows (``previous_response_id``); a session that
+no longer holds it (expired, or Redis lost data) answers ``CONTEXT_LOST`` instead of carrying on
+without its history. The client fills it in: for each session it remembers the latest response
+to a request it sent, and a request that does not say otherwise follows that one. A service with
+several client instances per session should store the latest response id with its session and
+pass it explicitly.
+
     async with AgentClient(settings) as client:
         response = await client.ask("add 2 and 3", session_id="s1", user_id="u1", tenant_id="t1")
         print(response.content)
@@ -66,9 +73,12 @@ def new_request(
     allowed_tools: Sequence[str] = (),
     metadata: Mapping[str, str] | None = None,
     deadline: datetime | None = None,
+    previous_response_id: str | None = None,
 ) -> dict[str, Any]:
-    """An AgentRequest record (dict) with a fresh request_id unless one is given."""
-    return {
+    """An AgentRequest record (dict) with a fresh request_id unless one is given. Without
+    ``previous_response_id`` the :class:`AgentClient` fills it in from the session's latest
+    response it received."""
+    request = {
         "request_id": request_id or uuid.uuid4().hex,
         "session_id": session_id,
         "user_id": user_id,
@@ -79,6 +89,9 @@ def new_request(
         "created_at": datetime.now(UTC),
         "deadline": deadline,
     }
+    if previous_response_id is not None:
+        request["previous_response_id"] = previous_response_id
+    return request
 
 
 class AgentClient:
@@ -95,6 +108,9 @@ class AgentClient:
         )
         self._waiters: dict[str, asyncio.Future[AgentResponse]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        # requests this client sent -> their session; each session's latest response id
+        self._sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._latest: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._subscribers: list[asyncio.Queue[AgentResponse]] = []
         self._reader: asyncio.Task[None] | None = None
         self.duplicates_dropped = 0
@@ -149,7 +165,11 @@ class AgentClient:
         """Publish an AgentRequest (see :func:`new_request`); returns its request_id."""
         if self._producer is None:
             raise RuntimeError("AgentClient.submit() before start()")
+        session = (str(request["tenant_id"]), str(request["session_id"]))
+        if "previous_response_id" not in request:
+            request = {**request, "previous_response_id": self._latest.get(session)}
         value = self._codec.encode("AgentRequest", request)
+        _remember(self._sent, str(request["request_id"]), session)
         await self._producer.send_and_wait(
             self.settings.topics.requests, value=value, key=str(request["session_id"]).encode()
         )
@@ -217,11 +237,20 @@ class AgentClient:
         if response.response_id in self._seen:
             self.duplicates_dropped += 1
             return
-        self._seen[response.response_id] = None
-        if len(self._seen) > _SEEN_LIMIT:
-            self._seen.popitem(last=False)
+        _remember(self._seen, response.response_id, None)
+        session = self._sent.pop(response.request_id, None)
+        if session is not None:
+            _remember(self._latest, session, response.response_id)
         waiter = self._waiters.pop(response.request_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
         for queue in self._subscribers:
             queue.put_nowait(response)
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    """Store ``key`` as the newest entry of a bounded cache."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > _SEEN_LIMIT:
+        cache.popitem(last=False)

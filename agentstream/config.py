@@ -102,6 +102,9 @@ class FailureSettings(BaseModel):
 
     max_attempts: int = Field(default=3, ge=1)
     backoff_base_s: float = Field(default=0.1, ge=0)
+    # While Redis is unreachable a worker takes no new events and each failed attempt waits up
+    # to this long for Redis to answer again before the next one (streams/runner.py).
+    outage_wait_s: float = Field(default=60.0, ge=0)
 
 
 class Limits(BaseModel):
@@ -140,6 +143,9 @@ class StateSettings(BaseModel):
     redis_pool_timeout_s: float = Field(default=10.0, gt=0)
     # Redis Cluster: how long a command keeps trying while a master fails over (state/redis.py).
     redis_cluster_failover_s: float = Field(default=10.0, ge=0)
+    # One server: a command that fails on a dropped or stale pooled connection is sent again on a
+    # fresh one, up to this many times with jittered exponential backoff (state/redis.py).
+    redis_retries: int = Field(default=3, ge=0)
 
 
 class ModelPriceSettings(BaseModel):

@@ -68,6 +68,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metadata": {"channel": "web", "locale": "de-DE"},
         "created_at": NOW,
         "deadline": NOW + timedelta(seconds=30),
+        "previous_response_id": "3f0c3a54-6a55-5b0e-9d0e-2f4a0e5b7c11",
     },
     "GenerationTurn": {
         **_identity(),
@@ -347,6 +348,29 @@ def test_old_writer_schema_reads_as_current() -> None:
 
     decoded = codec.decode("AgentRequest", data)
     assert decoded == {**record, "deadline": None}
+
+
+def test_previous_response_id_is_compatible_both_ways() -> None:
+    """Old producers (no ``previous_response_id``) are read with null; old consumers read new
+    requests and skip the field (Avro schema resolution, both directions)."""
+    current = builtin_schemas()["io.agentstream.AgentRequest"].definition
+    old = copy.deepcopy(dict(current))
+    old["fields"] = [f for f in old["fields"] if f["name"] != "previous_response_id"]
+    old_parsed = fastavro.parse_schema(old)
+    new_parsed = fastavro.parse_schema(copy.deepcopy(dict(current)))
+    record = SAMPLES["AgentRequest"]
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, old_parsed, record)  # an old producer: field dropped
+    body.seek(0)
+    read_new = fastavro.schemaless_reader(body, old_parsed, new_parsed)
+    assert read_new == {**record, "previous_response_id": None}
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, new_parsed, record)  # a new producer, an old consumer
+    body.seek(0)
+    read_old = fastavro.schemaless_reader(body, new_parsed, old_parsed)
+    assert read_old == {k: v for k, v in record.items() if k != "previous_response_id"}
 
 
 def test_register_rejects_taken_id() -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -22,8 +23,11 @@ import pytest
 from agentstream.client import AgentClient, AgentResponse, new_request
 from agentstream.config import Settings
 from agentstream.schemas import dead_letter as dlq
+from agentstream.schemas.codec import codec_from_settings
+from agentstream.state.journal import StepJournal
 from agentstream.state.keys import Keys
 from agentstream.streams.admin import ensure_topics
+from agentstream.streams.replay import replay
 from tests.support.kafka import FAST_KAFKA, TopicReader
 from tests.support.redis import connect
 from tests.support.workers import worker_env
@@ -203,4 +207,26 @@ async def test_side_effecting_tool_runs_once_per_call_across_kill9(
         1,
         2,
     ]
+    # the dead letter names the call an operator must judge (never its arguments) ...
+    assert json.loads(headers[dlq.UNKNOWN_CALLS]) == [
+        {
+            "tool": "counter",
+            "step": "count:t0:c2",
+            "read_only": False,
+            "accepts_idempotency_key": False,
+        }
+    ]
+    # ... and a replay without --rerun-side-effects holds it back, listing the call
+    codec = codec_from_settings(settings)
+    await codec.prepare()
+    journal = StepJournal(redis, Keys(prefix), retention_s=3600, owner="test")
+    dlq_topic = settings.topics.dlq(settings.topics.tool_calls)
+    summary = await replay(settings, dlq_topic, codec, step_status=journal.status)
+    assert (summary.replayed, summary.held_side_effects) == (0, 1)
+    (record,) = summary.side_effects
+    assert [(c.tool, c.journal, c.accepts_idempotency_key) for c in record.calls] == [
+        ("counter", "unknown", False)
+    ]
+    assert int(await redis.get(f"{prefix}:test:counter") or 0) == 3
+    await codec.aclose()
     await redis.aclose()

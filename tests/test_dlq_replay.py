@@ -161,9 +161,10 @@ async def test_replay_everything_to_the_original_topic(settings: Settings) -> No
     values = await produce_letters(settings)
     topics = settings.topics
     dlq_topic = topics.dlq(topics.requests)
-    summary = await replay(settings, dlq_topic, AvroCodec(), replay_id="run-1")
+    summary = await replay(settings, dlq_topic, AvroCodec(), replay_id="run-1", force=True)
     assert (summary.scanned, summary.matched, summary.replayed) == (6, 6, 6)
     assert summary.by_target == {topics.requests: 6}
+    assert not summary.refused
     landed = await read_all(settings, topics.requests)
     assert sorted(r.value for r in landed) == sorted(values)
     dead = {r.value: r for r in await read_all(settings, dlq_topic)}
@@ -174,9 +175,36 @@ async def test_replay_everything_to_the_original_topic(settings: Settings) -> No
         assert dl.ATTEMPT not in headers
         assert headers[REPLAY_ID] == b"run-1"
         source = dead[record.value]
+        source_headers = dl.header_map(list(source.headers))
+        assert headers[dl.REPLAYED_CODE].decode() == source_headers[dl.ERROR_CODE]
+        original = "/".join(
+            source_headers[h]
+            for h in (dl.ORIGINAL_TOPIC, dl.ORIGINAL_PARTITION, dl.ORIGINAL_OFFSET)
+        )
+        assert headers[dl.FIRST_POSITION].decode() == original  # dedupe sees a redelivery
         assert headers[REPLAYED_FROM].decode() == source.position
         assert record.key == source.key  # same key, so the same session partition
         assert headers["trace"] == dict(source.headers)["trace"]
+
+
+async def test_records_that_can_only_fail_again_are_refused_unless_forced(
+    settings: Settings,
+) -> None:
+    await produce_letters(settings)
+    target = target_topic(settings)
+    dlq_topic = settings.topics.dlq(settings.topics.requests)
+    summary = await replay(settings, dlq_topic, AvroCodec(), to=target)
+    assert (summary.matched, summary.replayed) == (6, 5)
+    assert summary.refused == {"UNDECODABLE": 1}
+    assert b"not avro at all" not in {r.value for r in await read_all(settings, target)}
+    forced = await replay(
+        settings, dlq_topic, AvroCodec(), to=target, filter_=_undecodable(), force=True
+    )
+    assert (forced.replayed, forced.refused) == (1, {})
+
+
+def _undecodable() -> ReplayFilter:
+    return ReplayFilter(error_codes=frozenset({"UNDECODABLE"}))
 
 
 @pytest.mark.parametrize(
@@ -238,7 +266,8 @@ async def test_dry_run_sends_nothing(settings: Settings) -> None:
     assert summary.dry_run
     assert summary.matched == 6
     assert summary.replayed == 0
-    assert summary.by_target == {target: 6}
+    assert summary.by_target == {target: 5}  # the UNDECODABLE record would be refused
+    assert summary.refused == {"UNDECODABLE": 1}
     (counted,) = await summarize(settings, [target])
     assert counted.records == 0
 
@@ -250,9 +279,9 @@ async def test_rate_limit_paces_the_sends(settings: Settings) -> None:
     summary = await replay(
         settings, settings.topics.dlq(settings.topics.requests), AvroCodec(), to=target, rate=20.0
     )
-    assert summary.replayed == 6
-    assert time.monotonic() - started >= 5 / 20.0
-    assert len(await read_all(settings, target)) == 6
+    assert summary.replayed == 5
+    assert time.monotonic() - started >= 4 / 20.0
+    assert len(await read_all(settings, target)) == 5
 
 
 async def test_missing_topics_are_errors(settings: Settings) -> None:
@@ -301,6 +330,7 @@ async def test_cli_list_show_and_replay(settings: Settings) -> None:
     assert dry.returncode == 0, dry.stderr
     assert "dry run" in dry.stdout
     assert "would replay" in dry.stdout
+    assert "refused UNDECODABLE" in dry.stdout
     assert (await summarize(settings, [target]))[0].records == 0
 
     done = await run_cli(

@@ -136,7 +136,7 @@ async def test_killed_master_fails_over_and_the_worker_keeps_answering(
         answers = received[request_id]
         assert len(answers) == 1, (request_id, answers)
         response = answers[0][0]
-        assert response.state == "COMPLETED", response
+        assert response.state == "COMPLETED", (response.error_code, response.content)
         assert f"The answer is {index + len(session)}." in response.content
         by_session[session].append((index, response))
     arrival = {rid: answers[0][1] for rid, answers in received.items()}

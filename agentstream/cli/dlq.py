@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,6 +25,7 @@ from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.streams.replay import (
+    NOT_REPLAYABLE,
     DlqSummary,
     ReplayFilter,
     ReplaySummary,
@@ -224,14 +226,30 @@ def replay_cmd(
         str | None,
         typer.Option("--id", help="Label for this run (header agentstream-replay-id)."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also send records that can only fail again (UNDECODABLE)."),
+    ] = False,
+    rerun_side_effects: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-side-effects",
+            help="Also send TOOL_OUTCOME_UNKNOWN records: their side-effecting tool calls run "
+            "again (check the listed tools first; --dry-run lists them).",
+        ),
+    ] = False,
 ) -> None:
-    """Re-publish dead letters (key and value unchanged) to their original topic or --to."""
+    """Re-publish dead letters (key and value unchanged) to their original topic or --to.
+
+    Records that can only fail again are refused unless --force; TOOL_OUTCOME_UNKNOWN records
+    are held unless --rerun-side-effects, and their calls are listed either way."""
     settings = _settings()
     filter_ = build_filter(error_code, error_class, since, until, session, tenant)
 
     async def main() -> ReplaySummary:
         codec = codec_from_settings(settings)
         await codec.prepare()
+        journal = _journal(settings)
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -255,9 +273,14 @@ def replay_cmd(
                     rate=rate,
                     replay_id=replay_id,
                     progress=progress,
+                    force=force,
+                    rerun_side_effects=rerun_side_effects,
+                    step_status=journal.status if journal is not None else None,
                 )
         finally:
             await codec.aclose()
+            if journal is not None:
+                await journal.aclose()
 
     try:
         summary = asyncio.run(main())
@@ -284,5 +307,66 @@ def print_summary(summary: ReplaySummary) -> None:
         table.add_row(f"  to {target}", str(count))
     for code, count in summary.by_code.most_common():
         table.add_row(f"  error {code}", str(count))
+    for code, count in summary.refused.most_common():
+        why = NOT_REPLAYABLE.get(code, "")
+        table.add_row(f"refused {code} (--force sends them)", f"{count}: {why}")
+    if summary.held_side_effects:
+        table.add_row(
+            "held: side effects may repeat (--rerun-side-effects)", str(summary.held_side_effects)
+        )
     table.add_row("elapsed", f"{summary.elapsed_s:.2f}s")
     console.print(table)
+    if summary.side_effects:
+        print_side_effects(summary)
+
+
+def print_side_effects(summary: ReplaySummary) -> None:
+    """The tool calls of TOOL_OUTCOME_UNKNOWN records: what a replay would run again."""
+    table = Table(
+        "dead letter",
+        "session",
+        "tool",
+        "read-only",
+        "idempotency key",
+        "journal",
+        title="Tool calls whose outcome is unknown (a replay runs them again)",
+    )
+    for record in summary.side_effects:
+        for call in record.calls or []:
+            table.add_row(
+                record.position,
+                record.session or "",
+                call.tool,
+                "yes" if call.read_only else "no",
+                "yes" if call.accepts_idempotency_key else "no",
+                call.journal,
+            )
+    console.print(table)
+
+
+class _Journal:
+    """Step-journal lookups for the replay summary (closed with the Redis client)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from agentstream.state.journal import StepJournal
+        from agentstream.state.keys import Keys
+        from agentstream.state.redis import redis_from_settings
+
+        self._redis = redis_from_settings(settings)
+        s = settings.state
+        self._journal = StepJournal(
+            self._redis, Keys(s.key_prefix), retention_s=s.journal_retention_s, owner="cli"
+        )
+
+    async def status(self, tenant_id: str, session_id: str, step_id: str) -> str | None:
+        try:
+            return await self._journal.status(tenant_id, session_id, step_id)
+        except RedisError:
+            return "not checked (Redis unreachable)"
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def _journal(settings: Settings) -> _Journal | None:
+    return _Journal(settings) if settings.redis_url else None

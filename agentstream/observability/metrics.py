@@ -24,6 +24,16 @@ REQUESTS = Counter(
     "Requests that reached a terminal response, by state and error code.",
     ["state", "code"],
 )
+DEPENDENCY_UP = Gauge(
+    "agentstream_dependency_up",
+    "1 while a shared dependency (redis) answers, 0 while this worker waits for it.",
+    ["dependency"],
+)
+POST_PUBLISH_RETRIES = Counter(
+    "agentstream_post_publish_retries",
+    "Post-publish steps (session release) tried again after a failure.",
+    ["stage"],
+)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

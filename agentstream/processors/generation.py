@@ -45,7 +45,6 @@ from agentstream.processors.outcomes import (
     FORBIDDEN_TEXT,
     Failure,
     finish,
-    session_release,
 )
 from agentstream.processors.progress import call_result, failed_tools, next_turn
 from agentstream.processors.signals import RetryLater
@@ -118,7 +117,6 @@ class _Ending:
             failure=failure,
             metadata=meta,
             origin=self.msg,
-            then=session_release(self.deps, self.ids),
         )
 
 
@@ -319,7 +317,6 @@ class GenerationStage(Stage[GenerationTurn]):
             content=result.content,
             confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
-            then=session_release(self.deps, ids),
         )
         if self.deps.admission is not None and done.finished is not None:
             await self.deps.admission.remember_answer(

@@ -60,11 +60,14 @@ class Failure:
     ``LLM_TIMEOUT``)."""
 
 
-def session_release(deps: StageDeps, ids: RequestIds) -> Callable[[], Awaitable[None]]:
-    """The step that frees the request's session for its next request (runs after publish)."""
+def session_release(
+    deps: StageDeps, ids: RequestIds, response_id: str | None = None
+) -> Callable[[], Awaitable[None]]:
+    """The step that frees the request's session for its next request and records the
+    response that ended it (runs after publish; idempotent, retried until it succeeds)."""
 
     async def release() -> None:
-        await deps.sessions.release(ids)
+        await deps.sessions.release(ids, response_id)
 
     return release
 
@@ -123,11 +126,14 @@ def finish(
     confidence: float = 1.0,
     metadata: dict[str, str] | None = None,
     origin: Inbound | None = None,
-    then: Callable[[], Awaitable[None]] | None = None,
+    settle: bool = True,
 ) -> StageResult:
-    """The terminal records of a request: its response, metrics and (on failure) error event;
-    ``then`` runs once they are published (e.g. releasing the session)."""
+    """The terminal records of a request: its response, metrics and (on failure) error event.
+    Once they are published the session is *settled*: freed if this request holds it, and the
+    response recorded as one it knows (a later request may name it as the one it follows).
+    ``settle=False`` for a request that may not touch the session (another user's, bad ids)."""
     response = _response(deps, ids, progress, content, failure, confidence, metadata)
+    then = session_release(deps, ids, response.response_id) if settle else None
     topics = deps.settings.topics
     out = [
         Outbound(topic=topics.responses, key=ids.key, value=deps.codec.encode_record(response)),

@@ -13,7 +13,7 @@ import msgspec
 
 from agentstream.exceptions import ErrorCode
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
-from agentstream.processors.outcomes import Failure, finish, session_release
+from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import new_progress
 from agentstream.schemas.contracts import AgentRequest, StageInput
 from agentstream.schemas.exceptions import SerializationError
@@ -47,5 +47,4 @@ def output_too_large(
         content=TEXT,
         failure=failure,
         origin=msg,
-        then=session_release(deps, ids),
     )

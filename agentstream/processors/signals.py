@@ -10,11 +10,20 @@ class DeadLetter(Exception):
     no request to respond to, so the original bytes are kept for an operator.
     """
 
-    def __init__(self, code: str, reason: str, *, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.request_id = request_id
+        self.headers = headers or {}
+        """Extra headers for the dead letter (what an operator needs to decide on a replay)."""
 
 
 class RetryLater(Exception):

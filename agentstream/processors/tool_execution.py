@@ -39,7 +39,7 @@ from agentstream.schemas.contracts import (
     ToolCallBatch,
     ToolResult,
 )
-from agentstream.schemas.dead_letter import REPLAYED_FROM
+from agentstream.schemas.dead_letter import REPLAYED_FROM, UNKNOWN_CALLS
 from agentstream.state.context import AgentContext
 from agentstream.state.exceptions import ContextLostError, SessionForbiddenError
 from agentstream.state.journal import tool_step_id
@@ -93,9 +93,13 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             # free the session again, or the user's next request would wait behind a dead one.
             log.info("batch already dead-lettered as outcome unknown; dropping this delivery")
             return StageResult(then=session_release(deps, ids))
-        unknown = [c.name for c, o in zip(batch.calls, maybe, strict=True) if o is None]
+        unknown = [
+            (index, call.name)
+            for index, (call, o) in enumerate(zip(batch.calls, maybe, strict=True))
+            if o is None
+        ]
         if unknown:
-            self._outcome_unknown(unknown)
+            self._outcome_unknown(ids, batch.turn, unknown)
         outcomes = [o for o in maybe if o is not None]
         results = self._results(batch, outcomes)
         log.info("tool batch done", calls=len(results), errors=sum(r.is_error for r in results))
@@ -172,16 +176,34 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         policy = self.deps.tools.policy(name)
         return policy.read_only or policy.accepts_idempotency_key
 
-    @staticmethod
-    def _outcome_unknown(names: list[str]) -> NoReturn:
+    def _outcome_unknown(
+        self, ids: RequestIds, turn: int, calls: list[tuple[int, str]]
+    ) -> NoReturn:
         """A side-effecting call was in flight when its worker died and cannot be repeated
-        safely: the batch goes to the dead-letter topic for an operator (replaying it runs the
-        call again) and the session is released so the user's next request is not stuck."""
+        safely: the batch goes to the dead-letter topic for an operator (replaying it with
+        ``--rerun-side-effects`` runs the call again; the header ``agentstream-unknown-calls``
+        names the calls and their tools' policies) and the session is released so the user's
+        next request is not stuck."""
+        names = [name for _, name in calls]
         reason = (
             f"outcome unknown for side-effecting tool call(s) {', '.join(names)}: "
             "a previous attempt started and never finished; check the tool, then replay"
         )
-        raise DeadLetter(ErrorCode.TOOL_OUTCOME_UNKNOWN, reason) from ToolOutcomeUnknown(reason)
+        described = []
+        for index, name in calls:
+            policy = self.deps.tools.policy(name)
+            described.append(
+                {
+                    "tool": name,
+                    "step": tool_step_id(ids.request_id, turn, index),
+                    "read_only": policy.read_only,
+                    "accepts_idempotency_key": policy.accepts_idempotency_key,
+                }
+            )
+        headers = {UNKNOWN_CALLS: json.dumps(described, separators=(",", ":"))}
+        raise DeadLetter(
+            ErrorCode.TOOL_OUTCOME_UNKNOWN, reason, headers=headers
+        ) from ToolOutcomeUnknown(reason)
 
     async def _run_call(
         self, call: ToolCall, index: int, batch: ToolCallBatch, ids: RequestIds

@@ -32,12 +32,21 @@ from agentstream.schemas.contracts import (
     GenerationTurn,
     RequestProgress,
 )
+from agentstream.schemas.dead_letter import first_position
 from agentstream.state.context import AgentContext
-from agentstream.state.exceptions import SessionBusyError, SessionForbiddenError
+from agentstream.state.exceptions import (
+    ContextLostError,
+    SessionBusyError,
+    SessionForbiddenError,
+)
 from agentstream.state.session import UNREAD
 
 STAGE = "validation"
 log = get_logger(__name__)
+HISTORY_LOST_TEXT = (
+    "The earlier part of this conversation is no longer available, so this request was not run "
+    "without it. Please restate what you need; your next message starts afresh."
+)
 _ID_RULE = "must be 1-128 characters of letters, digits and ._:@- starting with a letter or digit"
 
 
@@ -49,6 +58,8 @@ class RequestRejected(Exception):
     message: str
     retriable: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    settle: bool = True
+    """The refusal is recorded in the session (False: another user's session, or bad ids)."""
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -78,7 +89,9 @@ class ValidationStage(Stage[AgentRequest]):
             cached = await self._admit(msg, ids, progress, request, valid)
             if cached is not None:
                 return cached
-            await self._record_user_turn(ids, valid, request.metadata, current)
+            await self._record_user_turn(
+                ids, valid, request.metadata, current, request.previous_response_id
+            )
         except RequestRejected as rej:
             log.info("request refused", code=rej.code)
             return self._refuse(msg, ids, progress, rej)
@@ -111,6 +124,7 @@ class ValidationStage(Stage[AgentRequest]):
             failure=failure,
             metadata=rej.metadata,
             origin=msg,
+            settle=rej.settle,
         )
 
     async def _first_sighting(
@@ -118,7 +132,7 @@ class ValidationStage(Stage[AgentRequest]):
     ) -> tuple[AgentContext | None, StageResult | None]:
         """One round trip: the request's dedupe marker and the session's context. A repeated
         request_id ends here with a DUPLICATE_REQUEST error event and no second answer."""
-        opening = await self.deps.sessions.open(ids, msg.position)
+        opening = await self.deps.sessions.open(ids, first_position(msg))
         if opening.first_sighting:
             return opening.context, None
         log.info("duplicate request dropped")
@@ -195,7 +209,9 @@ class ValidationStage(Stage[AgentRequest]):
             ("tenant_id", ids.tenant_id),
         ):
             if not valid_id(value):
-                raise RequestRejected(code=ErrorCode.INVALID_REQUEST, message=f"{name} {_ID_RULE}")
+                raise RequestRejected(
+                    code=ErrorCode.INVALID_REQUEST, message=f"{name} {_ID_RULE}", settle=False
+                )
         size = len(request.message.encode())
         if size > limits.max_message_bytes:
             raise RequestRejected(
@@ -238,9 +254,13 @@ class ValidationStage(Stage[AgentRequest]):
         valid: _Valid,
         metadata: dict[str, str],
         current: AgentContext | None,
+        follows: str | None,
     ) -> None:
         """Append the user turn and make this request the session's active one. Under the
-        ``queue`` double-text policy a request waits while an earlier one of its session runs."""
+        ``queue`` double-text policy a request waits while an earlier one of its session runs.
+        A request that names the response it follows is refused with ``CONTEXT_LOST`` when the
+        session does not hold that response (its history was lost: expired, or Redis lost data);
+        the check is part of the claim, so it runs after the earlier request has settled."""
         limits = self.deps.settings.limits
         change = _with_user_turn(ids, valid, metadata)
         delay = 0.005
@@ -253,12 +273,19 @@ class ValidationStage(Stage[AgentRequest]):
                     current=known,
                     claim=True,
                     stale_s=limits.session_busy_timeout_s,
+                    follows=follows,
                 )
                 return
             except SessionForbiddenError as forbidden:
                 raise RequestRejected(
-                    code=ErrorCode.SESSION_FORBIDDEN, message="this session belongs to another user"
+                    code=ErrorCode.SESSION_FORBIDDEN,
+                    message="this session belongs to another user",
+                    settle=False,
                 ) from forbidden
+            except ContextLostError as lost:
+                raise RequestRejected(
+                    code=ErrorCode.CONTEXT_LOST, message=HISTORY_LOST_TEXT
+                ) from lost
             except SessionBusyError as busy:
                 if limits.double_text == "reject":
                     raise RequestRejected(

@@ -139,6 +139,9 @@ class AgentRequest(_OfRequest, frozen=True, kw_only=True):
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: datetime
     deadline: datetime | None = None
+    previous_response_id: str | None = None
+    """The response this request follows in its session; when the session no longer holds
+    it (history lost) the request is answered ``CONTEXT_LOST`` instead of running without it."""
 
 
 class GenerationTurn(_Turn, frozen=True, kw_only=True):

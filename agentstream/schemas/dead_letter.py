@@ -83,6 +83,16 @@ RETRY_HEADERS = (ATTEMPT, RETRY_DUE, RETRY_ORIGIN, RETRY_REASON)
 # A replay is an operator's decision to run the record again: a side-effecting tool call whose
 # outcome was unknown runs again on replay (see state/journal.py).
 REPLAYED_FROM = "agentstream-replayed-from"
+# Where a record was first consumed ("<topic>/<partition>/<offset>"), kept while it travels
+# through retry topics, dead-letter topics and replays: request dedupe (state/dedupe.py) takes
+# the record's second coming for a redelivery of the first, not for a repeated request.
+FIRST_POSITION = "agentstream-first-position"
+# Set by a replay: the error code the record was dead-lettered with. A replayed record that
+# fails again with the same code gets an ErrorEvent but no second dead letter (the first stays).
+REPLAYED_CODE = "agentstream-replayed-code"
+# On TOOL_OUTCOME_UNKNOWN dead letters: JSON list of the calls whose outcome is unknown, each
+# {"tool", "step", "read_only", "accepts_idempotency_key"} (never the arguments).
+UNKNOWN_CALLS = "agentstream-unknown-calls"
 MAX_MESSAGE_CHARS = 1000
 
 
@@ -96,6 +106,7 @@ def dead_letter(
     error: BaseException,
     attempt: int,
     cause: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Outbound:
     own = {
         ORIGINAL_TOPIC: msg.topic,
@@ -112,10 +123,26 @@ def dead_letter(
     }
     if cause:
         own[ERROR_CAUSE] = cause
+    own.update(extra or {})
     # a record dead-lettered before (and replayed) must not keep its old verdict's headers
     kept = [(k, v) for k, v in msg.headers if k not in own and k != ERROR_CAUSE]
-    headers = kept + [(k, v.encode()) for k, v in own.items()]
+    headers = with_first_position(msg, kept) + [(k, v.encode()) for k, v in own.items()]
     return Outbound(topic=dlq_topic, key=msg.key, value=msg.value, headers=headers)
+
+
+def first_position(msg: Inbound) -> str:
+    """Where ``msg``'s record was first consumed: its ``FIRST_POSITION`` header, else here."""
+    for key, value in msg.headers:
+        if key == FIRST_POSITION and value:
+            return value.decode(errors="replace")
+    return msg.position
+
+
+def with_first_position(msg: Inbound, headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """``headers`` (taken from ``msg``) with ``msg``'s first position, added when missing."""
+    if any(k == FIRST_POSITION for k, _ in headers):
+        return headers
+    return [*headers, (FIRST_POSITION, msg.position.encode())]
 
 
 def prior_attempts(msg: Inbound) -> int:

@@ -154,3 +154,9 @@ class StepJournal:
     async def complete(self, tenant_id: str, session_id: str, step_id: str, result: str) -> None:
         key = self._keys.step(tenant_id, session_id, step_id)
         await self._complete(keys=[key], args=[result, self._retention_s])
+
+    async def status(self, tenant_id: str, session_id: str, step_id: str) -> str | None:
+        """The step's journal status (``running``, ``done``, ``unknown``), None when it has no
+        entry (never started, or expired after ``journal_retention_s``)."""
+        raw = await self._redis.hget(self._keys.step(tenant_id, session_id, step_id), "status")
+        return raw.decode() if isinstance(raw, bytes) else raw

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentstream.state.context import MAX_STORED_MESSAGES, AgentContext, now_ms
-from agentstream.state.exceptions import SessionBusyError, SessionForbiddenError
+from agentstream.state.context import (
+    MAX_STORED_MESSAGES,
+    RECORDED_RESPONSES,
+    AgentContext,
+    now_ms,
+)
+from agentstream.state.exceptions import ContextLostError, SessionBusyError, SessionForbiddenError
 from agentstream.state.journal import StepState
 from agentstream.state.session import UNREAD, Change, Opening, RequestIds
 
@@ -35,6 +40,7 @@ class MemorySessionStore:
         self._contexts: dict[tuple[str, str], _Stored] = {}
         self._seen: dict[tuple[str, str], str] = {}
         self._steps: dict[tuple[str, str, str], _Step] = {}
+        self._responses: dict[tuple[str, str], list[str]] = {}
 
     def _read(self, tenant_id: str, session_id: str) -> AgentContext | None:
         stored = self._contexts.get((tenant_id, session_id))
@@ -58,6 +64,7 @@ class MemorySessionStore:
         claim: bool = False,
         stale_s: float = 0.0,
         complete_step: tuple[str, str] | None = None,
+        follows: str | None = None,
     ) -> AgentContext | None:
         # one event loop, no await below: the read-change-write is atomic as the Lua CAS is;
         # a caller's ``current`` is not needed (reading here costs nothing)
@@ -71,6 +78,8 @@ class MemorySessionStore:
             holder, since = stored.active
             if holder != ids.request_id and now - since < stale_s * 1000:
                 raise SessionBusyError(f"session {ids.session_id!r} is answering another request")
+        if follows is not None and follows not in self._responses.get(key, ()):
+            raise ContextLostError(f"session {ids.session_id!r} does not hold {follows!r}")
         new = change(current)
         if new is None:
             return current
@@ -118,11 +127,17 @@ class MemorySessionStore:
         key = (ids.tenant_id, ids.session_id, step_id)
         self._steps[key] = _Step(status="unknown", owner=self._owner)
 
-    async def release(self, ids: RequestIds) -> None:
-        stored = self._contexts.get((ids.tenant_id, ids.session_id))
+    async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
+        key = (ids.tenant_id, ids.session_id)
+        stored = self._contexts.get(key)
         if stored is not None and stored.active is not None and stored.active[0] == ids.request_id:
             stored.active = None
+        recorded = self._responses.setdefault(key, [])
+        if response_id is not None and response_id not in recorded:
+            recorded.append(response_id)
+            del recorded[:-RECORDED_RESPONSES]
 
     def expire(self, tenant_id: str, session_id: str) -> None:
         """Drop a session's context, as its Redis TTL would (for tests of CONTEXT_LOST)."""
         self._contexts.pop((tenant_id, session_id), None)
+        self._responses.pop((tenant_id, session_id), None)

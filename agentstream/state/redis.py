@@ -32,9 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
+    ReadOnlyError,
     RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
@@ -52,12 +55,34 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _HEALTH_CHECK_INTERVAL_S = 30
 _DEFAULT_PORT = 6379
 _FAILOVER_BACKOFF_S = (0.05, 0.5)  # first pause, longest pause
+_RECONNECT_BACKOFF_S = (0.05, 1.0)  # base, cap of the pool's reconnect retries
 
 # Set while a task holds a turn of the gate, so commands issued from inside one (a pipeline
 # re-sending redirected commands one by one) do not wait for a second turn.
 _IN_GATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "agentstream_in_gate", default=False
 )
+
+
+_OUTAGE_ERRORS = (
+    RedisConnectionError,  # refused, reset, closed, still loading its data set, no pool slot
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,  # a replica promoted while clients still write to the old master
+)
+
+
+def redis_outage(error: BaseException) -> bool:
+    """The error (or one it was raised from) says Redis cannot be reached right now."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a short chain: a stage error raised from a Redis error
+        if seen is None:
+            return False
+        if isinstance(seen, _OUTAGE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_cluster_url(url: str) -> bool:
@@ -70,6 +95,8 @@ def redis_from_settings(settings: Settings) -> RedisClient:
     extra: dict[str, Any] = {}
     if is_cluster_url(settings.redis_url):
         extra["failover_s"] = settings.state.redis_cluster_failover_s
+    else:
+        extra["retries"] = settings.state.redis_retries
     return redis_from_url(
         settings.redis_url,
         max_connections=settings.state.redis_max_connections,
@@ -79,18 +106,34 @@ def redis_from_settings(settings: Settings) -> RedisClient:
 
 
 def redis_from_url(
-    url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0, **kwargs: Any
+    url: str,
+    *,
+    max_connections: int = 64,
+    pool_timeout_s: float = 10.0,
+    retries: int = 3,
+    **kwargs: Any,
 ) -> RedisClient:
-    """A client for ``url`` (see the module docstring); ``kwargs`` go to the connections."""
+    """A client for ``url`` (see the module docstring); ``kwargs`` go to the connections.
+
+    One server: a command that fails with a connection error (a pooled connection the server
+    closed, a restart) is sent again on a fresh connection up to ``retries`` times, after a
+    jittered exponential pause (50 ms doubling, at most 1 s), before the caller sees the error.
+    Only connection errors are retried, not timeouts: a command that timed out may have run."""
     if is_cluster_url(url):
         return cluster_from_url(
             url, max_connections=max_connections, pool_timeout_s=pool_timeout_s, **kwargs
         )
+    base, cap = _RECONNECT_BACKOFF_S
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=pool_timeout_s,
         health_check_interval=_HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(
+            ExponentialWithJitterBackoff(base=base, cap=cap),
+            retries,
+            supported_errors=(RedisConnectionError,),
+        ),
         **kwargs,
     )
     return Redis(connection_pool=pool, decode_responses=False)

@@ -51,6 +51,7 @@ class RedisSessionStore:
         claim: bool = False,
         stale_s: float = 0.0,
         complete_step: tuple[str, str] | None = None,
+        follows: str | None = None,
     ) -> AgentContext | None:
         step = None
         if complete_step is not None:
@@ -66,6 +67,7 @@ class RedisSessionStore:
             stale_s=stale_s,
             complete_step=step,
             owner=ids.owner,
+            follows=follows,
             **known,
         )
 
@@ -96,5 +98,5 @@ class RedisSessionStore:
     async def mark_step_unknown(self, ids: RequestIds, step_id: str) -> None:
         await self.journal.mark_unknown(ids.tenant_id, ids.session_id, step_id)
 
-    async def release(self, ids: RequestIds) -> None:
-        await self.contexts.release(ids.tenant_id, ids.session_id, ids.request_id)
+    async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
+        await self.contexts.release(ids.tenant_id, ids.session_id, ids.request_id, response_id)

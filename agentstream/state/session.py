@@ -89,12 +89,15 @@ class SessionStore(Protocol):
         claim: bool = False,
         stale_s: float = 0.0,
         complete_step: tuple[str, str] | None = None,
+        follows: str | None = None,
     ) -> AgentContext | None:
         """Apply ``change`` atomically (it may run more than once: keep it pure). ``current``:
         a context just read (skips the first read). ``claim``: also make this request the
         session's active one (SessionBusyError while another, active for less than ``stale_s``,
         holds it). ``complete_step``: (step id, result) of a journal step marked done in the
-        same write. Raises SessionForbiddenError when the session is another (tenant, user)'s."""
+        same write. ``follows``: a response id the session must have recorded (see
+        :meth:`release`), else ContextLostError. Raises SessionForbiddenError when the session
+        is another (tenant, user)'s."""
         ...
 
     async def get(self, tenant_id: str, session_id: str) -> AgentContext | None: ...
@@ -117,6 +120,9 @@ class SessionStore(Protocol):
         """The step's outcome cannot be known (dead-lettered): later deliveries are dropped."""
         ...
 
-    async def release(self, ids: RequestIds) -> None:
-        """The request finished: the session's next request may start."""
+    async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
+        """The request finished: the session's next request may start. ``response_id``: the
+        response that ended it, recorded among the session's latest responses (what a later
+        request's ``follows`` is checked against). Idempotent; frees the session only if
+        ``ids.request_id`` holds it."""
         ...

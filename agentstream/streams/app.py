@@ -22,9 +22,10 @@ from agentstream.observability.load import LoadMonitor
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps, StageResult
 from agentstream.processors.outcomes import WORKER_ID
+from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.state.keys import Keys
-from agentstream.state.redis import redis_from_settings
+from agentstream.state.redis import redis_from_settings, redis_outage
 from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
 from agentstream.streams.failures import StageFailures
@@ -76,6 +77,8 @@ class PipelineWorker:
         self.settings = settings
         self.stages = stages
         self._redis = redis_from_settings(settings)
+        # Closed while Redis is unreachable: the stages take no new work until it answers.
+        self.redis_gate = OutageGate("redis", self._redis.ping, is_outage=redis_outage)
         self.llm = llm or build_llm(settings, redis=self._redis)
         self.runners: dict[str, StageRunner] = {}
         # Built-in + MCP tools with permissions and the result cache; the worker opens and closes
@@ -171,6 +174,8 @@ class PipelineWorker:
             max_in_flight=s.limits.max_in_flight,
             max_record_bytes=self.size_limit.max_bytes,
             too_large=failures.too_large,
+            gate=self.redis_gate,
+            outage_wait_s=s.failure.outage_wait_s,
         )
 
     def _build_app(self) -> faust.App:
@@ -253,6 +258,7 @@ class PipelineWorker:
         await self.llm.aclose()
         if self._owns_tools and isinstance(self.tools, ManagedTools):
             await self.tools.stop()
+        await self.redis_gate.aclose()
         await self._redis.aclose()
         log.info("worker stopped")
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentstream.exceptions import AgentStreamError, cause_code
+from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Inbound, Outbound, RequestIds, StageDeps, StageResult
 from agentstream.processors.outcomes import Failure, error_event, session_release
 from agentstream.processors.oversize import output_too_large
 from agentstream.processors.signals import DeadLetter
-from agentstream.schemas.dead_letter import dead_letter
+from agentstream.schemas.dead_letter import REPLAYED_CODE, REPLAYED_FROM, dead_letter, header_map
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.policy import transient
 from agentstream.streams.topology import StageSpec
 
 MAX_MESSAGE_CHARS = 500
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,22 +45,33 @@ class StageFailures:
 
     def dead_letter(self, msg: Inbound, code: str, exc: BaseException, attempt: int) -> StageResult:
         """Terminal: the original record for an operator, an ErrorEvent, and (for stages that
-        hold the session) the session released."""
+        hold the session) the session released. A replayed record that failed again with the
+        code it was dead-lettered with gets no second dead letter: the first one stays."""
         s = self.deps.settings
         ids = self.ids_of(msg)
-        records = [
-            dead_letter(
-                msg,
-                dlq_topic=self.spec.dlq(s),
-                group=s.consumer_group,
-                stage=self.spec.name,
+        records = [self._error_event(msg, ids, code, exc, attempt)]
+        if header_map(msg.headers).get(REPLAYED_CODE) == code:
+            log.warning(
+                "replayed record failed again the same way; its dead letter stays",
                 code=code,
-                error=_reported(exc),
-                attempt=attempt,
-                cause=cause_code(exc),
-            ),
-            self._error_event(msg, ids, code, exc, attempt),
-        ]
+                replayed_from=header_map(msg.headers).get(REPLAYED_FROM, "?"),
+            )
+        else:
+            extra = exc.headers if isinstance(exc, DeadLetter) else None
+            records.insert(
+                0,
+                dead_letter(
+                    msg,
+                    dlq_topic=self.spec.dlq(s),
+                    group=s.consumer_group,
+                    stage=self.spec.name,
+                    code=code,
+                    error=_reported(exc),
+                    attempt=attempt,
+                    cause=cause_code(exc),
+                    extra=extra,
+                ),
+            )
         if ids is None or not self.spec.releases_session:
             return StageResult(records=records)
         return StageResult(records=records, then=session_release(self.deps, ids))

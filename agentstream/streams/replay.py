@@ -13,15 +13,28 @@ plus ``agentstream-replayed-from: <dlq topic>/<partition>/<offset>`` and
 Replays are at-least-once and may be repeated: the pipeline drops a request it has already
 answered (request_id dedupe) and never repeats a completed LLM call or tool effect (step journal),
 so replaying the same range twice answers each request once.
+
+Two kinds of records are held back:
+
+- records that can only fail again (:data:`NOT_REPLAYABLE`, e.g. ``UNDECODABLE`` bytes) are
+  refused, with the reason, unless ``force``; a replayed record that fails again with the code it
+  was dead-lettered with (header ``agentstream-replayed-code``) gets an ErrorEvent and no second
+  dead letter, so a replay never grows the DLQ with copies of the same failure;
+- ``TOOL_OUTCOME_UNKNOWN`` records re-run side-effecting tool calls whose effect may already have
+  happened: they are sent only with ``rerun_side_effects``. Either way the summary lists each
+  call: the tool, whether it is read-only or takes an idempotency key, and its journal status
+  (``running``: started and never finished; none: the entry expired), so the operator can check
+  the tool's side of it first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +52,14 @@ from agentstream.streams.publisher import Publisher
 from agentstream.streams.topology import contract_for_topic
 
 REPLAY_ID = "agentstream-replay-id"
+#: Error codes whose records fail the same way when replayed, with the reason shown.
+NOT_REPLAYABLE: dict[str, str] = {
+    ErrorCode.UNDECODABLE: "its bytes decode with no known schema; a replay fails the same way",
+}
+SIDE_EFFECTS = ErrorCode.TOOL_OUTCOME_UNKNOWN
+_LISTED = 1000  # side-effect records listed in a summary
+StepStatus = Callable[[str, str, str], Awaitable[str | None]]
+"""``step_status(tenant_id, session_id, step_id)``: a journal entry's status, None if absent."""
 _STRIPPED = frozenset(dl.DLQ_HEADERS)
 _BATCH = 500
 _POLL_MS = 200
@@ -96,9 +117,43 @@ class DeadLetterRecord:
             for k, v in self.headers
             if k not in _STRIPPED
             and not k.startswith("kafka_dlt-")
-            and k not in (dl.REPLAYED_FROM, REPLAY_ID)
+            and k not in (dl.REPLAYED_FROM, REPLAY_ID, dl.REPLAYED_CODE, dl.UNKNOWN_CALLS)
         ]
-        return [*kept, (dl.REPLAYED_FROM, self.position.encode()), (REPLAY_ID, replay_id.encode())]
+        return [
+            *kept,
+            (dl.REPLAYED_FROM, self.position.encode()),
+            (REPLAY_ID, replay_id.encode()),
+            (dl.REPLAYED_CODE, self.error_code.encode()),
+        ]
+
+    def unknown_calls(self) -> list[dict[str, Any]]:
+        """The calls a ``TOOL_OUTCOME_UNKNOWN`` record names (header ``UNKNOWN_CALLS``)."""
+        try:
+            calls = json.loads(self.meta.get(dl.UNKNOWN_CALLS) or "[]")
+        except ValueError:
+            return []
+        return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnknownCall:
+    """A tool call of a ``TOOL_OUTCOME_UNKNOWN`` dead letter, as an operator must judge it."""
+
+    tool: str
+    step: str
+    read_only: bool
+    accepts_idempotency_key: bool
+    journal: str
+    """The step's journal status now: ``running`` (started, never finished), ``done``,
+    ``unknown`` (marked when dead-lettered), ``none`` (no entry: expired, so a replay runs every
+    step again) or ``not checked`` (no Redis)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SideEffectRecord:
+    position: str
+    session: str | None
+    calls: list[UnknownCall]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +211,12 @@ class ReplaySummary:
     no_target: int = 0
     no_payload: int = 0
     """Dead letters whose payload was omitted (too large for the broker): nothing to replay."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Records held back because they can only fail again (by code; see NOT_REPLAYABLE)."""
+    held_side_effects: int = 0
+    """``TOOL_OUTCOME_UNKNOWN`` records not sent (no ``rerun_side_effects``)."""
+    side_effects: list[SideEffectRecord] = field(default_factory=list)
+    """The ``TOOL_OUTCOME_UNKNOWN`` records matched (sent or held), with their calls."""
     by_target: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -380,13 +441,60 @@ class _Sender:
             self.pending = []
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Hold:
+    """What replay holds back, and how it looks the side effects up."""
+
+    force: bool
+    rerun_side_effects: bool
+    step_status: StepStatus | None
+    settings: Settings
+    codec: AvroCodec
+
+    async def allows(self, record: DeadLetterRecord, summary: ReplaySummary) -> bool:
+        code = record.error_code
+        if code in NOT_REPLAYABLE and not self.force:
+            summary.refused[code] += 1
+            return False
+        if code != SIDE_EFFECTS:
+            return True
+        if len(summary.side_effects) < _LISTED:
+            summary.side_effects.append(await self._describe(record))
+        if not self.rerun_side_effects:
+            summary.held_side_effects += 1
+            return False
+        return True
+
+    async def _describe(self, record: DeadLetterRecord) -> SideEffectRecord:
+        tenant: str | None = None
+        if self.step_status is not None:
+            value, _ = await decode(self.settings, self.codec, record)
+            found = value.get("tenant_id") if value else None
+            tenant = found if isinstance(found, str) else None
+        calls = []
+        for c in record.unknown_calls():
+            journal = "not checked"
+            if self.step_status is not None and tenant is not None and record.session:
+                journal = await self.step_status(tenant, record.session, str(c.get("step"))) or (
+                    "none"
+                )
+            calls.append(
+                UnknownCall(
+                    tool=str(c.get("tool", "?")),
+                    step=str(c.get("step", "?")),
+                    read_only=bool(c.get("read_only")),
+                    accepts_idempotency_key=bool(c.get("accepts_idempotency_key")),
+                    journal=journal,
+                )
+            )
+        return SideEffectRecord(position=record.position, session=record.session, calls=calls)
+
+
 def _replay_target(
     record: DeadLetterRecord, to: str | None, existing: Mapping[str, int], summary: ReplaySummary
 ) -> str | None:
     """Where ``record`` goes back to (counted in ``summary``), or None when it cannot be
     replayed (no origin header, payload omitted for size)."""
-    summary.matched += 1
-    summary.by_code[record.error_code] += 1
     target = to or record.origin_topic
     if target is None:
         summary.no_target += 1
@@ -411,12 +519,17 @@ async def replay(
     rate: float | None = None,
     replay_id: str | None = None,
     progress: Progress | None = None,
+    force: bool = False,
+    rerun_side_effects: bool = False,
+    step_status: StepStatus | None = None,
 ) -> ReplaySummary:
     """Re-publish the matching records of dead-letter ``topic`` (see the module docstring).
 
     The target is ``to`` or each record's ``kafka_dlt-original-topic`` header (records without
     one are counted as ``no_target``, records whose payload was omitted as ``no_payload``).
     ``rate`` caps records per second. ``dry_run`` sends nothing and reports what would be sent.
+    ``force`` sends records that can only fail again; ``rerun_side_effects`` sends
+    ``TOOL_OUTCOME_UNKNOWN`` records; ``step_status`` looks their journal entries up.
     """
     if rate is not None and rate <= 0:
         raise ReplayError("rate must be > 0 records/s")
@@ -428,6 +541,13 @@ async def replay(
         if name is not None and name not in existing:
             raise ReplayError(f"{what} {name!r} does not exist")
     tracker = _Tracker(summary=summary, progress=progress)
+    hold = _Hold(
+        force=force,
+        rerun_side_effects=rerun_side_effects,
+        step_status=step_status,
+        settings=settings,
+        codec=codec,
+    )
 
     sender = None if dry_run else _Sender(publisher=Publisher(settings), summary=summary, rate=rate)
     if sender is not None:
@@ -443,6 +563,10 @@ async def replay(
             on_total=tracker.on_total,
             on_scanned=tracker.on_scanned,
         ):
+            summary.matched += 1
+            summary.by_code[record.error_code] += 1
+            if not await hold.allows(record, summary):
+                continue
             target = _replay_target(record, to, existing, summary)
             if target is not None and sender is not None:
                 await sender.add(

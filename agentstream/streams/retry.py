@@ -1,6 +1,6 @@
 """Non-blocking tiered retries.
 
-A record that failed transiently in the generation or tool stage is republished to
+A record that failed transiently in any stage is republished to
 ``<topic>.retry.<N>s`` for its attempt (default tiers 5 s, 30 s, 300 s) with headers naming its
 attempt count, due time and origin; its original offset is then committed like any finished one.
 A retry forwarder consumes each retry topic and holds every record until it is due, in its own
@@ -27,6 +27,7 @@ from agentstream.schemas.dead_letter import (
     RETRY_REASON,
     header_map,
     prior_attempts,
+    with_first_position,
 )
 
 
@@ -36,7 +37,7 @@ def schedule_retry(msg: Inbound, topics: TopicSettings, code: str) -> Outbound |
     if tier >= len(topics.retry_tiers_s):
         return None
     due_ms = int((time.time() + topics.retry_tiers_s[tier]) * 1000)
-    kept = [(k, v) for k, v in msg.headers if k not in RETRY_HEADERS]
+    kept = with_first_position(msg, [(k, v) for k, v in msg.headers if k not in RETRY_HEADERS])
     headers = [
         *kept,
         (ATTEMPT, str(tier + 1).encode()),

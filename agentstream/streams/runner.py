@@ -18,6 +18,17 @@ dead-letter topic (the failure policy, streams/policy.py, decides), so a poison 
 its partition. Publishing itself is retried until it succeeds or the runner stops: if the broker is
 unreachable no later offset can complete anyway, and an unacked offset is redelivered.
 
+After publishing, the handler's ``then`` step (the session release) is tried again, with
+jittered backoff, until it succeeds: a session must not stay claimed by a request whose answer is
+out. If the runner stops first the event is left unacked, and its redelivery runs the step again
+(the steps are idempotent).
+
+Outages: with an :class:`~agentstream.resilience.outage.OutageGate` (Redis), an error that means
+Redis is unreachable closes the gate. While it is closed the runner takes no new events
+(``submit`` waits), and a failed event waits for Redis (up to ``outage_wait_s``) before its next
+attempt instead of using its attempts up in a second, so a Redis blip costs latency, not dead
+letters. Attempts used up while Redis is still down take the retry tiers (a transient error).
+
 Size: with ``max_record_bytes`` set, every output record is measured before it is sent. An output
 larger than the broker accepts is replaced by the stage's ``too_large`` outcome (an ERROR response
 ``OUTPUT_TOO_LARGE``), else by a dead letter; a dead letter that is itself too large goes without
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -41,10 +53,11 @@ from agentstream.observability.logging import get_logger
 from agentstream.observability.tracing import consume_span, trace_headers
 from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter, RetryLater
+from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.dead_letter import is_dead_letter, prior_attempts, within_limit
 from agentstream.streams.acks import PartitionAcks
 from agentstream.streams.message_size import SETTING, OutputTooLargeError, record_size
-from agentstream.streams.policy import Action, Decision, FailurePolicy
+from agentstream.streams.policy import Action, Decision, FailurePolicy, transient
 from agentstream.streams.refused import PublishRefusedError, refused
 
 log = get_logger(__name__)
@@ -67,6 +80,8 @@ class RunnerStats:
     peak_in_flight: int = 0
     too_large: int = 0
     refused: int = 0
+    post_publish_retries: int = 0
+    outage_waits: int = 0
 
 
 @dataclass(kw_only=True)
@@ -96,6 +111,8 @@ class StageRunner:
         policy: FailurePolicy | None = None,
         max_record_bytes: int | None = None,
         too_large: TooLargeFactory | None = None,
+        gate: OutageGate | None = None,
+        outage_wait_s: float = 60.0,
     ) -> None:
         self.stage = stage
         self._handler = handler
@@ -108,6 +125,8 @@ class StageRunner:
         self._policy = policy or FailurePolicy(retry_tiers=retry is not None)
         self._max_record_bytes = max_record_bytes
         self._too_large = too_large
+        self._gate = gate
+        self._outage_wait_s = outage_wait_s
         self._chains: dict[tuple[str, bytes], _Chain] = {}
         self._partitions: dict[tuple[str, int], PartitionAcks] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +149,8 @@ class StageRunner:
         event stays unacked and is redelivered to the next owner)."""
         if self._closing:
             await asyncio.Event().wait()
+        if self._gate is not None and not self._gate.up:
+            await self._gate.wait_up()  # Redis is down: take nothing new until it answers
         await self._slots.acquire()
         self._in_flight += 1
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight)
@@ -195,16 +216,42 @@ class StageRunner:
             finished = result.finished
             metrics.REQUESTS.labels(finished.state, finished.error_code or "").inc()
         if result.then is not None:
-            try:
-                await result.then()
-            except Exception as exc:  # noqa: BLE001 - outputs are out; do not redo the event
-                log.warning(
-                    "post-publish step failed",
-                    **_where(msg),
-                    error=type(exc).__name__,
-                )
+            await self._after_publish(msg, result.then)
         self.stats.processed += 1
         metrics.EVENTS.labels(self.stage, "processed").inc()
+
+    async def _after_publish(self, msg: Inbound, then: Callable[[], Awaitable[None]]) -> None:
+        """Run the post-publish step until it succeeds. A transient failure is retried (after
+        Redis answers again, when it was an outage); while the runner stops the error is raised,
+        so the event stays unacked and its redelivery runs the step again. A step that fails
+        for good (not transient) is logged once: retrying would not help."""
+        pause = 0.05
+        while True:
+            try:
+                await then()
+                return
+            except Exception as exc:
+                if not transient(exc):
+                    log.error("post-publish step failed", **_where(msg), error=type(exc).__name__)
+                    return
+                if self._closing:
+                    raise
+                self.stats.post_publish_retries += 1
+                metrics.POST_PUBLISH_RETRIES.labels(self.stage).inc()
+                log.warning(
+                    "post-publish step failed, retrying", **_where(msg), error=type(exc).__name__
+                )
+                if not await self._wait_for_outage(exc):
+                    await asyncio.sleep(random.uniform(pause / 2, pause))
+                    pause = min(pause * 2, 2.0)
+
+    async def _wait_for_outage(self, exc: BaseException) -> bool:
+        """When ``exc`` means Redis is down: wait for it (bounded) and return True."""
+        if self._gate is None or not self._gate.report(exc):
+            return False
+        self.stats.outage_waits += 1
+        await self._gate.wait_up(self._outage_wait_s)
+        return True
 
     async def _handle(self, msg: Inbound) -> StageResult:
         """Run the handler; the failure policy turns its signals and failures into a retry in
@@ -225,7 +272,8 @@ class StageRunner:
                         error=type(exc).__name__,
                         attempt=attempt,
                     )
-                    await asyncio.sleep(decision.delay_s)
+                    if not await self._wait_for_outage(exc):
+                        await asyncio.sleep(decision.delay_s)
                     continue
                 signal = isinstance(exc, DeadLetter | RetryLater)
                 if not signal:

@@ -14,7 +14,7 @@ The worker, replay, ``tail``, topic creation and the docs read this table. Addin
                                         ^                                  |
                                         +-------------tools----------------+
     generation --> agent.responses (+ agent.metrics, agent.errors on failure)
-    generation, tools --transient--> <topic>.retry.<N>s --retry--> back to <topic>
+    every stage --transient--> <topic>.retry.<N>s --retry--> back to <topic>
     every stage --poison--> <topic>.dlq
 """
 
@@ -88,7 +88,7 @@ STAGES: tuple[StageSpec, ...] = (
         topic_field="requests",
         contract=AgentRequest,
         load_handler=_validation,
-        retry_tiers=False,
+        retry_tiers=True,
         releases_session=False,
     ),
     StageSpec(

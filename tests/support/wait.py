@@ -1,0 +1,24 @@
+"""Waiting on a condition with a deadline (never a bare sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, deadline_s: float = 30.0
+) -> None:
+    """Poll ``condition`` (sync or async) until it is true; AssertionError after the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
