@@ -23,6 +23,7 @@ from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.dead_letter import REPLAYED_FROM
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.admin import ensure_topics
+from agentstream.streams.app import PipelineWorker
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.replay import (
     REPLAY_ID,
@@ -33,7 +34,7 @@ from agentstream.streams.replay import (
     replay,
     summarize,
 )
-from tests.support.kafka import FAST_KAFKA
+from tests.support.kafka import FAST_KAFKA, TopicReader, produce_raw
 from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
@@ -358,3 +359,29 @@ async def test_cli_list_show_and_replay(settings: Settings) -> None:
     missing = await run_cli(settings, "replay", dlq_topic, "--to", "no.such.topic.anywhere")
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr
+
+
+async def test_a_forced_replay_that_fails_again_adds_no_second_dead_letter(
+    settings: Settings,
+) -> None:
+    codec = AvroCodec()
+    t = settings.topics
+    dlq_topic = t.dlq(t.requests)
+    async with (
+        PipelineWorker(settings) as _,
+        TopicReader(settings, dlq_topic) as dead,
+        TopicReader(settings, t.errors, codec, "ErrorEvent") as errors,
+    ):
+        await produce_raw(settings, t.requests, b"not avro at all", key=b"bad")
+        await dead.wait_for(lambda: len(dead.records) == 1, what="the first dead letter")
+        summary = await replay(settings, dlq_topic, codec, force=True)
+        assert summary.replayed == 1
+        # a sentinel on the same key (same partitions, processed after the replayed copy)
+        await produce_raw(settings, t.requests, b"also not avro", key=b"bad")
+        await dead.wait_for(lambda: len(dead.records) == 2, what="the sentinel's dead letter")
+        await errors.wait_for(lambda: len(errors.values) == 3, what="an error event per failure")
+    first, second = (dict(r.headers) for r in dead.records)
+    assert REPLAYED_FROM not in first
+    assert REPLAYED_FROM not in second  # no dead letter for the replayed copy
+    assert dead.records[1].value == b"also not avro"
+    assert [e["code"] for e in errors.values] == ["UNDECODABLE"] * 3

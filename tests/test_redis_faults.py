@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from agentstream.client import AgentClient, AgentResponse
+from agentstream.client import AgentClient, AgentResponse, new_request
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
 from agentstream.embedded.process import free_port
@@ -197,3 +197,36 @@ async def test_lost_history_is_told_not_silent(
     async with PipelineWorker(settings) as _, AgentClient(settings) as fresh:
         other = await fresh.ask("add 4 and 5", session_id="chat", user_id="u", tenant_id="t")
         assert other.content == "The answer is 9."
+
+
+async def test_validation_takes_the_retry_tiers_while_redis_stays_down(
+    settings_factory: Any, volatile_redis: EmbeddedRedis
+) -> None:
+    """Attempts used up while Redis is still down go to the retry tiers, never the DLQ, and the
+    request is answered once Redis is back."""
+    settings: Settings = settings_factory(
+        kafka=FAST_KAFKA,
+        redis_url=volatile_redis.url,
+        failure={"max_attempts": 2, "outage_wait_s": 0.3},
+        topics={"retry_tiers_s": [1.0, 2.0]},
+    )
+    await ensure_topics(settings)
+    t = settings.topics
+    async with (
+        PipelineWorker(settings) as worker,
+        AgentClient(settings) as client,
+        TopicReader(settings, t.dlq(t.requests)) as dead,
+        TopicReader(settings, t.retry_topic(t.requests, 0)) as retried,
+    ):
+        warm = await client.ask("add 1 and 1", session_id="w", user_id="u", tenant_id="t")
+        assert warm.content == "The answer is 2."
+        await volatile_redis.stop_async()
+        request = new_request("add 20 and 22", session_id="down", user_id="u", tenant_id="t")
+        answer = client.expect(request["request_id"])
+        await client.submit(request)
+        await retried.wait_for(lambda: len(retried.records) == 1, what="a validation retry")
+        await volatile_redis.start_async()
+        response = await asyncio.wait_for(answer, 60)
+        assert response.content == "The answer is 42."
+        assert dead.records == []
+        assert worker.runners["validation"].stats.retried_later >= 1

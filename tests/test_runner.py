@@ -8,9 +8,11 @@ from typing import Any
 
 from agentstream.processors.base import Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter
+from agentstream.resilience.outage import OutageGate
 from agentstream.streams.acks import PartitionAcks
 from agentstream.streams.policy import FailurePolicy
 from agentstream.streams.runner import StageRunner
+from tests.support.wait import wait_until
 
 
 def test_partition_acks_hold_later_completions_until_earlier_ones_finish() -> None:
@@ -164,3 +166,91 @@ async def test_revoke_finishes_what_it_can_and_abandons_the_rest_unacked() -> No
     assert (1, 0) in acked
     assert await runner.drain(1)
     assert runner.in_flight == 0
+
+
+class _Down(ConnectionError):
+    """Stands in for "Redis unreachable" (the gate is told which errors mean an outage)."""
+
+
+class _Probe:
+    """A dependency whose availability the test switches; the gate probes it."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    async def __call__(self) -> None:
+        if not self.up:
+            raise _Down("still down")
+
+
+async def test_outage_pauses_intake_and_waits_instead_of_failing() -> None:
+    probe = _Probe()
+    gate = OutageGate(
+        "dep", probe, is_outage=lambda e: isinstance(e, _Down), backoff_s=(0.01, 0.02)
+    )
+    calls: list[int] = []
+    dead: list[int] = []
+
+    async def handler(msg: Inbound) -> StageResult:
+        calls.append(msg.offset)
+        if not probe.up:
+            raise _Down("dependency down")
+        return StageResult()
+
+    runner = make_runner(
+        handler,
+        gate=gate,
+        outage_wait_s=30.0,
+        policy=FailurePolicy(max_attempts=2, backoff_base_s=0.0),
+        dead_letter=lambda msg, *a: dead.append(msg.offset) or StageResult(),
+    )
+    acked: list[int] = []
+    probe.up = False
+    await runner.submit(_msg(0, "a"), lambda: acked.append(0))
+    await wait_until(lambda: not gate.up, "the gate to close")
+    # intake is paused while the dependency is down: the next submit waits
+    second = asyncio.create_task(runner.submit(_msg(1, "b"), lambda: acked.append(1)))
+    await asyncio.sleep(0.1)  # a window in which a paused runner must not take the event
+    assert not second.done()
+    assert calls == [0]  # the failed event waits for the dependency, not burning its attempts
+    probe.up = True
+    await wait_until(lambda: sorted(acked) == [0, 1], "both events processed after recovery")
+    await second
+    assert dead == []
+    assert runner.stats.outage_waits == 1
+    assert calls.count(0) == 2
+    await gate.aclose()
+
+
+async def test_post_publish_step_is_retried_until_it_succeeds() -> None:
+    attempts: list[int] = []
+
+    async def release() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("stale pooled connection")
+
+    async def handler(msg: Inbound) -> StageResult:
+        return StageResult(then=release)
+
+    runner = make_runner(handler)
+    acked: list[int] = []
+    await runner.submit(_msg(0, "a"), lambda: acked.append(0))
+    await wait_until(lambda: acked == [0], "the event acked once its release succeeded")
+    assert len(attempts) == 3
+    assert runner.stats.post_publish_retries == 2
+
+
+async def test_post_publish_step_failing_while_stopping_leaves_the_event_unacked() -> None:
+    async def release() -> None:
+        raise ConnectionError("Redis down")
+
+    async def handler(msg: Inbound) -> StageResult:
+        return StageResult(then=release)
+
+    runner = make_runner(handler)
+    acked: list[int] = []
+    await runner.submit(_msg(0, "a"), lambda: acked.append(0))
+    await wait_until(lambda: runner.stats.post_publish_retries >= 1, "a failed release")
+    assert await runner.drain(5.0)
+    assert acked == []  # redelivered to the next owner, whose run releases the session
