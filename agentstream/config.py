@@ -265,6 +265,9 @@ class AdmissionSettings(BaseModel):
     rate_limit_on_redis_error: Literal["allow", "deny"] = "allow"
     budget_on_redis_error: Literal["allow", "deny"] = "deny"
     redis_timeout_s: float = Field(default=1.0, gt=0)
+    # Actual usage is booked behind the calls, batched per tenant, at most this late
+    # (admission/usage_writer.py); a batch Redis refuses stays queued and is tried again.
+    usage_flush_s: float = Field(default=0.05, gt=0)
     completion_token_estimate: int = Field(default=256, ge=0)
     # Opt-in: an answer built from time-sensitive read-only tools (current time, prices) would
     # be served stale for up to cache_ttl_s; enable where answers are stable enough.

@@ -87,6 +87,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         ],
         "progress": _progress(),
         "deadline": None,
+        "message": None,
     },
     "ToolCallBatch": {
         **_identity(),

@@ -55,8 +55,9 @@ from agentstream.admission.limits import (
     request_windows,
     token_windows,
 )
-from agentstream.admission.rate_limit import SlidingWindowLimiter, Verdict
+from agentstream.admission.rate_limit import Settlement, SlidingWindowLimiter, Verdict
 from agentstream.admission.usage import TenantUsage, read_usage, tenants_with_usage
+from agentstream.admission.usage_writer import UsageWriter
 from agentstream.config import AdmissionLimits, Settings
 from agentstream.llm.base import Usage
 from agentstream.observability.logging import get_logger
@@ -143,6 +144,9 @@ class Admission:
         self.keys = AdmissionKeys(settings.state.key_prefix)
         self.limits = TenantLimits(self.config)
         self.limiter = SlidingWindowLimiter(redis)
+        self.usage_writer = UsageWriter(
+            self.limiter, store=self._store, flush_s=self.config.usage_flush_s
+        )
         self.cache = ResponseCache(
             redis, self.keys, ttl_s=self.config.cache_ttl_s, bucket_s=self.config.cache_bucket_s
         )
@@ -239,22 +243,25 @@ class Admission:
         return grant
 
     async def _settle_tokens(self, grant: TokenGrant, usage: Usage | None) -> None:
+        """Queue the call's usage for booking (written behind in batches, never dropped: see
+        :mod:`.usage_writer`)."""
         tokens = usage.total_tokens if usage else 0
         if usage is None and not grant.reserved:
             return
-        try:
-            await self._store(
-                self.limiter.settle(
-                    [(w, tokens) for w in grant.windows],
-                    grant.member,
-                    day_key=grant.day_key,
-                    tokens=tokens,
-                    cost_micro=to_micro(usage.cost_usd) if usage else 0,
-                )
-            )
-        except AdmissionStoreUnavailable as exc:
-            metrics.store_unavailable("settle", "skipped")
-            log.warning("usage not recorded: admission store unavailable", error=str(exc))
+        self.usage_writer.add(
+            grant.tenant_id,
+            Settlement(
+                charges=tuple((w, tokens) for w in grant.windows),
+                member=grant.member,
+                day_key=grant.day_key,
+                tokens=tokens,
+                cost_micro=to_micro(usage.cost_usd) if usage else 0,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        """Book the usage still queued (the worker is stopping)."""
+        await self.usage_writer.aclose()
 
     # -- response cache ------------------------------------------------------------------------
 

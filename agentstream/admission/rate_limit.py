@@ -80,21 +80,42 @@ class SlidingWindowLimiter:
         cost_micro: int,
         now_ms: int | None = None,
     ) -> int:
-        """Book the actual usage; returns the day's token total afterwards."""
+        """Book the actual usage of one call; returns the day's token total afterwards."""
+        entry = Settlement(
+            charges=tuple(charges),
+            member=member,
+            day_key=day_key,
+            tokens=tokens,
+            cost_micro=cost_micro,
+        )
+        (total,) = await self.settle_many([entry], now_ms=now_ms)
+        return total
+
+    async def settle_many(
+        self, entries: Sequence[Settlement], *, now_ms: int | None = None
+    ) -> list[int]:
+        """Book several calls' usage in one round trip (their keys must share a hash tag: one
+        tenant's); returns each call's day token total afterwards."""
         keys: list[str] = []
-        args: list[str | int] = [
-            "" if now_ms is None else now_ms,
-            member,
-            len(charges),
-            tokens,
-            cost_micro,
-            DAY_TTL_S,
-        ]
-        for window, cost in charges:
-            keys += [window.key, window.costs_key]
-            args += [cost, window.window_ms]
-        keys.append(day_key)
-        return int(await self._settle(keys=keys, args=args))
+        args: list[str | int] = ["" if now_ms is None else now_ms, DAY_TTL_S, len(entries)]
+        for e in entries:
+            args += [e.member, len(e.charges), e.tokens, e.cost_micro]
+            for window, cost in e.charges:
+                keys += [window.key, window.costs_key]
+                args += [cost, window.window_ms]
+            keys.append(e.day_key)
+        return [int(t) for t in await self._settle(keys=keys, args=args)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settlement:
+    """One call's actual usage, to book with :meth:`SlidingWindowLimiter.settle_many`."""
+
+    charges: tuple[tuple[Window, int], ...]
+    member: str
+    day_key: str
+    tokens: int
+    cost_micro: int
 
 
 def _limit(value: int | None) -> int:

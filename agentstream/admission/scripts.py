@@ -15,7 +15,8 @@ big request is never starved; that, and settling to an actual usage above the es
 token window may end at "limit plus one request".
 
 SETTLE replaces a reserved cost with the actual one (tokens after the LLM call) and adds the actual
-usage to the daily budget.
+usage to the daily budget, for several calls of one tenant at once (usage is written behind, in
+batches: see :mod:`.usage_writer`).
 
 The time is Redis's own clock (``TIME``) so all workers agree, unless the caller passes one (tests).
 """
@@ -127,37 +128,45 @@ return {0, 0, 0, now}
 SETTLE = (
     _COMMON
     + """
--- KEYS: (zset, hash) per window, then the day hash
--- ARGV: now_ms|'', member, n_windows, actual_tokens, actual_cost_micro, budget_ttl_s,
---       then per window: actual cost, window_ms
--- Returns the day's token total after settling.
+-- Settles several calls (of one tenant: their keys share its hash tag) in one round trip.
+-- ARGV: now_ms|'', budget_ttl_s, n_calls, then per call: member, n_windows, actual_tokens,
+--       actual_cost_micro, then per window: actual cost, window_ms
+-- KEYS: per call, (zset, hash) per window, then the call's day hash
+-- Returns each call's day token total after settling.
 local now = now_ms(ARGV[1])
-local member = ARGV[2]
-local n = tonumber(ARGV[3])
-local actual = tonumber(ARGV[4])
-for i = 1, n do
-  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
-  local cost, window = tonumber(ARGV[7 + 2 * (i - 1)]), tonumber(ARGV[8 + 2 * (i - 1)])
-  trim(z, h, now - window)
-  local prior = redis.call('HGET', h, member)
-  if prior then
-    redis.call('HSET', h, member, cost)
-    redis.call('HINCRBY', h, '#total', cost - tonumber(prior))
-  elseif cost > 0 then
-    -- reserved while Redis was unreachable, or the reservation already left the window
-    redis.call('ZADD', z, now, member)
-    redis.call('HSET', h, member, cost)
-    redis.call('HINCRBY', h, '#total', cost)
+local ttl = tonumber(ARGV[2])
+local a, k = 4, 1
+local totals = {}
+for c = 1, tonumber(ARGV[3]) do
+  local member, n = ARGV[a], tonumber(ARGV[a + 1])
+  local actual, cost_micro = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  for _ = 1, n do
+    local z, h = KEYS[k], KEYS[k + 1]
+    local cost, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    k, a = k + 2, a + 2
+    trim(z, h, now - window)
+    local prior = redis.call('HGET', h, member)
+    if prior then
+      redis.call('HSET', h, member, cost)
+      redis.call('HINCRBY', h, '#total', cost - tonumber(prior))
+    elseif cost > 0 then
+      -- reserved while Redis was unreachable, or the reservation already left the window
+      redis.call('ZADD', z, now, member)
+      redis.call('HSET', h, member, cost)
+      redis.call('HINCRBY', h, '#total', cost)
+    end
+    redis.call('PEXPIRE', z, window)
+    redis.call('PEXPIRE', h, window)
   end
-  redis.call('PEXPIRE', z, window)
-  redis.call('PEXPIRE', h, window)
+  local b = KEYS[k]
+  k = k + 1
+  local reserved = tonumber(redis.call('HGET', b, 'r:' .. member) or '0')
+  redis.call('HDEL', b, 'r:' .. member)
+  totals[c] = redis.call('HINCRBY', b, 'tokens', actual - reserved)
+  if cost_micro > 0 then redis.call('HINCRBY', b, 'cost_micro', cost_micro) end
+  redis.call('EXPIRE', b, ttl)
 end
-local b = KEYS[2 * n + 1]
-local reserved = tonumber(redis.call('HGET', b, 'r:' .. member) or '0')
-redis.call('HDEL', b, 'r:' .. member)
-local total = redis.call('HINCRBY', b, 'tokens', actual - reserved)
-if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', b, 'cost_micro', tonumber(ARGV[5])) end
-redis.call('EXPIRE', b, tonumber(ARGV[6]))
-return total
+return totals
 """
 )

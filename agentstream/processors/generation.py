@@ -45,6 +45,7 @@ from agentstream.processors.outcomes import (
     FORBIDDEN_TEXT,
     Failure,
     finish,
+    response_id_for,
 )
 from agentstream.processors.progress import call_result, failed_tools, next_turn
 from agentstream.processors.signals import RetryLater
@@ -165,20 +166,16 @@ class GenerationStage(Stage[GenerationTurn]):
     async def _load(
         self, ids: RequestIds, turn: GenerationTurn, end: _Ending
     ) -> tuple[AgentContext, StepState] | StageResult:
-        """One round trip: the session context and the step journal entry of this LLM step;
-        then the turn's tool results appended to the history."""
-        deps = self.deps
+        """One round trip: the session context and the step journal entry of this LLM step.
+        The turn's inputs (the user's message at turn 0, the tool results after) are added to
+        the history here in memory; :meth:`_record` writes them with the answer."""
         step = llm_step_id(ids.request_id, turn.turn)
-        step_state, current = await deps.sessions.begin_step_reading(ids, step)
-        try:
-            ctx = await deps.sessions.update(
-                ids, lambda c: _with_tool_results(c, ids, turn), current=current
-            )
-        except SessionForbiddenError as exc:
-            return end.fail(exc.code, FORBIDDEN_TEXT)
-        if ctx is None:
+        step_state, current = await self.deps.sessions.begin_step_reading(ids, step)
+        if current is None:
             return end.fail(ContextLostError.code, CONTEXT_LOST_TEXT)
-        return ctx, step_state
+        if not current.owned_by(*ids.owner):
+            return end.fail(SessionForbiddenError.code, FORBIDDEN_TEXT)
+        return _with_turn_inputs(current, ids, turn), step_state
 
     async def _answer(
         self,
@@ -253,9 +250,12 @@ class GenerationStage(Stage[GenerationTurn]):
         result = answer.result.to_json()
         updated = await deps.sessions.update(
             ids,
-            lambda c: _with_assistant(c, entry, state),
+            lambda c: _with_assistant(c and _with_turn_inputs(c, ids, turn), entry, state),
             current=ctx,
             complete_step=(step, result) if answer.fresh else None,
+            # a final answer: the same write frees the session and records the response (the
+            # response is published next; a redelivery of this turn publishes it then)
+            ends_with=None if calls else response_id_for(ids.request_id),
         )
         if updated is None and answer.fresh:
             await deps.sessions.complete_step(ids, step, result)
@@ -317,6 +317,7 @@ class GenerationStage(Stage[GenerationTurn]):
             content=result.content,
             confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
+            settle=False,  # settled by the write that recorded the answer (_record)
         )
         if self.deps.admission is not None and done.finished is not None:
             await self.deps.admission.remember_answer(
@@ -469,30 +470,35 @@ def _too_many_calls_text(asked: int, cap: int) -> str:
     )
 
 
-def _with_tool_results(
-    ctx: AgentContext | None, ids: RequestIds, turn: GenerationTurn
-) -> AgentContext | None:
-    if ctx is None:
-        return None
+def _with_turn_inputs(ctx: AgentContext, ids: RequestIds, turn: GenerationTurn) -> AgentContext:
+    """The turn's inputs in the history, once each: the user's message (turn 0, with the
+    request's tools and metadata) or the previous turn's tool results."""
+    history = ctx.history
+    if turn.message is not None and not any(
+        e["request_id"] == ids.request_id and e["role"] == "user" for e in history
+    ):
+        entry = history_entry(
+            ChatMessage(role="user", content=turn.message), request_id=ids.request_id, turn=0
+        )
+        history.append(entry)
+        ctx.available_tools = list(turn.allowed_tools)
+        ctx.metadata = {**ctx.metadata, **turn.metadata}
     present = {
         e["tool_call_id"]
-        for e in ctx.history
+        for e in history
         if e["role"] == "tool" and e["request_id"] == ids.request_id
     }
-    new = [r for r in turn.tool_results if r.call_id not in present]
-    if not new:
-        if ctx.state == AgentState.THINKING:
-            return None
-        ctx.state = AgentState.THINKING
-        return ctx
-    for r in new:
-        ctx.history.append(
-            history_entry(
-                ChatMessage(role="tool", content=r.content, tool_call_id=r.call_id, name=r.name),
-                request_id=ids.request_id,
-                turn=turn.turn,
+    for r in turn.tool_results:
+        if r.call_id not in present:
+            history.append(
+                history_entry(
+                    ChatMessage(
+                        role="tool", content=r.content, tool_call_id=r.call_id, name=r.name
+                    ),
+                    request_id=ids.request_id,
+                    turn=turn.turn,
+                )
             )
-        )
     ctx.state = AgentState.THINKING
     return ctx
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
@@ -28,18 +27,11 @@ from agentstream.processors.sanitize import sanitize_text, valid_id
 from agentstream.processors.stage import Stage
 from agentstream.schemas.contracts import (
     AgentRequest,
-    AgentState,
     GenerationTurn,
     RequestProgress,
 )
 from agentstream.schemas.dead_letter import first_position
-from agentstream.state.context import AgentContext
-from agentstream.state.exceptions import (
-    ContextLostError,
-    SessionBusyError,
-    SessionForbiddenError,
-)
-from agentstream.state.session import UNREAD
+from agentstream.state.session import Claim, ClaimOutcome
 
 STAGE = "validation"
 log = get_logger(__name__)
@@ -83,15 +75,19 @@ class ValidationStage(Stage[AgentRequest]):
         progress = new_progress(started, len(request.message.encode()))
         try:
             valid = self._validate(request)
-            current, duplicate = await self._first_sighting(msg, ids)
-            if duplicate is not None:
-                return duplicate
+            claim = Claim(
+                stale_s=self.deps.settings.limits.session_busy_timeout_s,
+                follows=request.previous_response_id,
+            )
+            opening = await self.deps.sessions.open(ids, first_position(msg), claim)
+            if not opening.first_sighting:
+                return self._duplicate(msg, ids)
+            busy = _claimed(opening.claim, self.deps.settings.limits.double_text)
             cached = await self._admit(msg, ids, progress, request, valid)
             if cached is not None:
                 return cached
-            await self._record_user_turn(
-                ids, valid, request.metadata, current, request.previous_response_id
-            )
+            if busy:
+                await self._wait_for_session(ids, claim)
         except RequestRejected as rej:
             log.info("request refused", code=rej.code)
             return self._refuse(msg, ids, progress, rej)
@@ -106,6 +102,7 @@ class ValidationStage(Stage[AgentRequest]):
             metadata=request.metadata,
             progress=progress,
             deadline=request.deadline,
+            message=valid.message,
         )
         topic = self.deps.settings.topics.generation
         value = self.deps.codec.encode_record(turn)
@@ -127,21 +124,15 @@ class ValidationStage(Stage[AgentRequest]):
             settle=rej.settle,
         )
 
-    async def _first_sighting(
-        self, msg: Inbound, ids: RequestIds
-    ) -> tuple[AgentContext | None, StageResult | None]:
-        """One round trip: the request's dedupe marker and the session's context. A repeated
-        request_id ends here with a DUPLICATE_REQUEST error event and no second answer."""
-        opening = await self.deps.sessions.open(ids, first_position(msg))
-        if opening.first_sighting:
-            return opening.context, None
+    def _duplicate(self, msg: Inbound, ids: RequestIds) -> StageResult:
+        """A repeated request_id ends with a DUPLICATE_REQUEST error event, no second answer."""
         log.info("duplicate request dropped")
         dup = Failure(
             code=ErrorCode.DUPLICATE_REQUEST,
             stage=STAGE,
             message="request_id already accepted; the repeat was not run",
         )
-        return None, StageResult(records=[request_error_event(self.deps, ids, dup, msg)])
+        return StageResult(records=[request_error_event(self.deps, ids, dup, msg)])
 
     async def _admit(
         self,
@@ -248,80 +239,38 @@ class ValidationStage(Stage[AgentRequest]):
             )
         return allowed
 
-    async def _record_user_turn(
-        self,
-        ids: RequestIds,
-        valid: _Valid,
-        metadata: dict[str, str],
-        current: AgentContext | None,
-        follows: str | None,
-    ) -> None:
-        """Append the user turn and make this request the session's active one. Under the
-        ``queue`` double-text policy a request waits while an earlier one of its session runs.
-        A request that names the response it follows is refused with ``CONTEXT_LOST`` when the
-        session does not hold that response (its history was lost: expired, or Redis lost data);
-        the check is part of the claim, so it runs after the earlier request has settled."""
-        limits = self.deps.settings.limits
-        change = _with_user_turn(ids, valid, metadata)
+    async def _wait_for_session(self, ids: RequestIds, claim: Claim) -> None:
+        """The ``queue`` double-text policy: this request waits while an earlier one of its
+        session runs (only this key's chain waits; other sessions keep flowing)."""
         delay = 0.005
-        known: AgentContext | None = current  # the prefetched context, first try only
         while True:
-            try:
-                await self.deps.sessions.update(
-                    ids,
-                    change,
-                    current=known,
-                    claim=True,
-                    stale_s=limits.session_busy_timeout_s,
-                    follows=follows,
-                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            outcome = await self.deps.sessions.claim(ids, claim)
+            if not _claimed(outcome, "queue"):
                 return
-            except SessionForbiddenError as forbidden:
-                raise RequestRejected(
-                    code=ErrorCode.SESSION_FORBIDDEN,
-                    message="this session belongs to another user",
-                    settle=False,
-                ) from forbidden
-            except ContextLostError as lost:
-                raise RequestRejected(
-                    code=ErrorCode.CONTEXT_LOST, message=HISTORY_LOST_TEXT
-                ) from lost
-            except SessionBusyError as busy:
-                if limits.double_text == "reject":
-                    raise RequestRejected(
-                        code=ErrorCode.SESSION_BUSY,
-                        message="this session is still answering an earlier request; send "
-                        "again when it has finished",
-                    ) from busy
-                # Queue policy: this session's later requests wait behind the active one; other
-                # sessions keep flowing (the runner holds only this key).
-                known = UNREAD
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.2)
 
 
-def _with_user_turn(ids: RequestIds, valid: _Valid, metadata: dict[str, str]) -> Any:
-    def change(ctx: AgentContext | None) -> AgentContext | None:
-        if ctx is None:
-            ctx = AgentContext(
-                session_id=ids.session_id, user_id=ids.user_id, tenant_id=ids.tenant_id
-            )
-        if any(e["request_id"] == ids.request_id and e["role"] == "user" for e in ctx.history):
-            return ctx  # redelivery: the user turn is already recorded
-        ctx.history.append(
-            {
-                "role": "user",
-                "content": valid.message,
-                "tool_calls": [],
-                "tool_call_id": None,
-                "name": None,
-                "request_id": ids.request_id,
-                "turn": 0,
-            }
+def _claimed(outcome: ClaimOutcome, double_text: str) -> bool:
+    """Whether the request must still wait for its session (True: BUSY under ``queue``); a
+    refusal (RequestRejected) for an outcome that ends the request. The claim also checked
+    that the session knows the response the request follows: if not, its history was lost
+    (expired, or Redis lost data) and the request is refused with ``CONTEXT_LOST`` rather
+    than run without it."""
+    if outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.HELD):
+        return False
+    if outcome is ClaimOutcome.FORBIDDEN:
+        raise RequestRejected(
+            code=ErrorCode.SESSION_FORBIDDEN,
+            message="this session belongs to another user",
+            settle=False,
         )
-        ctx.available_tools = valid.allowed
-        ctx.state = AgentState.THINKING
-        ctx.metadata = {**ctx.metadata, **metadata}
-        return ctx
-
-    return change
+    if outcome is ClaimOutcome.HISTORY_LOST:
+        raise RequestRejected(code=ErrorCode.CONTEXT_LOST, message=HISTORY_LOST_TEXT)
+    if double_text == "reject":
+        raise RequestRejected(
+            code=ErrorCode.SESSION_BUSY,
+            message="this session is still answering an earlier request; send again when it "
+            "has finished",
+        )
+    return True

@@ -148,6 +148,9 @@ class GenerationTurn(_Turn, frozen=True, kw_only=True):
     schema: ClassVar[str] = "GenerationTurn"
 
     tool_results: list[ToolResult] = msgspec.field(default_factory=list)
+    message: str | None = None
+    """Turn 0: the user's message (sanitized); the generation stage records it in the
+    session's history with the turn's answer, in one write."""
 
 
 class ToolCallBatch(_Turn, frozen=True, kw_only=True):

@@ -32,8 +32,8 @@ _BEGIN = """
 local function reply(status, value)
   local r = {status, value}
   if KEYS[2] then  -- also read a hash (the session context) in the same round trip
-    local h = redis.call('HMGET', KEYS[2], 'v', 'data', 'a')
-    r[3] = h[1]; r[4] = h[2]; r[5] = h[3]
+    local h = redis.call('HMGET', KEYS[2], 'v', 'data', 'a', 'o')
+    r[3] = h[1]; r[4] = h[2]; r[5] = h[3]; r[6] = h[4]
   end
   return r
 end
@@ -47,7 +47,6 @@ end
 local prev = ''
 if st == 'running' then prev = redis.call('HGET', KEYS[1], 'owner') end
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'started', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 if st == 'running' then return reply('in_flight', prev) end
 return reply('new', '')
@@ -115,12 +114,12 @@ class StepJournal:
         *,
         rerun_unknown: bool = False,
     ) -> tuple[StepState, list[Any]]:
-        """:meth:`begin`, and read fields ``v, data, a`` of ``hash_key`` (the session context)
-        in the same round trip."""
+        """:meth:`begin`, and read fields ``v, data, a, o`` of ``hash_key`` (the session
+        context) in the same round trip."""
         key = self._keys.step(tenant_id, session_id, step_id)
         raw = await self._begin(keys=[key, hash_key], args=self._begin_args(rerun_unknown))
-        fields = list(raw[2:5])
-        fields += [None] * (3 - len(fields))  # trailing nils are dropped from Lua replies
+        fields = list(raw[2:6])
+        fields += [None] * (4 - len(fields))  # trailing nils are dropped from Lua replies
         return self.parse_begin(raw[:2]), fields
 
     async def begin(

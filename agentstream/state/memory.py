@@ -7,7 +7,7 @@ as in Redis, so a caller never shares an object with the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agentstream.state.context import (
     MAX_STORED_MESSAGES,
@@ -15,16 +15,27 @@ from agentstream.state.context import (
     AgentContext,
     now_ms,
 )
-from agentstream.state.exceptions import ContextLostError, SessionBusyError, SessionForbiddenError
+from agentstream.state.exceptions import SessionForbiddenError
 from agentstream.state.journal import StepState
-from agentstream.state.session import UNREAD, Change, Opening, RequestIds
+from agentstream.state.session import (
+    UNREAD,
+    Change,
+    Claim,
+    ClaimOutcome,
+    Opening,
+    RequestIds,
+)
 
 
 @dataclass(kw_only=True)
 class _Stored:
-    version: int
-    data: str
+    """A session as Redis holds it: no conversation yet (``data`` None) once claimed."""
+
+    owner: tuple[str, str] | None = None  # set by a claim or a write, not by a recorded response
+    version: int = 0
+    data: str | None = None
     active: tuple[str, int] | None = None  # (request_id, since ms)
+    responses: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -40,20 +51,48 @@ class MemorySessionStore:
         self._contexts: dict[tuple[str, str], _Stored] = {}
         self._seen: dict[tuple[str, str], str] = {}
         self._steps: dict[tuple[str, str, str], _Step] = {}
-        self._responses: dict[tuple[str, str], list[str]] = {}
 
     def _read(self, tenant_id: str, session_id: str) -> AgentContext | None:
         stored = self._contexts.get((tenant_id, session_id))
         if stored is None:
             return None
         holder = stored.active[0] if stored.active else None
+        if stored.data is None:
+            if stored.owner is None:
+                return None
+            tenant, user = stored.owner
+            return AgentContext(
+                session_id=session_id, user_id=user, tenant_id=tenant, active_request=holder
+            )
         return AgentContext.from_json(stored.data, stored.version, holder)
 
-    async def open(self, ids: RequestIds, position: str) -> Opening:
-        first = self._seen.setdefault((ids.tenant_id, ids.request_id), position)
-        return Opening(
-            first_sighting=first == position, context=self._read(ids.tenant_id, ids.session_id)
-        )
+    async def open(self, ids: RequestIds, position: str, claim: Claim) -> Opening:
+        first = self._seen.setdefault((ids.tenant_id, ids.request_id), position) == position
+        outcome = await self.claim(ids, claim)
+        if not first and outcome is ClaimOutcome.CLAIMED:
+            self._settle(ids, None)
+        return Opening(first_sighting=first, claim=outcome)
+
+    async def claim(self, ids: RequestIds, claim: Claim) -> ClaimOutcome:
+        key = (ids.tenant_id, ids.session_id)
+        stored = self._contexts.get(key)
+        if stored is not None and stored.owner not in (None, ids.owner):
+            return ClaimOutcome.FORBIDDEN
+        now = now_ms()
+        held = stored is not None and stored.active is not None
+        if stored is not None and stored.active is not None:
+            holder, since = stored.active
+            if holder != ids.request_id and now - since < claim.stale_s * 1000:
+                return ClaimOutcome.BUSY
+            held = holder == ids.request_id
+        responses = stored.responses if stored is not None else []
+        if claim.follows is not None and claim.follows not in responses:
+            return ClaimOutcome.HISTORY_LOST
+        if stored is None:
+            stored = self._contexts[key] = _Stored()
+        stored.owner = ids.owner
+        stored.active = (ids.request_id, now)
+        return ClaimOutcome.HELD if held else ClaimOutcome.CLAIMED
 
     async def update(
         self,
@@ -61,10 +100,8 @@ class MemorySessionStore:
         change: Change,
         *,
         current: AgentContext | None = UNREAD,
-        claim: bool = False,
-        stale_s: float = 0.0,
         complete_step: tuple[str, str] | None = None,
-        follows: str | None = None,
+        ends_with: str | None = None,
     ) -> AgentContext | None:
         # one event loop, no await below: the read-change-write is atomic as the Lua CAS is;
         # a caller's ``current`` is not needed (reading here costs nothing)
@@ -72,28 +109,24 @@ class MemorySessionStore:
         if current is not None and not current.owned_by(*ids.owner):
             raise SessionForbiddenError(f"session {ids.session_id!r} belongs to another user")
         key = (ids.tenant_id, ids.session_id)
-        stored = self._contexts.get(key)
-        now = now_ms()
-        if claim and stored is not None and stored.active is not None:
-            holder, since = stored.active
-            if holder != ids.request_id and now - since < stale_s * 1000:
-                raise SessionBusyError(f"session {ids.session_id!r} is answering another request")
-        if follows is not None and follows not in self._responses.get(key, ()):
-            raise ContextLostError(f"session {ids.session_id!r} does not hold {follows!r}")
         new = change(current)
         if new is None:
             return current
-        new.last_activity = now
+        new.last_activity = now_ms()
         new.history = new.history[-MAX_STORED_MESSAGES:]
-        active = (ids.request_id, now) if claim else (stored.active if stored else None)
-        version = (stored.version if stored else 0) + 1
-        self._contexts[key] = _Stored(version=version, data=new.to_json(), active=active)
+        stored = self._contexts.get(key) or _Stored()
+        self._contexts[key] = stored
+        stored.owner = stored.owner or ids.owner
+        stored.version += 1
+        stored.data = new.to_json()
         if complete_step is not None:
             step_id, result = complete_step
             self._steps[(*key, step_id)] = _Step(status="done", owner=self._owner, result=result)
-        new.version = version
-        if claim:
-            new.active_request = ids.request_id
+        new.version = stored.version
+        new.active_request = stored.active[0] if stored.active else None
+        if ends_with is not None:
+            self._settle(ids, ends_with)
+            new.active_request = None
         return new
 
     async def get(self, tenant_id: str, session_id: str) -> AgentContext | None:
@@ -128,16 +161,21 @@ class MemorySessionStore:
         self._steps[key] = _Step(status="unknown", owner=self._owner)
 
     async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
+        self._settle(ids, response_id)
+
+    def _settle(self, ids: RequestIds, response_id: str | None) -> None:
         key = (ids.tenant_id, ids.session_id)
         stored = self._contexts.get(key)
         if stored is not None and stored.active is not None and stored.active[0] == ids.request_id:
             stored.active = None
-        recorded = self._responses.setdefault(key, [])
-        if response_id is not None and response_id not in recorded:
-            recorded.append(response_id)
-            del recorded[:-RECORDED_RESPONSES]
+        if response_id is None:
+            return
+        if stored is None:
+            stored = self._contexts[key] = _Stored()
+        if response_id not in stored.responses:
+            stored.responses.append(response_id)
+            del stored.responses[:-RECORDED_RESPONSES]
 
     def expire(self, tenant_id: str, session_id: str) -> None:
         """Drop a session's context, as its Redis TTL would (for tests of CONTEXT_LOST)."""
         self._contexts.pop((tenant_id, session_id), None)
-        self._responses.pop((tenant_id, session_id), None)

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentstream.state.context import AgentContext, ContextStore
+from redis.exceptions import NoScriptError
+
+from agentstream.state import context_scripts as lua
+from agentstream.state.context import AgentContext, ContextStore, owner_of
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal, StepState
 from agentstream.state.keys import Keys
-from agentstream.state.session import UNREAD, Change, Opening, RequestIds
+from agentstream.state.session import UNREAD, Change, Claim, ClaimOutcome, Opening, RequestIds
+
+_OUTCOMES = {
+    lua.CLAIMED: ClaimOutcome.CLAIMED,
+    lua.HELD: ClaimOutcome.HELD,
+    lua.BUSY: ClaimOutcome.BUSY,
+    lua.UNKNOWN: ClaimOutcome.HISTORY_LOST,
+    lua.FORBIDDEN: ClaimOutcome.FORBIDDEN,
+}
 
 
 class RedisSessionStore:
@@ -32,15 +43,65 @@ class RedisSessionStore:
         self.dedupe = RequestDedupe(redis, keys, ttl_s=dedupe_ttl_s)
         self.journal = StepJournal(redis, keys, retention_s=journal_retention_s, owner=owner)
 
-    async def open(self, ids: RequestIds, position: str) -> Opening:
-        pipe = self.contexts.pipeline()
-        self.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, position)
-        self.contexts.queue_get(pipe, ids.tenant_id, ids.session_id)
-        _, stored, raw_ctx = await pipe.execute()
-        return Opening(
-            first_sighting=RequestDedupe.parse(stored, position),
-            context=ContextStore.parse_get(raw_ctx),
+    async def open(self, ids: RequestIds, position: str, claim: Claim) -> Opening:
+        """The dedupe marker and the claim in one pipeline (their keys are in different Redis
+        Cluster slots, so not one script). The claim goes as a raw ``EVALSHA``: a cluster
+        pipeline cannot load scripts, so a node that does not know it yet answers NOSCRIPT and
+        the claim is sent again on its own."""
+        contexts = self.contexts
+        script = contexts.claim_script
+        key = contexts.key(ids.tenant_id, ids.session_id)
+        args = contexts.claim_args(
+            ids.request_id,
+            owner_of(ids.tenant_id, ids.user_id),
+            stale_s=claim.stale_s,
+            follows=claim.follows,
+            trusted=False,
         )
+        pipe = contexts.pipeline()
+        self.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, position)
+        pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
+        _, stored, code = await pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        if isinstance(code, NoScriptError):
+            code = await script(keys=[key], args=args)
+        elif isinstance(code, Exception):
+            raise code
+        first = RequestDedupe.parse(stored, position)
+        outcome = await self._outcome(ids, claim, int(code))
+        if not first and outcome is ClaimOutcome.CLAIMED:
+            await self.release(ids)  # a repeated request took a free session: give it back
+        return Opening(first_sighting=first, claim=outcome)
+
+    async def claim(self, ids: RequestIds, claim: Claim) -> ClaimOutcome:
+        code = await self.contexts.claim(
+            ids.tenant_id,
+            ids.session_id,
+            ids.request_id,
+            user_id=ids.user_id,
+            stale_s=claim.stale_s,
+            follows=claim.follows,
+        )
+        return await self._outcome(ids, claim, code)
+
+    async def _outcome(self, ids: RequestIds, claim: Claim, code: int) -> ClaimOutcome:
+        """The claim's outcome; a context written before owners were recorded is checked here
+        (its owner is in the conversation) and claimed again, trusted."""
+        if code == lua.LEGACY:
+            ctx = await self.contexts.get(ids.tenant_id, ids.session_id)
+            if ctx is not None and not ctx.owned_by(*ids.owner):
+                return ClaimOutcome.FORBIDDEN
+            code = await self.contexts.claim(
+                ids.tenant_id,
+                ids.session_id,
+                ids.request_id,
+                user_id=ids.user_id,
+                stale_s=claim.stale_s,
+                follows=claim.follows,
+                trusted=True,
+            )
+        return _OUTCOMES[code]
 
     async def update(
         self,
@@ -48,10 +109,8 @@ class RedisSessionStore:
         change: Change,
         *,
         current: AgentContext | None = UNREAD,
-        claim: bool = False,
-        stale_s: float = 0.0,
         complete_step: tuple[str, str] | None = None,
-        follows: str | None = None,
+        ends_with: str | None = None,
     ) -> AgentContext | None:
         step = None
         if complete_step is not None:
@@ -63,11 +122,9 @@ class RedisSessionStore:
             ids.tenant_id,
             ids.session_id,
             change,
-            claim=ids.request_id if claim else None,
-            stale_s=stale_s,
             complete_step=step,
             owner=ids.owner,
-            follows=follows,
+            ends=(ids.request_id, ends_with) if ends_with is not None else None,
             **known,
         )
 
@@ -90,7 +147,7 @@ class RedisSessionStore:
             step_id,
             self.contexts.key(ids.tenant_id, ids.session_id),
         )
-        return state, ContextStore.parse_get(raw)
+        return state, ContextStore.parse_get(raw, ids.session_id)
 
     async def complete_step(self, ids: RequestIds, step_id: str, result: str) -> None:
         await self.journal.complete(ids.tenant_id, ids.session_id, step_id, result)

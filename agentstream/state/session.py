@@ -1,9 +1,11 @@
 """The session store: what the stages ask of session state, in their own words.
 
-A request *opens* (its dedupe marker is set and the session's context read in one go), *claims*
-its session (the double-text policy: one request at a time), runs *steps* that are journaled so a
-redelivery never repeats one, *updates* the conversation, and finally *releases* the session.
-Every read and write checks that the session belongs to the request's (tenant, user).
+A request *opens*: its dedupe marker is set and its session *claimed* (the double-text policy:
+one request at a time) in one round trip, without reading the conversation. It runs *steps*
+that are journaled so a redelivery never repeats one, *updates* the conversation (the user's
+message is recorded with the first answer, in one write), and finally *releases* the session
+(the write that records the final answer does it). Every claim and write checks that the session
+belongs to the request's (tenant, user).
 
 Two implementations: :class:`agentstream.state.redis_session.RedisSessionStore` (the Lua scripts
 and the key layout, shared by all workers) and :class:`agentstream.state.memory.MemorySessionStore`
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from agentstream.state.context import AgentContext
@@ -64,20 +67,48 @@ class RequestIds:
         return self.session_id.encode()
 
 
+class ClaimOutcome(StrEnum):
+    CLAIMED = "claimed"
+    """The session was free: the request holds it now."""
+    HELD = "held"
+    """The request already held it (a redelivery)."""
+    BUSY = "busy"
+    """Another request of the session is running (and not stale): nothing changed."""
+    HISTORY_LOST = "history_lost"
+    """The session does not know the response the request follows: nothing changed."""
+    FORBIDDEN = "forbidden"
+    """The session belongs to another (tenant, user): nothing changed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """How a request claims its session."""
+
+    stale_s: float
+    """A claim older than this is abandoned (``limits.session_busy_timeout_s``)."""
+    follows: str | None = None
+    """The response id the session must know (``AgentRequest.previous_response_id``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Opening:
     """What :meth:`SessionStore.open` found."""
 
     first_sighting: bool
     """False: this request_id was accepted before from another record (a repeat)."""
-    context: AgentContext | None
+    claim: ClaimOutcome
 
 
 class SessionStore(Protocol):
-    async def open(self, ids: RequestIds, position: str) -> Opening:
+    async def open(self, ids: RequestIds, position: str, claim: Claim) -> Opening:
         """Mark ``ids.request_id`` as seen at ``position`` (a record's topic/partition/offset)
-        and read the session's context. The same position again is a redelivery (a first
-        sighting still); another position is a repeated request."""
+        and claim its session, in one round trip. The same position again is a redelivery (a
+        first sighting still); another position is a repeated request, and a claim it took is
+        given back (the caller drops it)."""
+        ...
+
+    async def claim(self, ids: RequestIds, claim: Claim) -> ClaimOutcome:
+        """Claim the session again (after BUSY, under the ``queue`` double-text policy)."""
         ...
 
     async def update(
@@ -86,18 +117,15 @@ class SessionStore(Protocol):
         change: Change,
         *,
         current: AgentContext | None = UNREAD,
-        claim: bool = False,
-        stale_s: float = 0.0,
         complete_step: tuple[str, str] | None = None,
-        follows: str | None = None,
+        ends_with: str | None = None,
     ) -> AgentContext | None:
         """Apply ``change`` atomically (it may run more than once: keep it pure). ``current``:
-        a context just read (skips the first read). ``claim``: also make this request the
-        session's active one (SessionBusyError while another, active for less than ``stale_s``,
-        holds it). ``complete_step``: (step id, result) of a journal step marked done in the
-        same write. ``follows``: a response id the session must have recorded (see
-        :meth:`release`), else ContextLostError. Raises SessionForbiddenError when the session
-        is another (tenant, user)'s."""
+        a context just read (skips the first read). ``complete_step``: (step id, result) of a
+        journal step marked done in the same write. ``ends_with``: the response id that ends
+        the request: the write also releases the session and records it (as
+        :meth:`release`). Raises SessionForbiddenError when the session is another (tenant,
+        user)'s."""
         ...
 
     async def get(self, tenant_id: str, session_id: str) -> AgentContext | None: ...
@@ -111,7 +139,9 @@ class SessionStore(Protocol):
     async def begin_step_reading(
         self, ids: RequestIds, step_id: str
     ) -> tuple[StepState, AgentContext | None]:
-        """:meth:`begin_step` and the session's context, in one round trip."""
+        """:meth:`begin_step` and the session's context, in one round trip: an empty context
+        for a session that exists (claimed) but has no conversation yet, None for a session
+        that is gone (expired, or Redis lost it)."""
         ...
 
     async def complete_step(self, ids: RequestIds, step_id: str, result: str) -> None: ...

@@ -91,6 +91,7 @@ class PipelineWorker:
         self._app: faust.App | None = None
         self._retry_consumer: RetryConsumer | None = None
         self._started = asyncio.Event()
+        self._admission: Admission | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -114,6 +115,7 @@ class PipelineWorker:
         )
         if s.admission.enabled:
             deps.admission = Admission(self._redis, s, contexts=sessions, tools=self.tools)
+        self._admission = deps.admission
         load = LoadMonitor(
             rss_limit_mb=s.limits.shed_rss_mb,
             in_flight_ratio=s.limits.shed_in_flight_ratio,
@@ -252,6 +254,8 @@ class PipelineWorker:
             await self._app.stop()
         for runner in self.runners.values():
             await runner.cancel()
+        if self._admission is not None:
+            await self._admission.aclose()  # book the usage still queued
         if self._publisher is not None:
             await self._publisher.stop()
         await self._codec.aclose()

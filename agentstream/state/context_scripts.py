@@ -1,0 +1,112 @@
+"""The Lua scripts behind the session context hash (state/context.py).
+
+The hash ``{prefix}:ctx:{tenant:session}`` holds ``v`` (version), ``data`` (the conversation,
+JSON), ``a`` (the request holding the session: ``request_id|since_ms``), ``o`` (its owner:
+``tenant|user``) and ``r`` (the ids of the session's latest responses, space-separated). Ids
+never contain ``|`` or spaces (processors/sanitize.py).
+"""
+
+from __future__ import annotations
+
+# Lua helpers. ``recorded(r, id, keep)``: field r with response ``id`` added (the latest
+# ``keep``), or nil when it is there already. ``held_by(a, id)``: field a names request ``id``.
+_HELPERS = """
+local function recorded(r, id, keep)
+  r = r or ''
+  if string.find(' ' .. r .. ' ', ' ' .. id .. ' ', 1, true) then return nil end
+  if r == '' then r = id else r = r .. ' ' .. id end
+  local _, spaces = string.gsub(r, ' ', ' ')
+  for _ = 1, spaces + 1 - keep do
+    r = string.sub(r, string.find(r, ' ', 1, true) + 1)
+  end
+  return r
+end
+local function held_by(a, id)
+  return a and string.sub(a, 1, string.len(id) + 1) == id .. '|'
+end
+"""
+
+# KEYS[1] context key; KEYS[2] (optional) a step-journal entry completed in the same write
+# ARGV: expected version ("0" = must not exist), data, ttl s, owner ("tenant|user"),
+#       request id this write ends ("" = none), its response id, responses kept,
+#       [step result, step retention s]
+# Returns the new version, or -1 on a version conflict.
+CAS = (
+    _HELPERS
+    + """
+local h = redis.call('HMGET', KEYS[1], 'v', 'a', 'r', 'o')
+local cur = h[1] or '0'
+if cur ~= ARGV[1] then return -1 end
+local nv = tonumber(cur) + 1
+local set = {'v', nv, 'data', ARGV[2]}
+if not h[4] then set[#set + 1] = 'o'; set[#set + 1] = ARGV[4] end
+if ARGV[5] ~= '' then
+  if held_by(h[2], ARGV[5]) then redis.call('HDEL', KEYS[1], 'a') end
+  local r = recorded(h[3], ARGV[6], tonumber(ARGV[7]))
+  if r then set[#set + 1] = 'r'; set[#set + 1] = r end
+end
+redis.call('HSET', KEYS[1], unpack(set))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if KEYS[2] then
+  redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[8])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+end
+return nv
+"""
+)
+
+# KEYS[1] context key; ARGV: request_id, response id ("" = none), ttl s, responses kept.
+# Frees the session if that request holds it, and records the response among the session's
+# latest (a hash holding only that record expires like a context). Idempotent.
+RELEASE = (
+    _HELPERS
+    + """
+local h = redis.call('HMGET', KEYS[1], 'a', 'r')
+local freed = 0
+if held_by(h[1], ARGV[1]) then
+  redis.call('HDEL', KEYS[1], 'a')
+  freed = 1
+end
+if ARGV[2] ~= '' then
+  local r = recorded(h[2], ARGV[2], tonumber(ARGV[4]))
+  if r then
+    redis.call('HSET', KEYS[1], 'r', r)
+    if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+  end
+end
+return freed
+"""
+)
+
+# KEYS[1] context key
+# ARGV: request_id, now ms, stale ms, owner ("tenant|user"), response id the session must know
+#       ("" = none), ttl s, trusted ("1": the caller checked the owner of a context that
+#       records none)
+# Makes the request the session's active one, without reading or writing the conversation.
+# Returns CLAIMED (1: the session was free), HELD (2: this request already held it, a
+# redelivery), BUSY (-2: another request, active for less than stale ms, holds it), UNKNOWN
+# (-3: the session does not know the response the request follows), LEGACY (-4: a context
+# without a recorded owner; check it, then call again trusted) or FORBIDDEN (-5: another
+# owner's session). Nothing changes unless it returns CLAIMED or HELD.
+CLAIM = (
+    _HELPERS
+    + """
+local h = redis.call('HMGET', KEYS[1], 'o', 'a', 'r')
+if h[1] then
+  if h[1] ~= ARGV[4] then return -5 end
+elseif ARGV[7] ~= '1' and redis.call('HEXISTS', KEYS[1], 'data') == 1 then
+  return -4
+end
+local held = held_by(h[2], ARGV[1])
+if h[2] and not held then
+  local since = tonumber(string.sub(h[2], string.find(h[2], '|', 1, true) + 1))
+  if tonumber(ARGV[2]) - since < tonumber(ARGV[3]) then return -2 end
+end
+if ARGV[5] ~= '' and recorded(h[3], ARGV[5], 1000000) then return -3 end
+redis.call('HSET', KEYS[1], 'a', ARGV[1] .. '|' .. ARGV[2], 'o', ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
+if held then return 2 end
+return 1
+"""
+)
+CLAIMED, HELD, BUSY, UNKNOWN, LEGACY, FORBIDDEN = 1, 2, -2, -3, -4, -5
