@@ -42,6 +42,7 @@ REQUEST = {
     "metadata": {"channel": "cli"},
     "created_at": NOW,
     "deadline": None,
+    "previous_response_id": None,
 }
 
 

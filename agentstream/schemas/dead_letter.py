@@ -177,7 +177,7 @@ def within_limit(record: Outbound, max_bytes: int, size_of: Callable[[Outbound],
     shrunk = Outbound(topic=record.topic, key=record.key, value=b"", headers=headers)
     if size_of(shrunk) <= max_bytes:
         return shrunk
-    own = set(DLQ_HEADERS) | set(OMITTED_HEADERS)
+    own = {*DLQ_HEADERS, *OMITTED_HEADERS, FIRST_POSITION}
     kept = [(k, v) for k, v in headers if k in own]
     dropped = len(headers) - len(kept)
     shrunk = Outbound(
