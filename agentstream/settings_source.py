@@ -101,12 +101,15 @@ def _env_has(name: str, environ: Mapping[str, str]) -> bool:
 
 
 def describe_setting(path: tuple[str | int, ...], environ: Mapping[str, str] | None = None) -> str:
-    """How an operator finds ``path``: its variable when that is set, else ``file:line`` when the
-    config file sets it, else the variable (to set)."""
+    """How an operator finds ``path``: its variable when that is set (or the variable of an
+    enclosing group set as JSON, with the rest of the path), else ``file:line`` when the config
+    file sets it, else the variable (to set)."""
     environ = os.environ if environ is None else environ
     name = env_name(path)
-    if _env_has(name, environ):
-        return name
+    for cut in range(len(path), 0, -1):  # a group may be set as one JSON variable
+        if _env_has(env_name(path[:cut]), environ):
+            rest = ".".join(str(p) for p in path[cut:])
+            return env_name(path[:cut]) + (f" ({rest})" if rest else "")
     toml, _ = config_file()
     if toml.is_file():
         line = toml_line(toml, tuple(str(p) for p in path))
@@ -139,11 +142,12 @@ def _collect(model: type[BaseModel], prefix: str, exact: set[str], prefixes: lis
     for field_name, field in model.model_fields.items():
         name = prefix + field_name.upper()
         exact.add(name)
+        if _is_container(field.annotation):  # dict[str, Model] too: its keys are free-form
+            prefixes.append(name + DELIMITER)
+            continue
         nested = _model_type(field.annotation)
         if nested is not None:
             _collect(nested, name + DELIMITER, exact, prefixes)
-        elif _is_container(field.annotation):
-            prefixes.append(name + DELIMITER)
 
 
 def _model_type(annotation: Any) -> type[BaseModel] | None:
