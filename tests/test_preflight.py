@@ -3,6 +3,7 @@ answers; settings are named as their variable or file:line."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,30 @@ def test_the_cli_stage_list_matches_the_topology() -> None:
 
     assert STAGES == WORKER_STAGES  # the CLI spells them out to start fast
     assert CLI_BROKERS == BROKER_KINDS
+
+
+async def test_a_client_that_fails_to_start_leaves_no_unclosed_producer(tmp_path: Path) -> None:
+    import gc
+    import socket
+    import warnings
+
+    from aiokafka.errors import KafkaConnectionError
+
+    from agentstream.client import AgentClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", run_dir=tmp_path)
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = AgentClient(settings)
+        with pytest.raises(KafkaConnectionError):
+            await client.start()
+        del client
+        gc.collect()
+    unclosed = [w for w in caught if "Unclosed" in str(w.message)]
+    assert not unclosed
+    assert not [c for c in loop_errors if "Unclosed" in str(c.get("message"))]
