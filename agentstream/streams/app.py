@@ -33,6 +33,13 @@ from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.message_size import SizeLimit, detect_size_limit
 from agentstream.streams.policy import FailurePolicy
+from agentstream.streams.preflight import (
+    check_mcp_servers,
+    check_models,
+    check_redis,
+    check_topics,
+    prepare_codec,
+)
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.retry_consumer import RetryConsumer
@@ -93,10 +100,34 @@ class PipelineWorker:
         self._started = asyncio.Event()
 
     async def start(self) -> None:
+        """Check the dependencies (streams/preflight.py), then join the group. A start that
+        fails releases what it opened (producer, sessions, connections) and raises."""
+        try:
+            await self._start()
+        except BaseException:
+            try:
+                await self._release()
+            except Exception as exc:  # noqa: BLE001 - the start's own error is the one to raise
+                log.warning("cleanup after a failed start failed", error=type(exc).__name__)
+            raise
+
+    async def _preflight(self) -> None:
         s = self.settings
+        if s.startup.checks:
+            await check_topics(s, partitions=s.topics.partitions)
+            await check_redis(self._redis, s)
+        await prepare_codec(self._codec, s)
         if isinstance(self.tools, ManagedTools):
             await self.tools.start()  # idempotent
-        await self._codec.prepare()
+        toolset = getattr(self.tools, "toolset", None)
+        if s.startup.checks and toolset is not None:
+            check_mcp_servers(s, toolset.health())
+        if s.startup.checks:
+            await check_models(s)
+
+    async def _start(self) -> None:
+        s = self.settings
+        await self._preflight()
         # once per worker: the producer and every output check use the broker's record limit
         self.size_limit = await detect_size_limit(s)
         self._publisher = Publisher(s, max_request_size=self.size_limit.max_bytes)
@@ -246,6 +277,11 @@ class PipelineWorker:
         )
         if not all(drained):
             log.warning("shutdown grace expired; unfinished events will be redelivered")
+        await self._release()
+        log.info("worker stopped")
+
+    async def _release(self) -> None:
+        """Stop and close everything :meth:`start` opened, as far as it got."""
         if self._retry_consumer is not None:
             await self._retry_consumer.stop()
         if self._app is not None:
@@ -260,7 +296,6 @@ class PipelineWorker:
             await self.tools.stop()
         await self.redis_gate.aclose()
         await self._redis.aclose()
-        log.info("worker stopped")
 
     async def __aenter__(self) -> PipelineWorker:
         await self.start()

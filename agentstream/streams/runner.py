@@ -436,6 +436,8 @@ class StageRunner:
     async def drain(self, timeout_s: float) -> bool:
         """Stop retrying, wait up to ``timeout_s`` for in-flight work; True if all finished."""
         self._closing = True
+        if self._idle.is_set():  # on 3.11, wait_for(..., timeout=0) times out even when set
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
             return True
