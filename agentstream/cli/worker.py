@@ -44,12 +44,15 @@ def worker(
     if bad or not chosen:
         raise typer.BadParameter(f"stages must be among {', '.join(STAGES)}", param_hint="--stages")
     settings = load_cli_settings()
+    server = None
     if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
-        err_console.print(f"metrics on :{settings.metrics_port}/metrics")
+        server = metrics.serve(settings.metrics_port)
+        err_console.print(f"metrics and health on :{settings.metrics_port}")
 
     async def main(stop: asyncio.Event) -> None:
         pipeline = PipelineWorker(settings, stages=chosen)
+        if server is not None:  # /livez, /readyz, /healthz answer for this worker from now on
+            server.health = pipeline.health
         await pipeline.start()
         # Long-lived startup objects leave the collector's generations; fewer, larger young-gen
         # collections suit a process that allocates per event and frees it right after.
