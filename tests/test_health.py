@@ -16,8 +16,10 @@ from agentstream.client import AgentClient
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
 from agentstream.embedded.process import free_port
+from agentstream.state.probe import RedisProbe
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA
+from tests.support.redis import connect
 from tests.support.workers import start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
@@ -112,3 +114,27 @@ async def test_probes_follow_redis_and_other_paths_are_404(
             assert (await http.get("/healthz")).json()["components"]["redis"]["ok"] is True
     finally:
         stop_worker(proc)
+
+
+async def test_redis_probe_reports_each_change(own_redis: EmbeddedRedis) -> None:
+    """The interface an intake gate uses: status(), wait_until(ok=...) and on_change."""
+    redis = connect(own_redis.url)
+    probe = RedisProbe(redis, interval_s=0.1, timeout_s=0.5)
+    seen: list[bool] = []
+    probe.on_change(lambda status: seen.append(status.ok))
+    assert probe.status().ok is False  # not checked yet
+    probe.start()
+    try:
+        assert (await asyncio.wait_for(probe.wait_until(True), 5)).ok
+        assert probe.status().detail.startswith("PING ")
+        await own_redis.stop_async()
+        down = await asyncio.wait_for(probe.wait_until(False), 5)
+        assert down.detail.startswith("PING failed") or "timed out" in down.detail
+        assert probe.failures >= 1
+        await own_redis.start_async()
+        up = await asyncio.wait_for(probe.wait_until(True), 10)
+        assert up.since >= down.since
+        assert seen == [True, False, True]
+    finally:
+        await probe.stop()
+        await redis.aclose()
