@@ -238,7 +238,7 @@ class PipelineWorker:
     def _assignment(self) -> set[tuple[str, int]]:
         """The partitions assigned to this worker (stage topics and retry topics)."""
         found: set[tuple[str, int]] = set()
-        if self._app is not None and self._app.started:
+        if self._app is not None and self._app.started and not self._app.should_stop:
             found.update((tp.topic, tp.partition) for tp in self._app.consumer.assignment())
         if self._retry_consumer is not None:
             found.update(self._retry_consumer.assignment())

@@ -94,14 +94,23 @@ class LagReader:
         if tps != self._assigned:
             self._consumer.assign(list(tps))
             self._assigned = tps
-        await self._consumer.seek_to_end(*tps)
-        started_ms = int(time.time() * 1000)
+        # fetching only while reading: between reads the partitions are paused (no idle polling)
+        self._consumer.resume(*tps)
+        try:
+            await self._consumer.seek_to_end(*tps)
+            return await self._fresh_high_watermarks(tps, int(time.time() * 1000))
+        finally:
+            self._consumer.pause(*tps)
+
+    async def _fresh_high_watermarks(
+        self, tps: frozenset[TopicPartition], since_ms: int
+    ) -> dict[Partition, int]:
         deadline = time.monotonic() + self.timeout_s
         fresh: dict[Partition, int] = {}
         while True:
             for tp in tps:
                 polled = self._consumer.last_poll_timestamp(tp)
-                if polled is not None and polled >= started_ms:
+                if polled is not None and polled >= since_ms:
                     fresh[(tp.topic, tp.partition)] = int(self._consumer.highwater(tp))
             if len(fresh) == len(tps) or time.monotonic() > deadline:
                 return fresh
