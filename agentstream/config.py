@@ -280,6 +280,22 @@ class AdmissionSettings(BaseModel):
     cache_min_confidence: float = Field(default=0.8, ge=0, le=1)
 
 
+class HealthSettings(BaseModel):
+    """Worker health (``/livez``, ``/readyz``, ``/healthz`` on the metrics port) and the lag
+    gauge; see docs/operations.md."""
+
+    probe_interval_s: float = Field(default=2.0, gt=0)
+    """How often Redis is PINGed and breaker states are read."""
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    """A PING that takes longer marks Redis unreachable (the worker is not ready)."""
+    loop_stall_s: float = Field(default=30.0, gt=0)
+    """The event loop is unresponsive (not live) when its heartbeat is older than this."""
+    wedged_after_s: float = Field(default=600.0, gt=0)
+    """A stage holding events that finished none for this long is wedged (not live)."""
+    lag_interval_s: float = Field(default=10.0, gt=0)
+    """How often the consumer lag of this worker's partitions is read (and the budget gauge)."""
+
+
 class DegradationSettings(BaseModel):
     """Switches an operator flips during an incident (answers on these paths are degraded)."""
 
@@ -354,6 +370,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     admission: AdmissionSettings = AdmissionSettings()
     degradation: DegradationSettings = DegradationSettings()
+    health: HealthSettings = HealthSettings()
     tools: ToolSettings = ToolSettings()
     startup: StartupSettings = StartupSettings()
 

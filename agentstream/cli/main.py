@@ -15,9 +15,12 @@ from agentstream import __version__
 from agentstream.cli.dev import dev
 from agentstream.cli.dlq import dlq_app
 from agentstream.cli.errors import exit_with, set_debug
+from agentstream.cli.health import health
 from agentstream.cli.send import send
+from agentstream.cli.status import status
 from agentstream.cli.tail import tail
 from agentstream.cli.tools import tools_app
+from agentstream.cli.top import top
 from agentstream.cli.topics import topics_app
 from agentstream.cli.usage import usage
 from agentstream.cli.worker import worker
@@ -72,3 +75,6 @@ app.command("worker")(worker)
 app.command("send")(send)
 app.command("tail")(tail)
 app.command("usage")(usage)
+app.command("health")(health)
+app.command("status")(status)
+app.command("top")(top)

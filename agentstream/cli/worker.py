@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -51,12 +51,15 @@ def _notice(message: str, *, error: bool = False) -> None:
         err_console.print(message, style="red" if error else None, markup=False)
 
 
-def _serve_metrics(settings: Settings) -> None:
-    if settings.metrics_port is not None:
-        from agentstream.observability import metrics
+def _serve_metrics(settings: Settings) -> Any:
+    """The metrics and health server on ``metrics_port`` (None when the port is unset)."""
+    if settings.metrics_port is None:
+        return None
+    from agentstream.observability import metrics
 
-        metrics.serve(settings.metrics_port)
-        _notice(f"metrics on :{settings.metrics_port}/metrics")
+    server = metrics.serve(settings.metrics_port)
+    _notice(f"metrics and health on :{settings.metrics_port}")
+    return server
 
 
 def worker(
@@ -74,10 +77,12 @@ def worker(
     from agentstream.streams.app import PipelineWorker
 
     shutdown_tracing = configure_tracing(settings)
-    _serve_metrics(settings)
+    server = _serve_metrics(settings)
 
     async def main(stop: asyncio.Event) -> None:
         pipeline = PipelineWorker(settings, stages=chosen)
+        if server is not None:  # /livez, /readyz, /healthz answer for this worker from now on
+            server.health = pipeline.health
         await pipeline.start()
         # Long-lived startup objects leave the collector's generations; fewer, larger young-gen
         # collections suit a process that allocates per event and frees it right after.

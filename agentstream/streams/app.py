@@ -25,11 +25,13 @@ from agentstream.processors.outcomes import WORKER_ID
 from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.state.keys import Keys
+from agentstream.state.probe import RedisProbe
 from agentstream.state.redis import redis_from_settings, redis_outage
 from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
+from agentstream.streams.health import WorkerHealth
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.message_size import SizeLimit, detect_size_limit
 from agentstream.streams.policy import FailurePolicy
@@ -98,6 +100,20 @@ class PipelineWorker:
         self._app: faust.App | None = None
         self._retry_consumer: RetryConsumer | None = None
         self._started = asyncio.Event()
+        # Redis reachability for readiness (and anything that must react to an outage)
+        self.redis_probe = RedisProbe(
+            self._redis,
+            interval_s=settings.health.probe_interval_s,
+            timeout_s=settings.health.redis_timeout_s,
+        )
+        self.health = WorkerHealth(
+            settings,
+            redis=self._redis,
+            redis_probe=self.redis_probe,
+            runners=self.runners,
+            assignment=self._assignment,
+            mcp_servers=self._mcp_servers,
+        )
 
     async def start(self) -> None:
         """Check the dependencies (streams/preflight.py), then join the group. A start that
@@ -117,6 +133,7 @@ class PipelineWorker:
             await check_topics(s, partitions=s.topics.partitions)
             await check_redis(self._redis, s)
         await prepare_codec(self._codec, s)
+        self.redis_probe.start()
         if isinstance(self.tools, ManagedTools):
             await self.tools.start()  # idempotent
         toolset = getattr(self.tools, "toolset", None)
@@ -163,6 +180,7 @@ class PipelineWorker:
         if RETRY in self.runners and s.topics.retry_tiers_s:
             self._retry_consumer = RetryConsumer(s, self.runners[RETRY])
             await self._retry_consumer.start()
+        self.health.start()
         log.info("worker started", stages=",".join(self.stages), group=s.consumer_group)
 
     def _retry_runner(self) -> StageRunner:
@@ -253,6 +271,20 @@ class PipelineWorker:
             app.agent(topic, name=f"agentstream.{stage}.{name}")(consume)
         return app
 
+    def _assignment(self) -> set[tuple[str, int]]:
+        """The partitions assigned to this worker (stage topics and retry topics)."""
+        found: set[tuple[str, int]] = set()
+        if self._app is not None and self._app.started and not self._app.should_stop:
+            found.update((tp.topic, tp.partition) for tp in self._app.consumer.assignment())
+        if self._retry_consumer is not None:
+            found.update(self._retry_consumer.assignment())
+        return found
+
+    def _mcp_servers(self) -> list[dict[str, Any]]:
+        health = getattr(self.tools, "health", None)
+        servers: list[dict[str, Any]] = health()["servers"] if callable(health) else []
+        return servers
+
     def _in_flight(self) -> tuple[int, int]:
         """Events held by this worker's stage runners, and their capacity."""
         work = [r for name, r in self.runners.items() if name != RETRY]
@@ -269,6 +301,7 @@ class PipelineWorker:
             await self._app.consumer.commit()
 
     async def stop(self) -> None:
+        self.health.draining = True
         grace = self.settings.timeouts.shutdown_grace_s
         # records waiting in the retry forwarder are not worth waiting for: unacked, they come
         # back to whichever worker owns their partition next, with their due time intact
@@ -294,6 +327,8 @@ class PipelineWorker:
         await self.llm.aclose()
         if self._owns_tools and isinstance(self.tools, ManagedTools):
             await self.tools.stop()
+        await self.health.stop()
+        await self.redis_probe.stop()
         await self.redis_gate.aclose()
         await self._redis.aclose()
 

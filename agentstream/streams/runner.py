@@ -307,6 +307,7 @@ class StageRunner:
                 )
                 return StageResult(records=[scheduled, *self._error_event(msg, code, exc, attempt)])
         self.stats.dead_lettered += 1
+        metrics.EVENTS.labels(self.stage, "dead_lettered").inc()
         log.warning(
             "dead-lettered",
             **_where(msg),
