@@ -17,7 +17,7 @@ from agentstream.exceptions import AgentStreamError
 from agentstream.schemas.catalog import LOCAL_IDS, LocalCatalog
 from agentstream.schemas.codec import SCHEMA_NAMES, AvroCodec, codec_from_settings
 from agentstream.schemas.exceptions import SchemaNotFoundError, SerializationError
-from agentstream.schemas.loader import builtin_schemas
+from agentstream.schemas.loader import builtin_schemas, released_schemas
 from agentstream.schemas.registry import SchemaRegistryCatalog
 
 NOW = datetime(2026, 11, 24, 12, 30, 15, 123000, tzinfo=UTC)
@@ -110,6 +110,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "error_code": None,
         "metadata": {"channel": "web"},
         "created_at": NOW,
+        "request_metadata": {"trace": "t-1"},
     },
     "ErrorEvent": {
         "event_id": "evt-1",
@@ -180,8 +181,9 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
     assert await codec.decode_async("AgentRequest", data) == SAMPLES["AgentRequest"]
 
 
-def test_local_ids_are_fixed() -> None:
-    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [1, 2, 3, 4, 5, 6]
+def test_local_ids_are_the_released_ones() -> None:
+    # AgentResponse 4 -> 7: request_metadata added (docs/contract.md, "Schema ids")
+    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [1, 2, 3, 7, 5, 6]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:
@@ -234,7 +236,7 @@ def test_unknown_schema_id(codec: AvroCodec) -> None:
 def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
     data = codec.encode("AgentResponse", SAMPLES["AgentResponse"])
     assert _reason(codec, data) == (
-        "schema id 4 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
+        "schema id 7 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
     )
 
 
@@ -334,7 +336,7 @@ def _old_agent_request() -> dict[str, Any]:
 def test_old_writer_schema_reads_as_current() -> None:
     catalog = LocalCatalog()
     old_id = catalog.register(_old_agent_request())
-    assert old_id == 7
+    assert old_id == max(released_schemas()) + 1
     assert catalog.register(_old_agent_request()) == old_id  # idempotent
     codec = AvroCodec(catalog)
 

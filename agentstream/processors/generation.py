@@ -117,6 +117,7 @@ class _Ending:
             content=text,
             failure=failure,
             metadata=meta,
+            request_metadata=self.turn.metadata,
             origin=self.msg,
             then=session_release(self.deps, self.ids),
         )
@@ -319,6 +320,7 @@ class GenerationStage(Stage[GenerationTurn]):
             content=result.content,
             confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
+            request_metadata=turn.metadata,
             then=session_release(self.deps, ids),
         )
         if self.deps.admission is not None and done.finished is not None:

@@ -46,6 +46,7 @@ def output_too_large(
         progress=progress,
         content=TEXT,
         failure=failure,
+        request_metadata=event.metadata,
         origin=msg,
         then=session_release(deps, ids),
     )

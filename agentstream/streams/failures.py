@@ -15,7 +15,6 @@ from agentstream.exceptions import AgentStreamError, cause_code
 from agentstream.processors.base import Inbound, Outbound, RequestIds, StageDeps, StageResult
 from agentstream.processors.outcomes import Failure, error_event, session_release
 from agentstream.processors.oversize import output_too_large
-from agentstream.processors.signals import DeadLetter
 from agentstream.schemas.dead_letter import dead_letter
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.policy import transient
@@ -53,7 +52,7 @@ class StageFailures:
                 group=s.consumer_group,
                 stage=self.spec.name,
                 code=code,
-                error=_reported(exc),
+                error=exc,
                 attempt=attempt,
                 cause=cause_code(exc),
             ),
@@ -86,16 +85,10 @@ class StageFailures:
         )
         return error_event(
             self.deps,
-            request_id=ids.request_id if ids else f"unknown@{msg.position}",
+            request_id=ids.request_id if ids else "",  # keyed and named after msg instead
             failure=failure,
             session_id=ids.session_id if ids else None,
             tenant_id=ids.tenant_id if ids else None,
             origin=msg,
         )
 
-
-def _reported(exc: BaseException) -> BaseException:
-    """The error a dead letter names: a DeadLetter signal names what caused it."""
-    if isinstance(exc, DeadLetter) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc
