@@ -37,6 +37,14 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python overhead.py && ../$(BIN)/python slow_llm.py
 
+# Freeze changed contracts under their next schema ids (schemas/released/), once compatible.
+schemas-release: $(STAMP)
+	$(BIN)/python -m agentstream.schemas.release
+
+# The AsyncAPI document of the topology (tests/test_asyncapi.py fails when it is stale).
+asyncapi: $(STAMP)
+	$(BIN)/agentstream asyncapi --output docs/asyncapi.yaml
+
 # Java, Go and TypeScript examples (clients/) built and run against `agentstream dev`; a missing
 # toolchain is reported as SKIPPED (CLIENTS_ARGS=--require-all makes that a failure, as in CI).
 clients: $(STAMP)

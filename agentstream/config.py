@@ -311,6 +311,9 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     schema_registry_username: str | None = None
     schema_registry_password: SecretStr | None = None
+    # Registry subject naming: "topic" = TopicNameStrategy, "<topic>-value" (Confluent's
+    # default); "record" = RecordNameStrategy, the record's full name. docs/contract.md.
+    schema_registry_subjects: Literal["topic", "record"] = "topic"
 
     consumer_group: str = "agentstream"
     kafka: KafkaTuning = KafkaTuning()
