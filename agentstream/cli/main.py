@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from agentstream import __version__
+from agentstream.cli.asyncapi import asyncapi
 from agentstream.cli.dev import dev
 from agentstream.cli.dlq import dlq_app
 from agentstream.cli.send import send
@@ -50,3 +51,4 @@ app.command("worker")(worker)
 app.command("send")(send)
 app.command("tail")(tail)
 app.command("usage")(usage)
+app.command("asyncapi")(asyncapi)

@@ -91,4 +91,3 @@ class StageFailures:
             tenant_id=ids.tenant_id if ids else None,
             origin=msg,
         )
-
