@@ -4,7 +4,9 @@ stage handlers (agentstream.testing; the integration tests run the same code on 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from agentstream.exceptions import ErrorCode
 from agentstream.llm.base import LLMRequest, LLMResult
 from agentstream.llm.exceptions import LLMServerError
 from agentstream.schemas import dead_letter as dl
@@ -79,3 +81,10 @@ async def test_the_reserved_pipeline_key_is_not_echoed() -> None:
     async with TestPipeline(llm=FunctionModel(lambda request: LLMResult(content="ok"))) as p:
         answer = await p.ask("hi", metadata={"degraded_reason": "mine", "k": "v"})
     assert answer.request_metadata == {"k": "v"}
+
+
+def test_every_error_code_is_documented_in_the_contract() -> None:
+    contract = (Path(__file__).parent.parent / "docs" / "contract.md").read_text()
+    rows = {line.split("`")[1] for line in contract.splitlines() if line.startswith("| `")}
+    missing = [code.value for code in ErrorCode if code.value not in rows]
+    assert not missing, f"docs/contract.md, Error codes: add {missing}"
