@@ -53,7 +53,10 @@ class AgentResponse:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    """Set by the pipeline: model, worker, degraded, cached, retry_after_s, ..."""
     created_at: datetime | None = None
+    request_metadata: dict[str, str] = field(default_factory=dict)
+    """The request's metadata, echoed."""
 
     @property
     def ok(self) -> bool:

@@ -359,6 +359,9 @@ class Settings(BaseSettings):
     # OpenTelemetry SDK set up by `agentstream worker` (observability/otel.py): spans exported
     # over OTLP (the standard OTEL_EXPORTER_OTLP_* variables apply) or printed; off by default.
     otel_exporter: Literal["none", "otlp", "console"] = "none"
+    # Registry subject naming: "topic" = TopicNameStrategy, "<topic>-value" (Confluent's
+    # default); "record" = RecordNameStrategy, the record's full name. docs/contract.md.
+    schema_registry_subjects: Literal["topic", "record"] = "topic"
 
     consumer_group: str = "agentstream"
     kafka: KafkaTuning = KafkaTuning()

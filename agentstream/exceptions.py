@@ -116,6 +116,12 @@ class AgentStreamError(Exception):
     """True when the error says the called dependency is unhealthy (a circuit breaker counts it)."""
 
 
+class ControlSignal(Exception):
+    """Base of the control-flow signals a stage raises to steer the runner
+    (``processors/signals.py``: dead-letter this record, retry it later). Not a failure: what
+    failed is the signal's ``__cause__``, and that is what a dead letter names."""
+
+
 class ConfigError(AgentStreamError):
     code = ErrorCode.CONFIG_ERROR
 

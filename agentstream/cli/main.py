@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from agentstream import __version__
+from agentstream.cli.asyncapi import asyncapi
 from agentstream.cli.dev import dev
 from agentstream.cli.dlq import dlq_app
 from agentstream.cli.errors import exit_with, set_debug
@@ -78,3 +79,4 @@ app.command("usage")(usage)
 app.command("health")(health)
 app.command("status")(status)
 app.command("top")(top)
+app.command("asyncapi")(asyncapi)

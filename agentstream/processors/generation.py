@@ -116,6 +116,7 @@ class _Ending:
             content=text,
             failure=failure,
             metadata=meta,
+            request_metadata=self.turn.metadata,
             origin=self.msg,
         )
 
@@ -317,6 +318,7 @@ class GenerationStage(Stage[GenerationTurn]):
             content=result.content,
             confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
+            request_metadata=turn.metadata,
         )
         if self.deps.admission is not None and done.finished is not None:
             await self.deps.admission.remember_answer(
