@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clients schemas-release asyncapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ run: $(STAMP)
 	$(BIN)/agentstream dev --demo
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check agentstream tests bench
-	$(BIN)/ruff format --check agentstream tests bench
+	$(BIN)/ruff check agentstream tests bench clients
+	$(BIN)/ruff format --check agentstream tests bench clients
 
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy agentstream
@@ -36,6 +36,19 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python overhead.py && ../$(BIN)/python slow_llm.py
+
+# Freeze changed contracts under their next schema ids (schemas/released/), once compatible.
+schemas-release: $(STAMP)
+	$(BIN)/python -m agentstream.schemas.release
+
+# The AsyncAPI document of the topology (tests/test_asyncapi.py fails when it is stale).
+asyncapi: $(STAMP)
+	$(BIN)/agentstream asyncapi --output docs/asyncapi.yaml
+
+# Java, Go and TypeScript examples (clients/) built and run against `agentstream dev`; a missing
+# toolchain is reported as SKIPPED (CLIENTS_ARGS=--require-all makes that a failure, as in CI).
+clients: $(STAMP)
+	$(BIN)/python clients/run.py $(CLIENTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .agentstream .mypy_cache .ruff_cache .pytest_cache

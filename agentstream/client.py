@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.config import Settings
+from agentstream.observability.tracing import receive_span, send_span
 from agentstream.schemas.codec import AvroCodec, codec_from_settings
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.idempotence import idempotence_kwargs
@@ -52,7 +53,10 @@ class AgentResponse:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    """Set by the pipeline: model, worker, degraded, cached, retry_after_s, ..."""
     created_at: datetime | None = None
+    request_metadata: dict[str, str] = field(default_factory=dict)
+    """The request's metadata, echoed."""
 
     @property
     def ok(self) -> bool:
@@ -117,6 +121,15 @@ class AgentClient:
         self.undecodable = 0
 
     async def start(self) -> None:
+        """Connect; a start that fails closes what it opened (no unclosed producer) and
+        raises."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self._codec.prepare()
         idempotence = await idempotence_kwargs(self.settings)
         self._idempotent = bool(idempotence)
@@ -169,11 +182,17 @@ class AgentClient:
         if "previous_response_id" not in request:
             request = {**request, "previous_response_id": self._latest.get(session)}
         value = self._codec.encode("AgentRequest", request)
-        _remember(self._sent, str(request["request_id"]), session)
-        await self._producer.send_and_wait(
-            self.settings.topics.requests, value=value, key=str(request["session_id"]).encode()
-        )
-        return str(request["request_id"])
+        topic = self.settings.topics.requests
+        request_id = str(request["request_id"])
+        _remember(self._sent, request_id, session)
+        with send_span(topic, **{"agentstream.request_id": request_id}) as headers:
+            await self._producer.send_and_wait(
+                topic,
+                value=value,
+                key=str(request["session_id"]).encode(),
+                headers=headers or None,
+            )
+        return request_id
 
     async def ask(
         self,
@@ -226,11 +245,13 @@ class AgentClient:
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    self._dispatch(record.value)
+                    self._dispatch(record)
 
-    def _dispatch(self, value: bytes) -> None:
+    def _dispatch(self, record: Any) -> None:
         try:
-            response = AgentResponse.from_record(self._codec.decode("AgentResponse", value))
+            response = AgentResponse.from_record(
+                self._codec.decode("AgentResponse", record.value or b"")
+            )
         except SerializationError:
             self.undecodable += 1
             return
@@ -243,6 +264,14 @@ class AgentClient:
             _remember(self._latest, session, response.response_id)
         waiter = self._waiters.pop(response.request_id, None)
         if waiter is not None and not waiter.done():
+            headers = [(k, v or b"") for k, v in record.headers or ()]
+            receive_span(
+                record.topic,
+                record.partition,
+                record.offset,
+                headers,
+                **{"agentstream.request_id": response.request_id},
+            )
             waiter.set_result(response)
         for queue in self._subscribers:
             queue.put_nowait(response)

@@ -8,7 +8,7 @@ Secrets are ``SecretStr`` and :meth:`Settings.safe_dump` masks them (and passwor
 
 from __future__ import annotations
 
-import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -21,10 +21,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agentstream.exceptions import ConfigError
+from agentstream.settings_source import (
+    CONFIG_FILE_ENV,
+    DEFAULT_CONFIG_FILE,
+    config_file,
+    toml_error_line,
+)
 from agentstream.tools.settings import ToolSettings
 
-CONFIG_FILE_ENV = "AGENTSTREAM_CONFIG_FILE"
-DEFAULT_CONFIG_FILE = "agentstream.toml"
+__all__ = ["CONFIG_FILE_ENV", "DEFAULT_CONFIG_FILE", "Settings", "load_settings", "mask_url"]
 
 
 class TopicSettings(BaseModel):
@@ -277,6 +283,22 @@ class AdmissionSettings(BaseModel):
     cache_min_confidence: float = Field(default=0.8, ge=0, le=1)
 
 
+class HealthSettings(BaseModel):
+    """Worker health (``/livez``, ``/readyz``, ``/healthz`` on the metrics port) and the lag
+    gauge; see docs/operations.md."""
+
+    probe_interval_s: float = Field(default=2.0, gt=0)
+    """How often Redis is PINGed and breaker states are read."""
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    """A PING that takes longer marks Redis unreachable (the worker is not ready)."""
+    loop_stall_s: float = Field(default=30.0, gt=0)
+    """The event loop is unresponsive (not live) when its heartbeat is older than this."""
+    wedged_after_s: float = Field(default=600.0, gt=0)
+    """A stage holding events that finished none for this long is wedged (not live)."""
+    lag_interval_s: float = Field(default=10.0, gt=0)
+    """How often the consumer lag of this worker's partitions is read (and the budget gauge)."""
+
+
 class DegradationSettings(BaseModel):
     """Switches an operator flips during an incident (answers on these paths are degraded)."""
 
@@ -286,6 +308,23 @@ class DegradationSettings(BaseModel):
     """Skip each route's primary model and serve from its fallbacks."""
     cached_only: bool = False
     """Answer only from the response cache; a miss gets a SERVICE_DEGRADED response."""
+
+
+class StartupSettings(BaseModel):
+    """Checks a worker runs before it joins the consumer group (streams/preflight.py).
+
+    Kafka (reachable, every pipeline topic present with ``topics.partitions`` partitions), Redis
+    (PING, the Lua scripts load) and the schema registry (transient errors retried with backoff
+    for up to ``registry_retry_s``) are always fatal. Model routes and MCP servers are checked
+    and reported; they stop the worker only with ``require_models`` / ``require_mcp_servers``
+    (otherwise a route falls back and a server keeps reconnecting in the background).
+    """
+
+    checks: bool = True
+    check_timeout_s: float = Field(default=10.0, gt=0)
+    registry_retry_s: float = Field(default=60.0, ge=0)
+    require_models: bool = False
+    require_mcp_servers: bool = False
 
 
 class Settings(BaseSettings):
@@ -320,6 +359,12 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     schema_registry_username: str | None = None
     schema_registry_password: SecretStr | None = None
+    # OpenTelemetry SDK set up by `agentstream worker` (observability/otel.py): spans exported
+    # over OTLP (the standard OTEL_EXPORTER_OTLP_* variables apply) or printed; off by default.
+    otel_exporter: Literal["none", "otlp", "console"] = "none"
+    # Registry subject naming: "topic" = TopicNameStrategy, "<topic>-value" (Confluent's
+    # default); "record" = RecordNameStrategy, the record's full name. docs/contract.md.
+    schema_registry_subjects: Literal["topic", "record"] = "topic"
 
     consumer_group: str = "agentstream"
     kafka: KafkaTuning = KafkaTuning()
@@ -331,7 +376,9 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     admission: AdmissionSettings = AdmissionSettings()
     degradation: DegradationSettings = DegradationSettings()
+    health: HealthSettings = HealthSettings()
     tools: ToolSettings = ToolSettings()
+    startup: StartupSettings = StartupSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -342,10 +389,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
-        if toml_path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        toml = _toml_source(settings_cls)
+        if toml is not None:
+            sources.append(toml)
         sources.append(file_secret_settings)
         return tuple(sources)
 
@@ -370,6 +417,25 @@ class Settings(BaseSettings):
             if isinstance(data.get(key), str):
                 data[key] = mask_url(data[key])
         return data
+
+
+def _toml_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource | None:
+    """The config file's source; a file named by ``AGENTSTREAM_CONFIG_FILE`` must exist, and a
+    malformed file is a :class:`ConfigError` naming its line."""
+    path, named = config_file()
+    if not path.is_file():
+        if named:
+            raise ConfigError(
+                f"{CONFIG_FILE_ENV}={path}: no such file; fix the path or unset {CONFIG_FILE_ENV}"
+            )
+        return None
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except tomllib.TOMLDecodeError as exc:
+        line = toml_error_line(str(exc))
+        where = f"{path}:{line}" if line is not None else str(path)
+        reason = str(exc).split(" (at line")[0]
+        raise ConfigError(f"{where}: malformed TOML ({reason}); fix the file") from exc
 
 
 def mask_url(url: str) -> str:

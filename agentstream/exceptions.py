@@ -88,6 +88,7 @@ class ErrorCode(StrEnum):
     SERVICE_DEGRADED = "SERVICE_DEGRADED"
     SESSION_BUSY = "SESSION_BUSY"
     SESSION_FORBIDDEN = "SESSION_FORBIDDEN"
+    STARTUP_CHECK_FAILED = "STARTUP_CHECK_FAILED"
     STATE_ERROR = "STATE_ERROR"
     TIMEOUT = "TIMEOUT"
     TOOLS_DISABLED = "TOOLS_DISABLED"
@@ -113,6 +114,12 @@ class AgentStreamError(Exception):
     retriable: bool = False
     counts_for_breaker: bool = False
     """True when the error says the called dependency is unhealthy (a circuit breaker counts it)."""
+
+
+class ControlSignal(Exception):
+    """Base of the control-flow signals a stage raises to steer the runner
+    (``processors/signals.py``: dead-letter this record, retry it later). Not a failure: what
+    failed is the signal's ``__cause__``, and that is what a dead letter names."""
 
 
 class ConfigError(AgentStreamError):

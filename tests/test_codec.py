@@ -17,7 +17,7 @@ from agentstream.exceptions import AgentStreamError
 from agentstream.schemas.catalog import LOCAL_IDS, LocalCatalog
 from agentstream.schemas.codec import SCHEMA_NAMES, AvroCodec, codec_from_settings
 from agentstream.schemas.exceptions import SchemaNotFoundError, SerializationError
-from agentstream.schemas.loader import builtin_schemas
+from agentstream.schemas.loader import builtin_schemas, released_schemas
 from agentstream.schemas.registry import SchemaRegistryCatalog
 
 NOW = datetime(2026, 11, 24, 12, 30, 15, 123000, tzinfo=UTC)
@@ -112,6 +112,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "error_code": None,
         "metadata": {"channel": "web"},
         "created_at": NOW,
+        "request_metadata": {"trace": "t-1"},
     },
     "ErrorEvent": {
         "event_id": "evt-1",
@@ -182,8 +183,10 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
     assert await codec.decode_async("AgentRequest", data) == SAMPLES["AgentRequest"]
 
 
-def test_local_ids_are_fixed() -> None:
-    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [1, 2, 3, 4, 5, 6]
+def test_local_ids_are_the_released_ones() -> None:
+    # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
+    # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids")
+    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [8, 9, 3, 7, 5, 6]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:
@@ -236,7 +239,7 @@ def test_unknown_schema_id(codec: AvroCodec) -> None:
 def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
     data = codec.encode("AgentResponse", SAMPLES["AgentResponse"])
     assert _reason(codec, data) == (
-        "schema id 4 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
+        "schema id 7 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
     )
 
 
@@ -244,13 +247,13 @@ def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
 def test_truncated_payload(codec: AvroCodec, cut: int) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     reason = _reason(codec, data[:cut])
-    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 1)" in reason
+    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 8)" in reason
 
 
 def test_trailing_garbage(codec: AvroCodec) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     assert _reason(codec, data + b"junk") == (
-        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 1)"
+        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 8)"
     )
 
 
@@ -336,7 +339,7 @@ def _old_agent_request() -> dict[str, Any]:
 def test_old_writer_schema_reads_as_current() -> None:
     catalog = LocalCatalog()
     old_id = catalog.register(_old_agent_request())
-    assert old_id == 7
+    assert old_id == max(released_schemas()) + 1
     assert catalog.register(_old_agent_request()) == old_id  # idempotent
     codec = AvroCodec(catalog)
 

@@ -5,7 +5,8 @@
     processors
     admission, llm, tools
     state, resilience, schemas, observability
-    config, exceptions  (and tools/settings.py: a settings model that depends on nothing)
+    config, exceptions, settings_source  (and tools/settings.py: a settings model that depends
+    on nothing)
 
 Imports inside functions and under TYPE_CHECKING count too: they are dependencies all the same.
 """
@@ -24,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"processors"},
     {"admission", "llm", "tools"},
     {"state", "resilience", "schemas", "observability"},
-    {"config", "exceptions", "tools.settings"},
+    {"config", "exceptions", "tools.settings", "settings_source"},
 ]
 
 

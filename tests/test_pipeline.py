@@ -138,9 +138,9 @@ async def test_bad_inputs_get_their_documented_outcome(settings: Settings) -> No
             assert int(headers[dlq.ORIGINAL_OFFSET]) >= 0
             assert headers[dlq.ORIGINAL_GROUP] == settings.consumer_group
             assert headers[dlq.ERROR_CODE] == "UNDECODABLE"
-            assert "SerializationError" in headers[dlq.EXCEPTION_FQCN] or headers[
-                dlq.EXCEPTION_FQCN
-            ].endswith("DeadLetter")
+            assert (
+                headers[dlq.EXCEPTION_FQCN] == "agentstream.schemas.exceptions.SerializationError"
+            )
             assert headers[dlq.EXCEPTION_MESSAGE]
             assert record.key == b"bad"
         first = dead.records[0]

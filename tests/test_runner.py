@@ -254,3 +254,21 @@ async def test_post_publish_step_failing_while_stopping_leaves_the_event_unacked
     await wait_until(lambda: runner.stats.post_publish_retries >= 1, "a failed release")
     assert await runner.drain(5.0)
     assert acked == []  # redelivered to the next owner, whose run releases the session
+
+
+async def test_an_idle_runner_drains_at_once_even_with_no_grace() -> None:
+    # Python 3.11's wait_for(event.wait(), timeout=0) times out even when the event is set: an
+    # idle worker's clean stop used to log "shutdown grace expired".
+    runner = make_runner(lambda msg: StageResult())
+    assert await runner.drain(0)
+    done = asyncio.Event()
+
+    async def handler(msg: Inbound) -> StageResult:
+        await done.wait()
+        return StageResult()
+
+    busy = make_runner(handler)
+    await busy.submit(_msg(0, "k"), lambda: None)
+    assert not await busy.drain(0)
+    done.set()
+    assert await busy.drain(5)

@@ -14,7 +14,7 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import fastavro
 import pytest
@@ -30,6 +30,7 @@ from agentstream.schemas.exceptions import (
 )
 from agentstream.schemas.loader import builtin_schemas
 from agentstream.schemas.registry import CONTENT_TYPE, SchemaRegistryCatalog
+from agentstream.streams.topology import contract_for_topic
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 REQUEST = {
@@ -42,6 +43,7 @@ REQUEST = {
     "metadata": {"channel": "cli"},
     "created_at": NOW,
     "deadline": None,
+    "previous_response_id": None,
 }
 
 
@@ -123,27 +125,56 @@ async def registry() -> AsyncIterator[tuple[FakeRegistry, str]]:
     await runner.cleanup()
 
 
-def _codec(url: str, password: str = "s3cret") -> AvroCodec:
+def _codec(
+    url: str, password: str = "s3cret", subjects: Literal["topic", "record"] = "topic"
+) -> AvroCodec:
     settings = Settings(
         schema_registry_url=url,
         schema_registry_username="svc",
         schema_registry_password=SecretStr(password),
+        schema_registry_subjects=subjects,
     )
     return codec_from_settings(settings)
 
 
-async def test_prepare_registers_every_contract(registry: tuple[FakeRegistry, str]) -> None:
+TOPIC_SUBJECTS = {
+    "agent.requests-value": "io.agentstream.AgentRequest",
+    "agent.generation-value": "io.agentstream.GenerationTurn",
+    "agent.tool-calls-value": "io.agentstream.ToolCallBatch",
+    "agent.responses-value": "io.agentstream.AgentResponse",
+    "agent.errors-value": "io.agentstream.ErrorEvent",
+    "agent.metrics-value": "io.agentstream.MetricsEvent",
+}
+
+
+@pytest.mark.parametrize("strategy", ["topic", "record"])
+async def test_prepare_registers_every_contract(
+    registry: tuple[FakeRegistry, str], strategy: Literal["topic", "record"]
+) -> None:
     fake, url = registry
-    codec = _codec(url)
+    codec = _codec(url, subjects=strategy)
     await codec.prepare()
     await codec.prepare()  # ids are cached: no second round of requests
     await codec.aclose()
 
-    expected_subjects = {f"io.agentstream.{name}" for name in SCHEMA_NAMES}
-    assert set(fake.subjects) == expected_subjects
+    if strategy == "topic":  # TopicNameStrategy, the default: <topic>-value
+        expected = TOPIC_SUBJECTS
+    else:  # RecordNameStrategy: the record's full name
+        expected = {f"io.agentstream.{name}": f"io.agentstream.{name}" for name in SCHEMA_NAMES}
+    assert set(fake.subjects) == set(expected)
     assert len(fake.requests) == len(SCHEMA_NAMES)
     for subject, (schema_id,) in fake.subjects.items():
-        assert json.loads(fake.schemas[schema_id]) == builtin_schemas()[subject].definition
+        record = expected[subject]
+        assert json.loads(fake.schemas[schema_id]) == builtin_schemas()[record].definition
+
+
+def test_topic_subjects_follow_the_topology() -> None:
+    """Each contract's subject names the one topic the topology writes it to."""
+    settings = Settings()
+    for subject, record in TOPIC_SUBJECTS.items():
+        contract = contract_for_topic(settings, subject.removesuffix("-value"))
+        assert contract is not None
+        assert f"io.agentstream.{contract.schema}" == record
 
 
 async def test_encode_uses_registry_ids(registry: tuple[FakeRegistry, str]) -> None:
@@ -151,7 +182,7 @@ async def test_encode_uses_registry_ids(registry: tuple[FakeRegistry, str]) -> N
     codec = _codec(url)
     await codec.prepare()
     data = codec.encode("AgentRequest", REQUEST)
-    assert AvroCodec.peek_schema_id(data) == fake.subjects["io.agentstream.AgentRequest"][0]
+    assert AvroCodec.peek_schema_id(data) == fake.subjects["agent.requests-value"][0]
     assert AvroCodec.peek_schema_id(data) >= 100
     assert codec.decode("AgentRequest", data) == REQUEST
     await codec.aclose()
@@ -221,7 +252,7 @@ async def test_wrong_password_is_rejected(registry: tuple[FakeRegistry, str]) ->
 
 async def test_incompatible_schema_is_rejected(registry: tuple[FakeRegistry, str]) -> None:
     fake, url = registry
-    fake.reject_subject = "io.agentstream.ErrorEvent"
+    fake.reject_subject = "agent.errors-value"
     codec = _codec(url)
     with pytest.raises(SerializationError, match=r"HTTP 409.*incompatible") as info:
         await codec.prepare()

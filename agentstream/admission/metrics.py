@@ -7,7 +7,7 @@ that could not reach Redis, labelled by the check and the policy applied (``allo
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 DECISIONS = Counter(
     "agentstream_admission_decisions",
@@ -23,6 +23,12 @@ CACHE = Counter(
     "agentstream_response_cache",
     "Response-cache lookups and stores by result (hit, miss, bypass, stored, error).",
     ["result"],
+)
+BUDGET_USED = Gauge(
+    "agentstream_admission_budget_used_ratio",
+    "Highest share of its daily budget (tokens, cost) any tenant has used today; read by each "
+    "worker every health.lag_interval_s when budgets are configured.",
+    ["budget"],
 )
 
 

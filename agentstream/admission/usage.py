@@ -8,7 +8,8 @@ from typing import cast
 
 from agentstream.admission.budget import MICRO, seconds_until_next_day, utc_day
 from agentstream.admission.keys import COSTS_SUFFIX, AdmissionKeys
-from agentstream.config import AdmissionLimits
+from agentstream.admission.limits import merged_limits
+from agentstream.config import AdmissionLimits, AdmissionSettings
 from agentstream.state.redis import RedisClient
 
 
@@ -94,3 +95,21 @@ async def _window_total(redis: RedisClient, key: str, since_ms: int) -> int:
         return 0
     costs = await redis.hmget(key + COSTS_SUFFIX, members)
     return sum(int(c) for c in costs if c is not None)
+
+
+async def budget_used_ratios(
+    redis: RedisClient, keys: AdmissionKeys, settings: AdmissionSettings
+) -> dict[str, float]:
+    """The highest share of its daily token and cost budget any tenant has used today
+    (``{"tokens": 0.42, "cost": 0.9}``; a kind no tenant has a budget for is left out)."""
+    highest: dict[str, float] = {}
+    for tenant in await tenants_with_usage(redis, keys, settings.tenants):
+        usage = await read_usage(redis, keys, tenant, merged_limits(settings, tenant))
+        for kind, used, limit in (
+            ("tokens", usage.tokens, usage.daily_tokens),
+            ("cost", usage.cost_usd, usage.daily_cost_usd),
+        ):
+            if limit is not None:
+                ratio = used / limit if limit > 0 else 1.0
+                highest[kind] = max(highest.get(kind, 0.0), ratio)
+    return highest

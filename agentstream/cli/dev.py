@@ -8,19 +8,19 @@ import signal
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from agentstream.cli.demo import run_demo
-from agentstream.config import Settings, mask_url
-from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
-from agentstream.exceptions import AgentStreamError
-from agentstream.observability import metrics
-from agentstream.streams.app import PipelineWorker
+from agentstream.cli.runtime import load_cli_settings
+
+if TYPE_CHECKING:
+    from agentstream.config import Settings
+    from agentstream.embedded import BrokerKind, DevStack
 
 TANSU_FETCH_WAIT_MS = 5
+BROKER_KINDS = ("tansu", "apache-kafka")  # agentstream.embedded.BROKER_KINDS (a test holds it)
 
 console = Console(highlight=False, soft_wrap=True)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -28,6 +28,9 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 async def run_pipeline(settings: Settings, demo: bool, *, on_tansu: bool = False) -> None:
     """Run every stage in this process; with ``demo``, send a few requests and print answers."""
+    from agentstream.cli.demo import run_demo
+    from agentstream.streams.app import PipelineWorker
+
     if settings.kafka.fetch_max_wait_ms > TANSU_FETCH_WAIT_MS and on_tansu:
         # Tansu does not answer a waiting fetch early when data arrives (see faust_app.py).
         settings = settings.model_copy(
@@ -67,18 +70,18 @@ def dev(
     ] = None,
 ) -> None:
     """Start a local Kafka broker (Tansu or Apache Kafka) and Redis and run the pipeline on them."""
-    settings = Settings()
+    settings = load_cli_settings(log=False)
     if settings.metrics_port is not None:
+        from agentstream.observability import metrics
+
         metrics.serve(settings.metrics_port)
     kind: BrokerKind = "apache-kafka" if broker == "apache-kafka" else "tansu"
-    try:
-        asyncio.run(_serve(settings, demo, run_dir, kind))
-    except AgentStreamError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(1) from exc
+    asyncio.run(_serve(settings, demo, run_dir, kind))  # failures: one line (cli/errors.py)
 
 
 async def _serve(settings: Settings, demo: bool, run_dir: Path | None, broker: BrokerKind) -> None:
+    from agentstream.embedded import DevStack
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _STOP_SIGNALS:
@@ -111,6 +114,8 @@ async def _run_until(stop: asyncio.Event, pipeline_coro: Coroutine[Any, Any, Non
 
 
 def _print_stack(stack: DevStack, live: Settings) -> None:
+    from agentstream.config import mask_url
+
     if stack.kafka is None:
         kafka = "external (AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
     elif stack.broker == "apache-kafka":

@@ -13,26 +13,16 @@ import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from redis.exceptions import RedisError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from agentstream.cli.runtime import console, err_console, load_cli_settings
-from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError
-from agentstream.schemas.codec import codec_from_settings
-from agentstream.streams.replay import (
-    NOT_REPLAYABLE,
-    DlqSummary,
-    ReplayFilter,
-    ReplaySummary,
-    matching,
-    replay,
-    summarize,
-)
+
+if TYPE_CHECKING:  # imported in the commands: `agentstream --help` stays fast
+    from agentstream.config import Settings
+    from agentstream.exceptions import AgentStreamError
+    from agentstream.streams.replay import DlqSummary, ReplayFilter, ReplaySummary
 
 dlq_app = typer.Typer(help="Inspect and replay dead-letter topics.", no_args_is_help=True)
 
@@ -92,6 +82,8 @@ def build_filter(
     sessions: list[str] | None,
     tenants: list[str] | None,
 ) -> ReplayFilter:
+    from agentstream.streams.replay import ReplayFilter
+
     return ReplayFilter(
         error_codes=frozenset(codes or ()),
         error_classes=frozenset(classes or ()),
@@ -103,12 +95,11 @@ def build_filter(
 
 
 def _settings() -> Settings:
+    """The settings, and Kafka reachable: else one line naming the setting (cli/errors.py)."""
+    from agentstream.streams.preflight import kafka_topics
+
     settings = load_cli_settings()
-    if not settings.kafka_bootstrap_servers:
-        err_console.print(
-            "[red]No Kafka broker configured.[/red] Set AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS."
-        )
-        raise typer.Exit(2)
+    asyncio.run(kafka_topics(settings))
     return settings
 
 
@@ -139,6 +130,11 @@ def list_(
     ] = None,
 ) -> None:
     """Dead-letter topics with record counts and a breakdown by error code and class."""
+    from rich.table import Table
+
+    from agentstream.exceptions import AgentStreamError
+    from agentstream.streams.replay import summarize
+
     settings = _settings()
     try:
         summaries: list[DlqSummary] = asyncio.run(summarize(settings, topic or None))
@@ -169,6 +165,10 @@ def show(
 ) -> None:
     """Print records as JSON lines: position, key, headers, and the value decoded with the
     origin topic's schema (or why it could not be)."""
+    from agentstream.exceptions import AgentStreamError
+    from agentstream.schemas.codec import codec_from_settings
+    from agentstream.streams.replay import matching
+
     settings = _settings()
     filter_ = build_filter(error_code, error_class, since, until, session, tenant)
 
@@ -243,6 +243,18 @@ def replay_cmd(
 
     Records that can only fail again are refused unless --force; TOOL_OUTCOME_UNKNOWN records
     are held unless --rerun-side-effects, and their calls are listed either way."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from agentstream.exceptions import AgentStreamError
+    from agentstream.schemas.codec import codec_from_settings
+    from agentstream.streams.replay import replay
+
     settings = _settings()
     filter_ = build_filter(error_code, error_class, since, until, session, tenant)
 
@@ -290,6 +302,10 @@ def replay_cmd(
 
 
 def print_summary(summary: ReplaySummary) -> None:
+    from rich.table import Table
+
+    from agentstream.streams.replay import NOT_REPLAYABLE
+
     title = "Replay summary (dry run: nothing sent)" if summary.dry_run else "Replay summary"
     table = Table("", "", title=title, show_header=False)
     table.add_row("dead-letter topic", summary.topic)
@@ -322,6 +338,8 @@ def print_summary(summary: ReplaySummary) -> None:
 
 def print_side_effects(summary: ReplaySummary) -> None:
     """The tool calls of TOOL_OUTCOME_UNKNOWN records: what a replay would run again."""
+    from rich.table import Table
+
     table = Table(
         "dead letter",
         "session",
@@ -359,6 +377,8 @@ class _Journal:
         )
 
     async def status(self, tenant_id: str, session_id: str, step_id: str) -> str | None:
+        from redis.exceptions import RedisError
+
         try:
             return await self._journal.status(tenant_id, session_id, step_id)
         except RedisError:

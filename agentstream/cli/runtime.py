@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: run a coroutine until it ends or SIGINT/SIGTERM arrives."""
+"""Shared CLI plumbing: settings with one-line errors, and running a coroutine until it ends or
+SIGINT/SIGTERM arrives. Imports stay light: ``agentstream --help`` loads every command module."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
-from agentstream.config import Settings
-from agentstream.observability.logging import configure_logging
+if TYPE_CHECKING:
+    from agentstream.config import Settings
 
 T = TypeVar("T")
 
@@ -30,9 +31,31 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def load_cli_settings() -> Settings:
-    settings = Settings()
-    configure_logging(settings)
+def load_cli_settings(*, log: bool = True) -> Settings:
+    """The settings, with logging configured (unless ``log`` is false) and a warning for every
+    ``AGENTSTREAM_*`` variable no setting reads. A bad value or file ends the command with one
+    line naming the variable or ``file:line`` (see cli/errors.py)."""
+    from agentstream.cli.errors import exit_with, set_json_logs
+    from agentstream.config import Settings
+    from agentstream.exceptions import ConfigError
+    from agentstream.observability.logging import configure_logging, get_logger, json_logs
+    from agentstream.settings_source import unknown_variables
+
+    try:
+        settings = Settings()
+    except (ConfigError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        exit_with(exc)
+    if log:
+        configure_logging(settings)
+        set_json_logs(json_logs(settings))
+    warn = get_logger("agentstream.config").warning
+    for name, close in unknown_variables(Settings):
+        hint = f"; did you mean {close}?" if close else ""
+        if log:
+            warn("unknown setting variable ignored", variable=name, did_you_mean=close)
+        else:
+            line = f"warning: {name} is not a setting and is ignored{hint}"
+            err_console.print(line, markup=False)
     return settings
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agentstream.cli.runtime import console, err_console, load_cli_settings
-from agentstream.client import AgentClient, AgentResponse, new_request
-from agentstream.exceptions import AgentStreamError
+
+if TYPE_CHECKING:
+    from agentstream.client import AgentResponse
 
 
 def send(
@@ -25,6 +26,9 @@ def send(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
 ) -> None:
     """Publish an AgentRequest to the requests topic."""
+    from agentstream.client import AgentClient, new_request
+    from agentstream.streams.preflight import check_topics
+
     settings = load_cli_settings()
     request = new_request(
         message,
@@ -35,6 +39,8 @@ def send(
     )
 
     async def run() -> AgentResponse | None:
+        topics = [settings.topics.requests, *([settings.topics.responses] if wait else [])]
+        await check_topics(settings, topics)
         async with AgentClient(settings) as client:
             if not wait:
                 await client.submit(request)
@@ -48,9 +54,6 @@ def send(
             f"[red]no answer within {timeout}s[/red] (request {request['request_id']})"
         )
         raise typer.Exit(2) from exc
-    except AgentStreamError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
     if response is None:
         console.print(f"sent request {request['request_id']} (session {request['session_id']})")
         return

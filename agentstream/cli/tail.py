@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agentstream.cli.runtime import console, err_console, load_cli_settings, until_signal
-from agentstream.config import Settings
-from agentstream.schemas.codec import AvroCodec, codec_from_settings
-from agentstream.schemas.dead_letter import header_map
-from agentstream.schemas.exceptions import SerializationError
-from agentstream.streams.kafka_config import client_kwargs
-from agentstream.streams.replay import schema_for_topic
+from agentstream.cli.runtime import console, load_cli_settings, until_signal
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+
+    from agentstream.config import Settings
+    from agentstream.schemas.codec import AvroCodec
 
 
 def _jsonable(value: Any) -> Any:
@@ -26,6 +25,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def render(settings: Settings, codec: AvroCodec, record: Any) -> dict[str, Any]:
+    from agentstream.schemas.dead_letter import header_map
+    from agentstream.schemas.exceptions import SerializationError
+    from agentstream.streams.replay import schema_for_topic
+
     out: dict[str, Any] = {"partition": record.partition, "offset": record.offset}
     if record.key is not None:
         out["key"] = record.key.decode(errors="replace")
@@ -58,18 +61,26 @@ def tail(
     ] = 0.0,
 ) -> None:
     """Follow a topic and print each record decoded, one JSON object per line."""
+    from aiokafka import AIOKafkaConsumer
+
+    from agentstream.schemas.codec import codec_from_settings
+    from agentstream.streams.kafka_config import client_kwargs
+    from agentstream.streams.preflight import check_topics
+
     settings = load_cli_settings()
 
     async def main(stop: asyncio.Event) -> None:
+        # Kafka reachable, and the topic exists (a metadata request would auto-create a typo)
+        await check_topics(settings, [topic], named_by="the TOPIC argument")
         codec = codec_from_settings(settings)
-        await codec.prepare()
         consumer = AIOKafkaConsumer(
             **client_kwargs(settings),
             enable_auto_commit=False,
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
-        await consumer.start()
         try:
+            await codec.prepare()
+            await consumer.start()
             await _assign(consumer, topic, from_beginning)
             seen = 0
             idle = 0.0
@@ -95,14 +106,13 @@ def tail(
 
 
 async def _assign(consumer: AIOKafkaConsumer, topic: str, from_beginning: bool) -> None:
-    """Every partition of ``topic``, at its start or its end; exit 1 if there is no such topic."""
+    """Every partition of ``topic`` (checked to exist), at its start or its end."""
+    from aiokafka import TopicPartition
+
     parts = consumer.partitions_for_topic(topic)
     if not parts:
         await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic)
-    if not parts:
-        err_console.print(f"[red]topic {topic!r} does not exist[/red]")
-        raise typer.Exit(1)
+        parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
     if from_beginning:

@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from agentstream.config import Settings, mask_url
-from agentstream.exceptions import AgentStreamError
-from agentstream.streams.admin import ensure_topics, list_topics
-from agentstream.streams.topology import pipeline_topics
+from agentstream.cli.runtime import console, load_cli_settings
+
+if TYPE_CHECKING:
+    from agentstream.config import Settings
 
 topics_app = typer.Typer(
     help="Create and inspect the pipeline's Kafka topics.", no_args_is_help=True
 )
-console = Console(highlight=False)
 
 
 def _settings() -> Settings:
-    settings = Settings()
+    from agentstream.exceptions import ConfigError
+
+    settings = load_cli_settings()
     if not settings.kafka_bootstrap_servers:
-        console.print(
-            "[red]No Kafka broker configured.[/red] Set AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS, "
-            "or run `agentstream dev` (it starts a local broker and creates the topics)."
+        raise ConfigError(
+            "no Kafka brokers configured [AGENTSTREAM_KAFKA_BOOTSTRAP_SERVERS]; set it to "
+            "host:port[,host:port], or run `agentstream dev` (it starts a local broker and "
+            "creates the topics)"
         )
-        raise typer.Exit(2)
     return settings
 
 
@@ -42,16 +41,22 @@ def create(
     ] = None,
 ) -> None:
     """Create the pipeline's topics; existing ones are left as they are."""
+    from agentstream.config import mask_url
+    from agentstream.streams.admin import ensure_topics
+    from agentstream.streams.preflight import kafka_topics
+    from agentstream.streams.topology import pipeline_topics
+
     settings = _settings()
     if partitions is not None:
         settings = settings.model_copy(
             update={"topics": settings.topics.model_copy(update={"partitions": partitions})}
         )
-    try:
-        created = asyncio.run(ensure_topics(settings, topic or None))
-    except AgentStreamError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(1) from exc
+
+    async def create_all() -> list[str]:
+        await kafka_topics(settings)  # unreachable: one line naming the setting
+        return await ensure_topics(settings, topic or None)
+
+    created = asyncio.run(create_all())
     wanted = topic or pipeline_topics(settings)
     console.print(
         f"{len(created)} created, {len(wanted) - len(created)} already existed "
@@ -64,12 +69,12 @@ def create(
 @topics_app.command("list")
 def list_() -> None:
     """List the cluster's topics with their partition counts."""
+    from rich.table import Table
+
+    from agentstream.streams.preflight import kafka_topics
+
     settings = _settings()
-    try:
-        topics = asyncio.run(list_topics(settings))
-    except AgentStreamError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(1) from exc
+    topics = asyncio.run(kafka_topics(settings))
     table = Table("name", "partitions", title=f"Topics on {settings.kafka_bootstrap_servers}")
     for name in sorted(topics):
         table.add_row(name, str(topics[name]))

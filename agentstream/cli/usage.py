@@ -6,23 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from redis.exceptions import RedisError
-from rich.table import Table
 
-from agentstream.admission.keys import AdmissionKeys
-from agentstream.admission.limits import merged_limits
-from agentstream.admission.usage import TenantUsage, read_usage, tenants_with_usage
-from agentstream.cli.runtime import console, err_console, load_cli_settings
-from agentstream.config import Settings
-from agentstream.exceptions import AgentStreamError
-from agentstream.state.redis import redis_from_settings
+from agentstream.cli.runtime import console, load_cli_settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from agentstream.admission.usage import TenantUsage
+    from agentstream.config import Settings
 
 
 async def collect_usage(settings: Settings, tenant: str | None = None) -> list[TenantUsage]:
     """Usage of ``tenant``, or of every tenant with usage today (and every configured one)."""
+    from agentstream.admission.keys import AdmissionKeys
+    from agentstream.admission.limits import merged_limits
+    from agentstream.admission.usage import read_usage, tenants_with_usage
+    from agentstream.state.redis import redis_from_settings
+
     redis = redis_from_settings(settings)
     keys = AdmissionKeys(settings.state.key_prefix)
     try:
@@ -56,6 +59,8 @@ def _of(used: float, limit: float | None, fmt: str = "{:,}") -> str:
 
 
 def usage_table(rows: list[TenantUsage]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Usage today (UTC) and in the current rate window")
     for column in ("tenant", "tokens today", "cost today (USD)", "resets in", "window"):
         table.add_column(column)
@@ -78,11 +83,7 @@ def usage(
 ) -> None:
     """Show each tenant's token and cost usage today, and what remains of its limits."""
     settings = load_cli_settings()
-    try:
-        rows = asyncio.run(collect_usage(settings, tenant))
-    except (AgentStreamError, RedisError, OSError) as exc:
-        err_console.print(f"[red]cannot read usage: {type(exc).__name__}: {exc}[/red]")
-        raise typer.Exit(1) from exc
+    rows = asyncio.run(collect_usage(settings, tenant))  # failures: one line (cli/errors.py)
     if as_json:
         console.print(json.dumps([usage_as_dict(u) for u in rows]), markup=False)
     elif not rows:

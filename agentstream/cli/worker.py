@@ -1,21 +1,26 @@
-"""``agentstream worker``: run stage workers (all stages by default) until SIGINT/SIGTERM."""
+"""``agentstream worker``: run stage workers (all stages by default) until SIGINT/SIGTERM.
+
+Before joining the consumer group the worker checks its dependencies (streams/preflight.py); a
+failed check ends it with one line naming the setting to fix.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentstream.cli.runtime import err_console, load_cli_settings, run, until_signal
-from agentstream.exceptions import AgentStreamError
-from agentstream.observability import metrics
-from agentstream.streams.app import PipelineWorker
-from agentstream.streams.topology import WORKER_STAGES as STAGES
+
+if TYPE_CHECKING:
+    from agentstream.config import Settings
+    from agentstream.streams.app import PipelineWorker
 
 STOP_MARGIN_S = 15.0
+STAGES = ("validation", "generation", "tools", "retry")  # streams.topology.WORKER_STAGES
 
 
 async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound_s: float) -> None:
@@ -29,8 +34,32 @@ async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound
     if stopping in done:
         stopping.result()
         return
-    err_console.print("[red]worker did not stop in time; exiting now[/red]")
+    _notice("worker did not stop in time; exiting now", error=True)
     os._exit(3)
+
+
+def _notice(message: str, *, error: bool = False) -> None:
+    """An operator line: a log record when logs are JSON (production), else plain stderr."""
+    from agentstream.cli.errors import json_logs_enabled
+
+    if json_logs_enabled():
+        from agentstream.observability.logging import get_logger
+
+        log = get_logger("agentstream.cli.worker")
+        (log.error if error else log.info)(message)
+    else:
+        err_console.print(message, style="red" if error else None, markup=False)
+
+
+def _serve_metrics(settings: Settings) -> Any:
+    """The metrics and health server on ``metrics_port`` (None when the port is unset)."""
+    if settings.metrics_port is None:
+        return None
+    from agentstream.observability import metrics
+
+    server = metrics.serve(settings.metrics_port)
+    _notice(f"metrics and health on :{settings.metrics_port}")
+    return server
 
 
 def worker(
@@ -44,23 +73,26 @@ def worker(
     if bad or not chosen:
         raise typer.BadParameter(f"stages must be among {', '.join(STAGES)}", param_hint="--stages")
     settings = load_cli_settings()
-    if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
-        err_console.print(f"metrics on :{settings.metrics_port}/metrics")
+    from agentstream.observability.otel import configure_tracing
+    from agentstream.streams.app import PipelineWorker
+
+    shutdown_tracing = configure_tracing(settings)
+    server = _serve_metrics(settings)
 
     async def main(stop: asyncio.Event) -> None:
         pipeline = PipelineWorker(settings, stages=chosen)
+        if server is not None:  # /livez, /readyz, /healthz answer for this worker from now on
+            server.health = pipeline.health
         await pipeline.start()
         # Long-lived startup objects leave the collector's generations; fewer, larger young-gen
         # collections suit a process that allocates per event and frees it right after.
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
-        err_console.print(f"worker running stages {','.join(chosen)}; Ctrl-C to stop")
+        _notice(f"worker running stages {','.join(chosen)}; Ctrl-C to stop")
         await stop.wait()
         await stop_within_bound(pipeline, stop, settings.timeouts.shutdown_grace_s + STOP_MARGIN_S)
 
     try:
         run(until_signal(main))
-    except AgentStreamError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    finally:
+        shutdown_tracing()

@@ -35,11 +35,20 @@ NOISY_LOGGERS = (
 )
 
 
-def configure_logging(settings: Settings, *, stream: Any = None) -> None:
-    """Route stdlib and structlog output through one structlog renderer."""
+def json_logs(settings: Settings) -> bool:
+    """Whether log lines are JSON: ``log_format``, or ``auto`` in production."""
     fmt = settings.log_format
-    if fmt == "auto":
-        fmt = "json" if settings.env == "production" else "console"
+    return fmt == "json" or (fmt == "auto" and settings.env == "production")
+
+
+def configure_logging(settings: Settings, *, stream: Any = None) -> None:
+    """Route stdlib and structlog output through one structlog renderer.
+
+    Every record goes to the one root handler: agentstream's own lines, the libraries' (Faust,
+    mode, aiokafka, ...: their own handlers are removed and they propagate to the root), and
+    Python warnings (``logging.captureWarnings``), so in production the stream is JSON only.
+    """
+    fmt = "json" if json_logs(settings) else "console"
     # Tracebacks are rendered without local variables: locals hold prompts and tool arguments.
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -69,7 +78,11 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+        library.setLevel(max(logging.WARNING, root.level))
+    logging.captureWarnings(True)
 
 
 def get_logger(name: str) -> Any:

@@ -1,11 +1,20 @@
 """Prometheus metrics for dashboards: per-stage event outcomes, in-flight work, handler time,
-and finished requests by outcome. Served by ``agentstream worker`` on
-``AGENTSTREAM_METRICS_PORT`` (off when unset); names start with ``agentstream_``. Labels carry
-stage names and outcome codes only — never ids, messages or tool arguments."""
+finished requests by outcome, consumer lag and circuit-breaker states. Served by
+``agentstream worker`` on ``AGENTSTREAM_METRICS_PORT`` (off when unset) with the health endpoints
+(``observability/http.py``); names start with ``agentstream_``. Labels carry stage, topic,
+breaker names and outcome codes only — never ids, messages or tool arguments.
+
+deploy/grafana and deploy/prometheus use these names; tests/test_deploy_metrics.py checks that
+every name they use is exported by a live worker."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from agentstream.observability.http import MetricsServer
 
 EVENTS = Counter(
     "agentstream_stage_events",
@@ -36,6 +45,22 @@ POST_PUBLISH_RETRIES = Counter(
 )
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> None:
-    """Expose ``/metrics`` on ``port`` (a background thread)."""
-    start_http_server(port, addr=addr)
+CONSUMER_LAG = Gauge(
+    "agentstream_consumer_lag",
+    "Records of a stage topic partition not yet committed by the group (high-water mark minus "
+    "committed offset); each worker reports the partitions assigned to it.",
+    ["group", "topic", "partition"],
+)
+BREAKER_STATE = Gauge(
+    "agentstream_circuit_breaker_state",
+    "Circuit breaker state as Redis holds it: 1 for the current state, 0 for the others.",
+    ["breaker", "state"],
+)
+BREAKER_STATES = ("closed", "half_open", "open")
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> MetricsServer:
+    """Serve ``/metrics`` and the health endpoints on ``port`` (a background thread)."""
+    from agentstream.observability.http import MetricsServer
+
+    return MetricsServer(port, addr).start()

@@ -55,3 +55,42 @@ def chat_span(model: str, **attributes: Any) -> Iterator[Span]:
         attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": model, **attributes},
     ) as span:
         yield span
+
+
+@contextmanager
+def send_span(topic: str, **attributes: Any) -> Iterator[list[tuple[str, bytes]]]:
+    """A producer span around a client's send; yields the trace headers to put on the record
+    (the stage that consumes it continues the trace)."""
+    with tracer.start_as_current_span(
+        f"send {topic}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            **attributes,
+        },
+    ):
+        yield trace_headers()
+
+
+def receive_span(
+    topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]], **attributes: Any
+) -> None:
+    """A consumer span, ended at once, for a client receiving a record: it joins the trace
+    that the record's headers carry (a response joins its request's trace)."""
+    carrier = {k: v.decode(errors="replace") for k, v in headers if k in _TRACE_HEADERS}
+    span = tracer.start_span(
+        f"receive {topic}",
+        context=propagate.extract(carrier),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "receive",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+            **attributes,
+        },
+    )
+    span.end()

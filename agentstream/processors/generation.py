@@ -117,6 +117,7 @@ class _Ending:
             content=text,
             failure=failure,
             metadata=meta,
+            request_metadata=self.turn.metadata,
             origin=self.msg,
         )
 
@@ -317,6 +318,7 @@ class GenerationStage(Stage[GenerationTurn]):
             content=result.content,
             confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
+            request_metadata=turn.metadata,
             settle=False,  # settled by the write that recorded the answer (_record)
         )
         if self.deps.admission is not None and done.finished is not None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+
+import msgspec
 
 from agentstream.processors.base import (
     Inbound,
@@ -40,6 +42,10 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 CONTEXT_LOST_TEXT = "Your conversation context has expired. Please restate your request."
 FORBIDDEN_TEXT = "This session belongs to another user."
+
+
+#: Keys the pipeline adds to a turn's metadata on the way (not the caller's, so not echoed).
+PIPELINE_KEYS = frozenset({"degraded_reason"})
 
 
 def response_id_for(request_id: str) -> str:
@@ -81,8 +87,12 @@ def error_event(
     tenant_id: str | None = None,
     origin: Inbound | None = None,
 ) -> Outbound:
+    """The ErrorEvent of ``failure``, keyed by its session (the request's key). A record whose
+    request is unknown (undecodable: ``request_id`` empty) keeps its own key, and its event_id
+    is derived from its position instead of the request id."""
+    seed = request_id or (origin.position if origin is not None else "")
     event = ErrorEvent(
-        event_id=str(uuid.uuid5(_ERROR_NS, f"{request_id}:{failure.stage}:{failure.code}")),
+        event_id=str(uuid.uuid5(_ERROR_NS, f"{seed}:{failure.stage}:{failure.code}")),
         request_id=request_id,
         session_id=session_id,
         tenant_id=tenant_id,
@@ -97,7 +107,7 @@ def error_event(
         origin_offset=origin.offset if origin else None,
         cause=failure.cause,
     )
-    key = (session_id or request_id).encode()
+    key = (session_id or request_id).encode() or (origin.key if origin is not None else None)
     value = deps.codec.encode_record(event)
     return Outbound(topic=deps.settings.topics.errors, key=key, value=value)
 
@@ -125,14 +135,20 @@ def finish(
     failure: Failure | None = None,
     confidence: float = 1.0,
     metadata: dict[str, str] | None = None,
+    request_metadata: Mapping[str, str] | None = None,
     origin: Inbound | None = None,
     settle: bool = True,
 ) -> StageResult:
     """The terminal records of a request: its response, metrics and (on failure) error event.
     Once they are published the session is *settled*: freed if this request holds it, and the
     response recorded as one it knows (a later request may name it as the one it follows).
-    ``settle=False`` for a request that may not touch the session (another user's, bad ids)."""
+    ``settle=False`` for a request that may not touch the session (another user's, bad ids).
+    ``metadata`` is the pipeline's (model, cache, limits); ``request_metadata`` the request's,
+    echoed."""
     response = _response(deps, ids, progress, content, failure, confidence, metadata)
+    if request_metadata:
+        echo = {k: v for k, v in request_metadata.items() if k not in PIPELINE_KEYS}
+        response = msgspec.structs.replace(response, request_metadata=echo)
     then = session_release(deps, ids, response.response_id) if settle else None
     topics = deps.settings.topics
     out = [

@@ -46,5 +46,6 @@ def output_too_large(
         progress=progress,
         content=TEXT,
         failure=failure,
+        request_metadata=event.metadata,
         origin=msg,
     )

@@ -1,9 +1,15 @@
-"""Control-flow signals a handler raises to tell the runner what to do (not failures)."""
+"""Control-flow signals a handler raises to tell the runner what to do (not failures).
+
+Raise them ``from`` the error behind them: a dead letter's ``kafka_dlt-exception-fqcn`` names
+that error, not the signal (schemas/dead_letter.py).
+"""
 
 from __future__ import annotations
 
+from agentstream.exceptions import ControlSignal
 
-class DeadLetter(Exception):
+
+class DeadLetter(ControlSignal):
     """Send the inbound record to its stage's dead-letter topic with this reason.
 
     Raised for records that cannot be answered at all (undecodable bytes, wrong schema): there is
@@ -26,7 +32,7 @@ class DeadLetter(Exception):
         """Extra headers for the dead letter (what an operator needs to decide on a replay)."""
 
 
-class RetryLater(Exception):
+class RetryLater(ControlSignal):
     """Try this record again later through the stage's tiered retry topics (non-blocking).
 
     Raised for transient failures that in-call retries could not overcome (provider down,

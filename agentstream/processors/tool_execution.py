@@ -79,6 +79,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 progress=batch.progress,
                 content=failure.message,
                 failure=failure,
+                request_metadata=batch.metadata,
                 origin=msg,
             )
         maybe = await asyncio.gather(

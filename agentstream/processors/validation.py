@@ -90,7 +90,7 @@ class ValidationStage(Stage[AgentRequest]):
                 await self._wait_for_session(ids, claim)
         except RequestRejected as rej:
             log.info("request refused", code=rej.code)
-            return self._refuse(msg, ids, progress, rej)
+            return self._refuse(msg, ids, progress, rej, request.metadata)
         progress.add_stage_time(STAGE, ms_since(started))
         turn = GenerationTurn(
             request_id=ids.request_id,
@@ -109,7 +109,12 @@ class ValidationStage(Stage[AgentRequest]):
         return StageResult(records=[Outbound(topic=topic, key=ids.key, value=value)])
 
     def _refuse(
-        self, msg: Inbound, ids: RequestIds, progress: RequestProgress, rej: RequestRejected
+        self,
+        msg: Inbound,
+        ids: RequestIds,
+        progress: RequestProgress,
+        rej: RequestRejected,
+        request_metadata: dict[str, str],
     ) -> StageResult:
         """Answer the request now with an ERROR response (plus its ErrorEvent and metrics)."""
         failure = Failure(code=rej.code, message=rej.message, stage=STAGE, retriable=rej.retriable)
@@ -120,6 +125,7 @@ class ValidationStage(Stage[AgentRequest]):
             content=rej.message,
             failure=failure,
             metadata=rej.metadata,
+            request_metadata=request_metadata,
             origin=msg,
             settle=rej.settle,
         )
@@ -181,6 +187,7 @@ class ValidationStage(Stage[AgentRequest]):
                     content=cached.content,
                     confidence=cached.confidence,
                     metadata=cached.metadata(),
+                    request_metadata=request.metadata,
                 )
         if deps.settings.degradation.cached_only:  # no cached answer above: refuse
             raise RequestRejected(

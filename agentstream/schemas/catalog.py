@@ -12,10 +12,34 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agentstream.schemas.exceptions import SchemaNotFoundError, SerializationError
-from agentstream.schemas.loader import SCHEMA_NAMES, AvroSchema, builtin_schemas, full_name
+from agentstream.schemas.loader import (
+    SCHEMA_NAMES,
+    AvroSchema,
+    builtin_schemas,
+    canonical,
+    full_name,
+    released_schemas,
+)
 
-#: Fixed ids of the built-in contracts in a :class:`LocalCatalog`.
-LOCAL_IDS: Mapping[str, int] = {full_name(name): i for i, name in enumerate(SCHEMA_NAMES, 1)}
+
+def _writer_ids() -> dict[str, int]:
+    """The id each current contract is written under: the released version it equals (same
+    Parsing Canonical Form), else a provisional id after every released one (an unreleased
+    change; ``make schemas-release`` freezes it)."""
+    released = {canonical(schema): i for i, schema in released_schemas().items()}
+    next_id = max(released_schemas(), default=0) + 1
+    ids: dict[str, int] = {}
+    for name in SCHEMA_NAMES:
+        schema = builtin_schemas()[full_name(name)]
+        known = released.get(canonical(schema))
+        if known is None:
+            known, next_id = next_id, next_id + 1
+        ids[schema.full_name] = known
+    return ids
+
+
+#: The id each built-in contract is written under in a :class:`LocalCatalog` (by full name).
+LOCAL_IDS: Mapping[str, int] = _writer_ids()
 
 
 class SchemaCatalog(abc.ABC):
@@ -46,15 +70,17 @@ class SchemaCatalog(abc.ABC):
 
 
 class LocalCatalog(SchemaCatalog):
-    """In-process catalog: built-ins under :data:`LOCAL_IDS`, plus explicitly registered extras.
+    """In-process catalog: built-ins written under :data:`LOCAL_IDS`; every released version
+    (``schemas/released/``) and explicitly registered extras readable by their ids.
 
-    Extras (e.g. an older version of a contract) are readable by id but never used for writing.
+    Released and registered versions are readable by id but never used for writing.
     """
 
     def __init__(self) -> None:
         builtins = builtin_schemas()
         self._ids: dict[str, int] = dict(LOCAL_IDS)
-        self._by_id: dict[int, AvroSchema] = {i: builtins[name] for name, i in LOCAL_IDS.items()}
+        self._by_id: dict[int, AvroSchema] = dict(released_schemas())
+        self._by_id.update({i: builtins[name] for name, i in LOCAL_IDS.items()})
 
     async def prepare(self, schemas: Iterable[AvroSchema]) -> None:
         for schema in schemas:

@@ -136,11 +136,35 @@ def codec_from_settings(settings: Settings) -> AvroCodec:
         return AvroCodec(LocalCatalog())
     catalog = SchemaRegistryCatalog(
         settings.schema_registry_url,
+        subjects=registry_subjects(settings),
         username=settings.schema_registry_username,
         password=settings.schema_registry_password,
         timeout_s=settings.timeouts.kafka_request_s,
     )
     return AvroCodec(catalog)
+
+
+#: The TopicSettings field naming the topic each contract is written to (one record per topic;
+#: retry and dead-letter topics carry copies of the original bytes, so they register nothing).
+TOPIC_OF: Mapping[str, str] = {
+    "AgentRequest": "requests",
+    "GenerationTurn": "generation",
+    "ToolCallBatch": "tool_calls",
+    "AgentResponse": "responses",
+    "ErrorEvent": "errors",
+    "MetricsEvent": "metrics",
+}
+
+
+def registry_subjects(settings: Settings) -> dict[str, str]:
+    """Full name -> registry subject: ``<topic>-value`` (TopicNameStrategy, the default) or the
+    full name itself (RecordNameStrategy), per ``schema_registry_subjects``."""
+    if settings.schema_registry_subjects == "record":
+        return {full_name(name): full_name(name) for name in SCHEMA_NAMES}
+    return {
+        full_name(name): f"{getattr(settings.topics, TOPIC_OF[name])}-value"
+        for name in SCHEMA_NAMES
+    }
 
 
 def _typed(contract: type[C], record: dict[str, Any]) -> C:

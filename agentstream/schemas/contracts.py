@@ -171,7 +171,10 @@ class AgentResponse(_OfRequest, frozen=True, kw_only=True):
     usage: Usage
     error_code: str | None = None
     metadata: dict[str, str]
+    """Set by the pipeline (model, worker, degraded, cached, ...): not the request's."""
     created_at: datetime
+    request_metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    """The request's metadata, echoed unchanged."""
 
 
 class ErrorEvent(Contract, frozen=True, kw_only=True):

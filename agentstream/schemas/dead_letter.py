@@ -14,7 +14,9 @@ kafka_dlt-original-partition           origin partition
 kafka_dlt-original-offset              origin offset
 kafka_dlt-original-timestamp           origin record timestamp (ms since epoch)
 kafka_dlt-original-consumer-group      the consumer group that failed it
-kafka_dlt-exception-fqcn               error class (fully qualified)
+kafka_dlt-exception-fqcn               class of the error that failed it (fully qualified;
+                                       the error behind a control-flow signal, e.g.
+                                       ``agentstream.schemas.exceptions.SerializationError``)
 kafka_dlt-exception-message            error message (never the payload)
 agentstream-error-code                 stable code, e.g. UNDECODABLE, INTERNAL_ERROR
 agentstream-error-cause                the failure behind the code, when the code is a
@@ -38,6 +40,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from agentstream.exceptions import ControlSignal
 from agentstream.schemas.records import Inbound, Outbound
 
 ORIGINAL_TOPIC = "kafka_dlt-original-topic"
@@ -114,7 +117,7 @@ def dead_letter(
         ORIGINAL_OFFSET: str(msg.offset),
         ORIGINAL_TIMESTAMP: str(msg.timestamp_ms),
         ORIGINAL_GROUP: group,
-        EXCEPTION_FQCN: f"{type(error).__module__}.{type(error).__qualname__}",
+        EXCEPTION_FQCN: error_class(error),
         EXCEPTION_MESSAGE: str(error)[:MAX_MESSAGE_CHARS],
         ERROR_CODE: code,
         STAGE: stage,
@@ -143,6 +146,14 @@ def with_first_position(msg: Inbound, headers: list[tuple[str, bytes]]) -> list[
     if any(k == FIRST_POSITION for k, _ in headers):
         return headers
     return [*headers, (FIRST_POSITION, msg.position.encode())]
+
+
+def error_class(error: BaseException) -> str:
+    """The fully qualified class of what failed: a control-flow signal (dead-letter this, retry
+    later) names the error it was raised from, following the ``raise ... from`` chain."""
+    while isinstance(error, ControlSignal) and error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
 def prior_attempts(msg: Inbound) -> int:
@@ -177,7 +188,7 @@ def within_limit(record: Outbound, max_bytes: int, size_of: Callable[[Outbound],
     shrunk = Outbound(topic=record.topic, key=record.key, value=b"", headers=headers)
     if size_of(shrunk) <= max_bytes:
         return shrunk
-    own = set(DLQ_HEADERS) | set(OMITTED_HEADERS)
+    own = {*DLQ_HEADERS, *OMITTED_HEADERS, FIRST_POSITION}
     kept = [(k, v) for k, v in headers if k in own]
     dropped = len(headers) - len(kept)
     shrunk = Outbound(

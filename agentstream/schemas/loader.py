@@ -1,8 +1,14 @@
 """Load the built-in ``.avsc`` contracts into self-contained, parsed schemas (once per process).
 
-Each shared named type lives in its own ``io.agentstream.<Name>.avsc`` file and is referenced by
-full name. :func:`expand` inlines a referenced type at its first use and leaves later uses as
-name references, so every top-level schema stands alone (as a schema registry requires).
+Each shared named type lives in its own ``io.agentstream.<Name>.avsc`` file (``avro/``) and is
+referenced by full name. :func:`expand` inlines a referenced type at its first use and leaves
+later uses as name references, so every top-level schema stands alone (as a schema registry
+requires).
+
+``released/`` holds every released version of the top-level contracts, self-contained, one file
+each, named ``<id>-<Name>.avsc``: the id is the version's schema id in the built-in catalog
+(fixed forever), and the file is what a released build may have written under it. See
+docs/contract.md ("Schema ids" and "Evolving the contracts").
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 import fastavro
-from fastavro.schema import SchemaParseException, UnknownType
+from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
 from agentstream.schemas.exceptions import SerializationError
 
@@ -76,6 +82,35 @@ class AvroSchema:
         if not isinstance(definition, dict):
             raise SerializationError("top-level Avro schema must be a record")
         return cls.from_definition(definition)
+
+
+def _parse_released(name: str, text: str) -> tuple[int, AvroSchema]:
+    head, _, rest = name.partition("-")
+    if not head.isdigit() or not rest.endswith(".avsc"):
+        raise SerializationError(f"released/{name}: file name must be <id>-<Name>.avsc")
+    schema = AvroSchema.from_text(text)
+    if schema.full_name != full_name(rest.removesuffix(".avsc")):
+        raise SerializationError(f"released/{name} defines {schema.full_name}")
+    return int(head), schema
+
+
+@functools.cache
+def released_schemas() -> Mapping[int, AvroSchema]:
+    """Every released version of the top-level contracts by its fixed schema id."""
+    folder = resources.files("agentstream.schemas").joinpath("released")
+    released: dict[int, AvroSchema] = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".avsc"):
+            schema_id, schema = _parse_released(entry.name, entry.read_text(encoding="utf-8"))
+            if schema_id in released:
+                raise SerializationError(f"released/: schema id {schema_id} is used twice")
+            released[schema_id] = schema
+    return dict(sorted(released.items()))
+
+
+def canonical(schema: AvroSchema) -> str:
+    """The schema's Parsing Canonical Form: equal for schemas that write the same bytes."""
+    return str(to_parsing_canonical_form(schema.parsed))
 
 
 def _read_files() -> dict[str, dict[str, Any]]:

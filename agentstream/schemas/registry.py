@@ -1,15 +1,17 @@
 """A catalog backed by a Confluent-compatible Schema Registry (REST API, httpx).
 
-Subjects follow RecordNameStrategy: the subject is the record's full name, e.g.
-``io.agentstream.AgentRequest``. Registered ids and fetched schemas are cached for the life of
-the catalog (ids are immutable in a registry).
+Each contract is registered under the subject ``subjects`` names for it: with
+TopicNameStrategy (the default, see :func:`agentstream.schemas.codec.registry_subjects`) the
+topic it is written to plus ``-value`` (``agent.requests-value``); with RecordNameStrategy its
+full name (``io.agentstream.AgentRequest``). Registered ids and fetched schemas are cached for
+the life of the catalog (ids are immutable in a registry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -30,12 +32,16 @@ _HEADERS = {"Content-Type": CONTENT_TYPE, "Accept": f"{CONTENT_TYPE}, applicatio
 
 
 class SchemaRegistryCatalog(SchemaCatalog):
-    """Registers the contracts under their full-name subjects and fetches writer schemas by id."""
+    """Registers the contracts under their subjects and fetches writer schemas by id.
+
+    ``subjects`` maps a record's full name to its subject; a record not in it is registered
+    under its full name (RecordNameStrategy)."""
 
     def __init__(
         self,
         url: str,
         *,
+        subjects: Mapping[str, str] | None = None,
         username: str | None = None,
         password: SecretStr | None = None,
         timeout_s: float = 10.0,
@@ -50,6 +56,7 @@ class SchemaRegistryCatalog(SchemaCatalog):
         self._client = client or httpx.AsyncClient(
             base_url=url, auth=auth, timeout=timeout_s, headers=_HEADERS
         )
+        self._subjects = dict(subjects or {})
         self._ids: dict[str, int] = {}
         self._by_id: dict[int, AvroSchema] = {}
         self._fetch_lock = asyncio.Lock()
@@ -60,8 +67,8 @@ class SchemaRegistryCatalog(SchemaCatalog):
                 await self.register(schema)
 
     async def register(self, schema: AvroSchema) -> int:
-        """Register ``schema`` under its full-name subject (idempotent); returns the id."""
-        subject = quote(schema.full_name, safe="")
+        """Register ``schema`` under its subject (idempotent); returns the id."""
+        subject = quote(self.subject(schema.full_name), safe="")
         body = {"schema": schema.text, "schemaType": "AVRO"}
         data = await self._request("POST", f"/subjects/{subject}/versions", schema.full_name, body)
         schema_id = data.get("id")
@@ -70,6 +77,10 @@ class SchemaRegistryCatalog(SchemaCatalog):
         self._ids[schema.full_name] = schema_id
         self._by_id[schema_id] = schema
         return schema_id
+
+    def subject(self, name: str) -> str:
+        """The subject the record ``name`` (a full name) is registered under."""
+        return self._subjects.get(name, name)
 
     def id_for(self, name: str) -> int:
         try:

@@ -25,14 +25,23 @@ from agentstream.processors.outcomes import WORKER_ID
 from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.state.keys import Keys
+from agentstream.state.probe import RedisProbe
 from agentstream.state.redis import redis_from_settings, redis_outage
 from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
+from agentstream.streams.health import WorkerHealth
 from agentstream.streams.kafka_config import faust_broker_kwargs
 from agentstream.streams.message_size import SizeLimit, detect_size_limit
 from agentstream.streams.policy import FailurePolicy
+from agentstream.streams.preflight import (
+    check_mcp_servers,
+    check_models,
+    check_redis,
+    check_topics,
+    prepare_codec,
+)
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.retry_consumer import RetryConsumer
@@ -92,12 +101,51 @@ class PipelineWorker:
         self._retry_consumer: RetryConsumer | None = None
         self._started = asyncio.Event()
         self._admission: Admission | None = None
+        # Redis reachability for readiness (and anything that must react to an outage)
+        self.redis_probe = RedisProbe(
+            self._redis,
+            interval_s=settings.health.probe_interval_s,
+            timeout_s=settings.health.redis_timeout_s,
+        )
+        self.health = WorkerHealth(
+            settings,
+            redis=self._redis,
+            redis_probe=self.redis_probe,
+            runners=self.runners,
+            assignment=self._assignment,
+            mcp_servers=self._mcp_servers,
+        )
 
     async def start(self) -> None:
+        """Check the dependencies (streams/preflight.py), then join the group. A start that
+        fails releases what it opened (producer, sessions, connections) and raises."""
+        try:
+            await self._start()
+        except BaseException:
+            try:
+                await self._release()
+            except Exception as exc:  # noqa: BLE001 - the start's own error is the one to raise
+                log.warning("cleanup after a failed start failed", error=type(exc).__name__)
+            raise
+
+    async def _preflight(self) -> None:
         s = self.settings
+        if s.startup.checks:
+            await check_topics(s, partitions=s.topics.partitions)
+            await check_redis(self._redis, s)
+        await prepare_codec(self._codec, s)
+        self.redis_probe.start()
         if isinstance(self.tools, ManagedTools):
             await self.tools.start()  # idempotent
-        await self._codec.prepare()
+        toolset = getattr(self.tools, "toolset", None)
+        if s.startup.checks and toolset is not None:
+            check_mcp_servers(s, toolset.health())
+        if s.startup.checks:
+            await check_models(s)
+
+    async def _start(self) -> None:
+        s = self.settings
+        await self._preflight()
         # once per worker: the producer and every output check use the broker's record limit
         self.size_limit = await detect_size_limit(s)
         self._publisher = Publisher(s, max_request_size=self.size_limit.max_bytes)
@@ -134,6 +182,7 @@ class PipelineWorker:
         if RETRY in self.runners and s.topics.retry_tiers_s:
             self._retry_consumer = RetryConsumer(s, self.runners[RETRY])
             await self._retry_consumer.start()
+        self.health.start()
         log.info("worker started", stages=",".join(self.stages), group=s.consumer_group)
 
     def _retry_runner(self) -> StageRunner:
@@ -224,6 +273,20 @@ class PipelineWorker:
             app.agent(topic, name=f"agentstream.{stage}.{name}")(consume)
         return app
 
+    def _assignment(self) -> set[tuple[str, int]]:
+        """The partitions assigned to this worker (stage topics and retry topics)."""
+        found: set[tuple[str, int]] = set()
+        if self._app is not None and self._app.started and not self._app.should_stop:
+            found.update((tp.topic, tp.partition) for tp in self._app.consumer.assignment())
+        if self._retry_consumer is not None:
+            found.update(self._retry_consumer.assignment())
+        return found
+
+    def _mcp_servers(self) -> list[dict[str, Any]]:
+        health = getattr(self.tools, "health", None)
+        servers: list[dict[str, Any]] = health()["servers"] if callable(health) else []
+        return servers
+
     def _in_flight(self) -> tuple[int, int]:
         """Events held by this worker's stage runners, and their capacity."""
         work = [r for name, r in self.runners.items() if name != RETRY]
@@ -240,6 +303,7 @@ class PipelineWorker:
             await self._app.consumer.commit()
 
     async def stop(self) -> None:
+        self.health.draining = True
         grace = self.settings.timeouts.shutdown_grace_s
         # records waiting in the retry forwarder are not worth waiting for: unacked, they come
         # back to whichever worker owns their partition next, with their due time intact
@@ -248,6 +312,11 @@ class PipelineWorker:
         )
         if not all(drained):
             log.warning("shutdown grace expired; unfinished events will be redelivered")
+        await self._release()
+        log.info("worker stopped")
+
+    async def _release(self) -> None:
+        """Stop and close everything :meth:`start` opened, as far as it got."""
         if self._retry_consumer is not None:
             await self._retry_consumer.stop()
         if self._app is not None:
@@ -262,9 +331,10 @@ class PipelineWorker:
         await self.llm.aclose()
         if self._owns_tools and isinstance(self.tools, ManagedTools):
             await self.tools.stop()
+        await self.health.stop()
+        await self.redis_probe.stop()
         await self.redis_gate.aclose()
         await self._redis.aclose()
-        log.info("worker stopped")
 
     async def __aenter__(self) -> PipelineWorker:
         await self.start()

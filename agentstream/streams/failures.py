@@ -66,7 +66,7 @@ class StageFailures:
                     group=s.consumer_group,
                     stage=self.spec.name,
                     code=code,
-                    error=_reported(exc),
+                    error=exc,
                     attempt=attempt,
                     cause=cause_code(exc),
                     extra=extra,
@@ -99,16 +99,9 @@ class StageFailures:
         )
         return error_event(
             self.deps,
-            request_id=ids.request_id if ids else f"unknown@{msg.position}",
+            request_id=ids.request_id if ids else "",  # keyed and named after msg instead
             failure=failure,
             session_id=ids.session_id if ids else None,
             tenant_id=ids.tenant_id if ids else None,
             origin=msg,
         )
-
-
-def _reported(exc: BaseException) -> BaseException:
-    """The error a dead letter names: a DeadLetter signal names what caused it."""
-    if isinstance(exc, DeadLetter) and exc.__cause__ is not None:
-        return exc.__cause__
-    return exc

@@ -452,6 +452,8 @@ class _Hold:
     codec: AvroCodec
 
     async def allows(self, record: DeadLetterRecord, summary: ReplaySummary) -> bool:
+        if dl.PAYLOAD_OMITTED in record.meta:
+            return True  # nothing to send: counted as no_payload
         code = record.error_code
         if code in NOT_REPLAYABLE and not self.force:
             summary.refused[code] += 1

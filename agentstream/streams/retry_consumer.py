@@ -59,6 +59,9 @@ class RetryConsumer:
         self._done: dict[TopicPartition, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
     async def start(self) -> None:
         await self._consumer.start()
         self._consumer.subscribe(self.topics, listener=_Rebalance(self))

@@ -61,6 +61,7 @@ from agentstream.streams.policy import Action, Decision, FailurePolicy, transien
 from agentstream.streams.refused import PublishRefusedError, refused
 
 log = get_logger(__name__)
+_STEP_ATTEMPTS = 5  # a post-publish step failing with a non-transient error, at most
 
 AckFn = Callable[[], object]
 DeadLetterFactory = Callable[[Inbound, str, BaseException, int], StageResult]
@@ -223,17 +224,21 @@ class StageRunner:
     async def _after_publish(self, msg: Inbound, then: Callable[[], Awaitable[None]]) -> None:
         """Run the post-publish step until it succeeds. A transient failure is retried (after
         Redis answers again, when it was an outage); while the runner stops the error is raised,
-        so the event stays unacked and its redelivery runs the step again. A step that fails
-        for good (not transient) is logged once: retrying would not help."""
+        so the event stays unacked and its redelivery runs the step again. Any other error is
+        tried :data:`_STEP_ATTEMPTS` times (a client in a bad state mid-failover raises odd
+        errors), then logged with its traceback: retrying would not help."""
         pause = 0.05
+        odd = 0
         while True:
             try:
                 await then()
                 return
             except Exception as exc:
                 if not transient(exc):
-                    log.error("post-publish step failed", **_where(msg), error=type(exc).__name__)
-                    return
+                    odd += 1
+                    if odd >= _STEP_ATTEMPTS:
+                        log.exception("post-publish step failed", **_where(msg))
+                        return
                 if self._closing:
                     raise
                 self.stats.post_publish_retries += 1
@@ -302,6 +307,7 @@ class StageRunner:
                 )
                 return StageResult(records=[scheduled, *self._error_event(msg, code, exc, attempt)])
         self.stats.dead_lettered += 1
+        metrics.EVENTS.labels(self.stage, "dead_lettered").inc()
         log.warning(
             "dead-lettered",
             **_where(msg),
@@ -431,6 +437,8 @@ class StageRunner:
     async def drain(self, timeout_s: float) -> bool:
         """Stop retrying, wait up to ``timeout_s`` for in-flight work; True if all finished."""
         self._closing = True
+        if self._idle.is_set():  # on 3.11, wait_for(..., timeout=0) times out even when set
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
             return True

@@ -23,6 +23,7 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
             "AGENTSTREAM_LOG_LEVEL": "WARNING",
         }
     )
+    env["AGENTSTREAM_TOPICS__PARTITIONS"] = str(settings.topics.partitions)
     for name in ("requests", "generation", "tool_calls", "responses", "errors", "metrics"):
         env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
     for key, value in FAST_KAFKA.items():
