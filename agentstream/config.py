@@ -152,6 +152,9 @@ class StateSettings(BaseModel):
     # One server: a command that fails on a dropped or stale pooled connection is sent again on a
     # fresh one, up to this many times with jittered exponential backoff (state/redis.py).
     redis_retries: int = Field(default=3, ge=0)
+    # The session scripts of concurrent requests issued in one event-loop turn share one
+    # pipeline: one write and one read instead of one per call (state/autopipe.py).
+    redis_autopipeline: bool = True
 
 
 class ModelPriceSettings(BaseModel):

@@ -99,27 +99,7 @@ async def measure(
     tag = uuid.uuid4().hex[:6]
     source, sink = f"bare.{tag}.in", f"bare.{tag}.out"
     await ensure_topics(settings, [source, sink])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__)),
-            "--bootstrap",
-            settings.kafka_bootstrap_servers or "",
-            "--source",
-            source,
-            "--sink",
-            sink,
-            "--latency",
-            str(latency),
-            "--concurrency",
-            str(concurrency),
-            "--datadir",
-            str(run_dir / f"bare-{tag}"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(run_dir / "bare-agent.log", "ab"),  # noqa: SIM115
-    )
+    proc = _spawn(settings, source, sink, latency, concurrency, run_dir / f"bare-{tag}")
     # fed as AgentClient.submit feeds the pipeline: one acknowledged send at a time
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(
@@ -152,6 +132,32 @@ async def measure(
         proc.terminate()
         proc.wait(timeout=60)
     return Baseline(records=records, elapsed_s=elapsed, cpu_s=used, idle_cores=idle_cores)
+
+
+def _spawn(
+    settings: Settings, source: str, sink: str, latency: float, concurrency: int, data: Path
+) -> subprocess.Popen[bytes]:
+    data.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__)),
+            "--bootstrap",
+            settings.kafka_bootstrap_servers or "",
+            "--source",
+            source,
+            "--sink",
+            sink,
+            "--latency",
+            str(latency),
+            "--concurrency",
+            str(concurrency),
+            "--datadir",
+            str(data),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(data.parent / "bare-agent.log", "ab"),
+    )
 
 
 async def _receive(consumer: AIOKafkaConsumer, n: int, *, timeout_s: float) -> None:

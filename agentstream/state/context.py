@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentstream.state import context_scripts as lua
+from agentstream.state.autopipe import AutoPipeline
 from agentstream.state.exceptions import ConcurrentUpdateError, SessionForbiddenError
 from agentstream.state.keys import Keys
 from agentstream.state.redis import RedisClient
@@ -94,15 +95,23 @@ def owner_of(tenant_id: str, user_id: str) -> str:
 
 class ContextStore:
     def __init__(
-        self, redis: RedisClient, keys: Keys, *, ttl_s: int, max_attempts: int = 50
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        *,
+        ttl_s: int,
+        max_attempts: int = 50,
+        scripts: AutoPipeline | None = None,
     ) -> None:
+        """``scripts``: send the script calls through an auto-pipeline (state/autopipe.py)."""
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
         self._max_attempts = max_attempts
-        self._cas = redis.register_script(lua.CAS)
-        self._release = redis.register_script(lua.RELEASE)
-        self.claim_script = redis.register_script(lua.CLAIM)
+        register: Any = (scripts or redis).register_script
+        self._cas = register(lua.CAS)
+        self._release = register(lua.RELEASE)
+        self.claim_script = register(lua.CLAIM)
 
     def key(self, tenant_id: str, session_id: str) -> str:
         return self._keys.context(tenant_id, session_id)

@@ -88,25 +88,40 @@ return freed
 # (-3: the session does not know the response the request follows), LEGACY (-4: a context
 # without a recorded owner; check it, then call again trusted) or FORBIDDEN (-5: another
 # owner's session). Nothing changes unless it returns CLAIMED or HELD.
-CLAIM = (
+_CLAIM_FN = """
+local function claim(key)
+  local h = redis.call('HMGET', key, 'o', 'a', 'r')
+  if h[1] then
+    if h[1] ~= ARGV[4] then return -5 end
+  elseif ARGV[7] ~= '1' and redis.call('HEXISTS', key, 'data') == 1 then
+    return -4
+  end
+  local held = held_by(h[2], ARGV[1])
+  if h[2] and not held then
+    local since = tonumber(string.sub(h[2], string.find(h[2], '|', 1, true) + 1))
+    if tonumber(ARGV[2]) - since < tonumber(ARGV[3]) then return -2 end
+  end
+  if ARGV[5] ~= '' and recorded(h[3], ARGV[5], 1000000) then return -3 end
+  redis.call('HSET', key, 'a', ARGV[1] .. '|' .. ARGV[2], 'o', ARGV[4])
+  redis.call('EXPIRE', key, tonumber(ARGV[6]))
+  if held then return 2 end
+  return 1
+end
+"""
+CLAIM = _HELPERS + _CLAIM_FN + "return claim(KEYS[1])\n"
+
+# One server only (the keys are in different Redis Cluster slots): the request's dedupe marker
+# and the claim in one call. KEYS[1] dedupe key, KEYS[2] context key; ARGV as CLAIM, then
+# position, dedupe ttl s. Returns {the position the request was first seen at, claim code}.
+OPEN = (
     _HELPERS
+    + _CLAIM_FN
     + """
-local h = redis.call('HMGET', KEYS[1], 'o', 'a', 'r')
-if h[1] then
-  if h[1] ~= ARGV[4] then return -5 end
-elseif ARGV[7] ~= '1' and redis.call('HEXISTS', KEYS[1], 'data') == 1 then
-  return -4
+local stored = ARGV[8]
+if not redis.call('SET', KEYS[1], ARGV[8], 'NX', 'EX', tonumber(ARGV[9])) then
+  stored = redis.call('GET', KEYS[1])
 end
-local held = held_by(h[2], ARGV[1])
-if h[2] and not held then
-  local since = tonumber(string.sub(h[2], string.find(h[2], '|', 1, true) + 1))
-  if tonumber(ARGV[2]) - since < tonumber(ARGV[3]) then return -2 end
-end
-if ARGV[5] ~= '' and recorded(h[3], ARGV[5], 1000000) then return -3 end
-redis.call('HSET', KEYS[1], 'a', ARGV[1] .. '|' .. ARGV[2], 'o', ARGV[4])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-if held then return 2 end
-return 1
+return {stored, claim(KEYS[2])}
 """
 )
 CLAIMED, HELD, BUSY, UNKNOWN, LEGACY, FORBIDDEN = 1, 2, -2, -3, -4, -5

@@ -19,6 +19,13 @@ class RequestDedupe:
         self._keys = keys
         self._ttl_s = ttl_s
 
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    def key(self, tenant_id: str, request_id: str) -> str:
+        return self._keys.request(tenant_id, request_id)
+
     def queue_first_sighting(
         self, pipe: Any, tenant_id: str, request_id: str, position: str
     ) -> None:

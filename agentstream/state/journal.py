@@ -21,13 +21,17 @@ runs its steps again.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentstream.state.autopipe import AutoPipeline
 from agentstream.state.keys import Keys
 from agentstream.state.redis import RedisClient
 
-# KEYS[1] step key; ARGV: owner, now ms, retention s, rerun unknown ("1" = operator replay)
+# KEYS[1] step key; ARGV: owner (worker id and a token unique to this call: the same call sent
+# again after a lost reply finds its own claim), now ms, retention s, rerun unknown ("1" =
+# operator replay)
 _BEGIN = """
 local function reply(status, value)
   local r = {status, value}
@@ -37,18 +41,20 @@ local function reply(status, value)
   end
   return r
 end
-local st = redis.call('HGET', KEYS[1], 'status')
+local h = redis.call('HMGET', KEYS[1], 'status', 'owner', 'result')
+local st = h[1]
 if st == 'done' then
-  return reply('done', redis.call('HGET', KEYS[1], 'result'))
+  return reply('done', h[3])
 end
 if st == 'unknown' and ARGV[4] == '0' then
   return reply('unknown', '')
 end
-local prev = ''
-if st == 'running' then prev = redis.call('HGET', KEYS[1], 'owner') end
+if st == 'running' and h[2] == ARGV[1] then
+  return reply('new', '')  -- this very call again: its first reply was lost with a connection
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'started', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-if st == 'running' then return reply('in_flight', prev) end
+if st == 'running' then return reply('in_flight', h[2]) end
 return reply('new', '')
 """
 
@@ -85,14 +91,24 @@ def tool_step_id(request_id: str, turn: int, index: int) -> str:
 
 
 class StepJournal:
-    def __init__(self, redis: RedisClient, keys: Keys, *, retention_s: int, owner: str) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        *,
+        retention_s: int,
+        owner: str,
+        scripts: AutoPipeline | None = None,
+    ) -> None:
+        """``scripts``: send the script calls through an auto-pipeline (state/autopipe.py)."""
         self._redis = redis
         self._keys = keys
         self._retention_s = retention_s
         self._owner = owner
-        self._begin = redis.register_script(_BEGIN)
-        self._complete = redis.register_script(_COMPLETE)
-        self._unknown = redis.register_script(_UNKNOWN)
+        register: Any = (scripts or redis).register_script
+        self._begin = register(_BEGIN)
+        self._complete = register(_COMPLETE)
+        self._unknown = register(_UNKNOWN)
 
     @property
     def retention_s(self) -> int:
@@ -103,7 +119,8 @@ class StepJournal:
 
     def _begin_args(self, rerun_unknown: bool) -> list[str | int]:
         now = int(time.time() * 1000)
-        return [self._owner, now, self._retention_s, "1" if rerun_unknown else "0"]
+        owner = f"{self._owner}#{uuid.uuid4().hex[:12]}"
+        return [owner, now, self._retention_s, "1" if rerun_unknown else "0"]
 
     async def begin_and_read(
         self,

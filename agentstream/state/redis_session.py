@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from agentstream.state import context_scripts as lua
+from agentstream.state.autopipe import AutoPipeline
 from agentstream.state.context import AgentContext, ContextStore, owner_of
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal, StepState
@@ -38,18 +40,27 @@ class RedisSessionStore:
         dedupe_ttl_s: int,
         journal_retention_s: int,
         owner: str,
+        autopipeline: bool = True,
     ) -> None:
-        self.contexts = ContextStore(redis, keys, ttl_s=context_ttl_s)
+        """``autopipeline``: the script calls of concurrent requests issued in one event-loop
+        turn go to Redis as one pipeline (state/autopipe.py; ``state.redis_autopipeline``)."""
+        scripts = AutoPipeline(redis) if autopipeline else None
+        self.scripts = scripts
+        self.contexts = ContextStore(redis, keys, ttl_s=context_ttl_s, scripts=scripts)
+        # one server: dedupe and claim in one script (a cluster keeps them in different slots)
+        register: Any = (scripts or redis).register_script
+        self._open = None if isinstance(redis, RedisCluster) else register(lua.OPEN)
         self.dedupe = RequestDedupe(redis, keys, ttl_s=dedupe_ttl_s)
-        self.journal = StepJournal(redis, keys, retention_s=journal_retention_s, owner=owner)
+        self.journal = StepJournal(
+            redis, keys, retention_s=journal_retention_s, owner=owner, scripts=scripts
+        )
 
     async def open(self, ids: RequestIds, position: str, claim: Claim) -> Opening:
-        """The dedupe marker and the claim in one pipeline (their keys are in different Redis
-        Cluster slots, so not one script). The claim goes as a raw ``EVALSHA``: a cluster
-        pipeline cannot load scripts, so a node that does not know it yet answers NOSCRIPT and
-        the claim is sent again on its own."""
+        """The dedupe marker and the claim in one round trip: one script on a single server;
+        on a Redis Cluster (the keys are in different slots) a pipeline, with the claim as a
+        raw ``EVALSHA`` (a cluster pipeline cannot load scripts: a node that does not know it
+        yet answers NOSCRIPT and the claim is sent again on its own)."""
         contexts = self.contexts
-        script = contexts.claim_script
         key = contexts.key(ids.tenant_id, ids.session_id)
         args = contexts.claim_args(
             ids.request_id,
@@ -58,7 +69,24 @@ class RedisSessionStore:
             follows=claim.follows,
             trusted=False,
         )
-        pipe = contexts.pipeline()
+        if self._open is not None:
+            dedupe_key = self.dedupe.key(ids.tenant_id, ids.request_id)
+            stored, code = await self._open(
+                keys=[dedupe_key, key], args=[*args, position, self.dedupe.ttl_s]
+            )
+        else:
+            stored, code = await self._open_on_cluster(ids, position, key, args)
+        first = RequestDedupe.parse(stored, position)
+        outcome = await self._outcome(ids, claim, int(code))
+        if not first and outcome is ClaimOutcome.CLAIMED:
+            await self.release(ids)  # a repeated request took a free session: give it back
+        return Opening(first_sighting=first, claim=outcome)
+
+    async def _open_on_cluster(
+        self, ids: RequestIds, position: str, key: str, args: list[str | int]
+    ) -> tuple[Any, Any]:
+        script = self.contexts.claim_script
+        pipe = self.contexts.pipeline()
         self.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, position)
         pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
         _, stored, code = await pipe.execute(raise_on_error=False)
@@ -68,11 +96,7 @@ class RedisSessionStore:
             code = await script(keys=[key], args=args)
         elif isinstance(code, Exception):
             raise code
-        first = RequestDedupe.parse(stored, position)
-        outcome = await self._outcome(ids, claim, int(code))
-        if not first and outcome is ClaimOutcome.CLAIMED:
-            await self.release(ids)  # a repeated request took a free session: give it back
-        return Opening(first_sighting=first, claim=outcome)
+        return stored, code
 
     async def claim(self, ids: RequestIds, claim: Claim) -> ClaimOutcome:
         code = await self.contexts.claim(

@@ -157,6 +157,7 @@ class PipelineWorker:
             dedupe_ttl_s=s.state.dedupe_ttl_s,
             journal_retention_s=s.state.journal_retention_s,
             owner=WORKER_ID,
+            autopipeline=s.state.redis_autopipeline,
         )
         deps = StageDeps(
             settings=s, codec=self._codec, llm=self.llm, tools=self.tools, sessions=sessions

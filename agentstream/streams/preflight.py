@@ -53,6 +53,7 @@ LUA_SCRIPTS = (
     context_scripts.CAS,
     context_scripts.RELEASE,
     context_scripts.CLAIM,
+    context_scripts.OPEN,
     JOURNAL_BEGIN,
     JOURNAL_COMPLETE,
     JOURNAL_UNKNOWN,
