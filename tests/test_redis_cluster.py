@@ -16,10 +16,11 @@ from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.usage import tenants_with_usage, utc_day
 from agentstream.embedded import EmbeddedRedisCluster
 from agentstream.state.context import AgentContext, ContextStore
-from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal
 from agentstream.state.keys import Keys
 from agentstream.state.redis import GatedRedisCluster, is_cluster_url, redis_from_url
+from agentstream.state.redis_session import RedisSessionStore
+from agentstream.state.session import Claim, ClaimOutcome, RequestIds
 
 pytestmark = pytest.mark.integration
 
@@ -69,38 +70,33 @@ async def test_commands_in_flight_are_bounded_without_failing(
         await client.aclose()
 
 
-async def test_validation_pipeline_spans_slots(
-    client: GatedRedisCluster, unique_prefix: str
-) -> None:
-    """Dedupe marker ({tenant:request}) and context ({tenant:session}) in one non-transactional
-    pipeline, as the validation stage reads them: the cluster client splits it per node."""
+async def test_validation_open_spans_slots(client: GatedRedisCluster, unique_prefix: str) -> None:
+    """Dedupe marker ({tenant:request}) and session claim ({tenant:session}) in one
+    non-transactional pipeline, as validation opens a request: the cluster client splits it
+    per node, and a node that does not know the claim script yet (NOSCRIPT) gets it sent again
+    on its own."""
     keys = Keys(unique_prefix)
-    store = ContextStore(client, keys, ttl_s=60)
-    dedupe = RequestDedupe(client, keys, ttl_s=60)
-    for i in range(20):
-        await store.update(
-            "t",
-            f"s{i}",
-            lambda _c, i=i: AgentContext(session_id=f"s{i}", user_id="u", tenant_id="t"),
-        )
-    slots = set()
-    pipe = store.pipeline()
-    for i in range(20):
-        dedupe.queue_first_sighting(pipe, "t", f"r{i}", "requests/0/7")
-        store.queue_get(pipe, "t", f"s{i}")
-        slots |= {
-            client.keyslot(keys.request("t", f"r{i}")),
-            client.keyslot(keys.context("t", f"s{i}")),
-        }
-    replies = await pipe.execute()
+    sessions = RedisSessionStore(
+        client, keys, context_ttl_s=60, dedupe_ttl_s=60, journal_retention_s=600, owner="w1"
+    )
+    claim = Claim(stale_s=60)
+    await client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+    openings = [
+        await sessions.open(_ids(f"r{i}", f"s{i}"), "requests/0/7", claim) for i in range(20)
+    ]
+    assert all(o.first_sighting and o.claim is ClaimOutcome.CLAIMED for o in openings)
     assert len({client.get_node_from_key(keys.context("t", f"s{i}")).name for i in range(20)}) > 1
-    for i in range(20):
-        _, stored, raw_ctx = replies[3 * i : 3 * i + 3]
-        assert RequestDedupe.parse(stored, "requests/0/7")
-        ctx = ContextStore.parse_get(raw_ctx)
-        assert ctx is not None
-        assert ctx.session_id == f"s{i}"
-    assert len(slots) > 20
+    assert len({client.keyslot(keys.request("t", f"r{i}")) for i in range(20)}) > 10
+    # a repeat at another position: not a first sighting; r0 still holds its session
+    again = await sessions.open(_ids("r0", "s0"), "requests/1/9", claim)
+    assert (again.first_sighting, again.claim) == (False, ClaimOutcome.HELD)
+    # another request of a held session waits
+    busy = await sessions.open(_ids("r99", "s0"), "requests/0/8", claim)
+    assert (busy.first_sighting, busy.claim) == (True, ClaimOutcome.BUSY)
+
+
+def _ids(request: str, session: str) -> RequestIds:
+    return RequestIds(request_id=request, session_id=session, user_id="u", tenant_id="t")
 
 
 async def test_scripts_touch_a_session_context_and_journal_together(
@@ -117,7 +113,7 @@ async def test_scripts_touch_a_session_context_and_journal_together(
             "t", session, f"r{i}:t0:llm", store.key("t", session)
         )
         assert state.status == "new"
-        assert fields == [None, None, None]
+        assert fields == [None, None, None, None]
         await store.update(
             "t",
             session,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from agentstream.state.redis import RedisClient
@@ -68,6 +69,10 @@ class AutoPipeline:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             replies = await pipe.execute(raise_on_error=False)
+            if len(replies) != len(batch):
+                raise RedisConnectionError(
+                    f"pipeline answered {len(replies)} of {len(batch)} calls"
+                )
         except BaseException as exc:  # the whole batch failed (connection): every caller sees it
             for *_, future in batch:
                 if not future.done():
@@ -75,15 +80,19 @@ class AutoPipeline:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (script, keys, args, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # the caller was cancelled meanwhile
-                continue
-            if isinstance(reply, NoScriptError):
-                self._alone(script, keys, args, future)
-            elif isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        for call, reply in zip(batch, replies, strict=True):
+            self._answer(call, reply)
+
+    def _answer(self, call: _Call, reply: Any) -> None:
+        script, keys, args, future = call
+        if future.done():  # the caller was cancelled meanwhile
+            return
+        if isinstance(reply, NoScriptError):
+            self._alone(script, keys, args, future)
+        elif isinstance(reply, Exception):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
 
     def _alone(
         self,

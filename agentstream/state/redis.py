@@ -279,7 +279,15 @@ class _GatedPipeline(ClusterPipeline):
         self, raise_on_error: bool = True, allow_redirections: bool = True
     ) -> list[Any]:
         client = self.cluster_client
+        strategy: Any = self._execution_strategy
+        queued = list(strategy._command_queue)
+
+        async def once() -> list[Any]:
+            # redis-py empties the queue after every execute, a failed one too: a retry would
+            # send nothing and answer []. Put the same commands back; redis-py skips those that
+            # already have a result, so only the failed ones are sent again.
+            strategy._command_queue = list(queued)
+            return await super(_GatedPipeline, self).execute(raise_on_error, allow_redirections)
+
         async with client.turn():
-            return await client.ride_failover(  # type: ignore[no-any-return]
-                lambda: super(_GatedPipeline, self).execute(raise_on_error, allow_redirections)
-            )
+            return await client.ride_failover(once)  # type: ignore[no-any-return]
