@@ -52,12 +52,14 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._failing = False
+        self._sending = 0
         self.booked = 0
         self.failed_batches = 0
 
     @property
     def pending(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        """Settlements not booked yet: queued, or in a batch on its way."""
+        return sum(len(v) for v in self._pending.values()) + self._sending
 
     def add(self, tenant_id: str, settlement: Settlement) -> None:
         """Queue one call's usage; it is booked within about ``flush_s``."""
@@ -97,9 +99,14 @@ class UsageWriter:
         return ok
 
     async def _book(self, tenant: str, batch: list[Settlement]) -> bool:
+        self._sending += len(batch)
         try:
             await self._store(self._limiter.settle_many(batch))
-        except Exception as exc:  # noqa: BLE001 - kept queued and tried again: never dropped
+        except BaseException as exc:  # kept queued and tried again: never dropped
+            self._sending -= len(batch)
+            self._requeue(tenant, batch)
+            if not isinstance(exc, Exception):  # cancelled (the worker stops): aclose books it
+                raise
             self.failed_batches += 1
             metrics.store_unavailable("settle", "deferred")
             if not self._failing:
@@ -108,13 +115,16 @@ class UsageWriter:
                     error=type(exc).__name__,
                     queued=len(batch),
                 )
-            # ahead of what was queued meanwhile, so a call's usage is booked in order
-            newer = self._pending.pop(tenant, [])
-            self._pending[tenant] = [*batch, *newer]
-            self._pending.move_to_end(tenant, last=False)
             return False
+        self._sending -= len(batch)
         self.booked += len(batch)
         return True
+
+    def _requeue(self, tenant: str, batch: list[Settlement]) -> None:
+        """Ahead of what was queued meanwhile, so a call's usage is booked in order."""
+        newer = self._pending.pop(tenant, [])
+        self._pending[tenant] = [*batch, *newer]
+        self._pending.move_to_end(tenant, last=False)
 
     async def aclose(self, close_timeout_s: float = 5.0) -> None:
         """Stop the background flushing after one last attempt to book what is queued."""
