@@ -118,14 +118,20 @@ def dead_letter(
     return Outbound(topic=dlq_topic, key=msg.key, value=msg.value, headers=headers)
 
 
+_MAX_ATTEMPT_DIGITS = 9
+
+
 def prior_attempts(msg: Inbound) -> int:
-    """Failed deliveries before this one (0 for a record that never went through a retry)."""
+    """Failed deliveries before this one (0 for a record that never went through a retry).
+
+    Only a plain decimal count counts: a negative, signed, padded or absurdly long value (a
+    record from a hostile or broken producer) reads as 0, so a retry tier index derived from it
+    is never negative."""
     for key, value in msg.headers:
         if key == ATTEMPT:
-            try:
+            if value.isdigit() and len(value) <= _MAX_ATTEMPT_DIGITS:
                 return int(value)
-            except ValueError:
-                return 0
+            return 0
     return 0
 
 
