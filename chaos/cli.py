@@ -30,9 +30,9 @@ def run(
     scenario: Annotated[
         list[str] | None, typer.Option("--scenario", "-s", help="Scenario to run (repeatable).")
     ] = None,
-    sessions: Annotated[int, typer.Option(min=1, help="Sessions per scenario.")] = 20,
-    requests: Annotated[int, typer.Option(min=1, help="Requests per session.")] = 15,
-    rate: Annotated[float, typer.Option(min=0.1, help="Requests per second.")] = 10.0,
+    sessions: Annotated[int, typer.Option(min=1, help="Sessions per scenario.")] = 50,
+    requests: Annotated[int, typer.Option(min=1, help="Requests per session.")] = 20,
+    rate: Annotated[float, typer.Option(min=0.1, help="Requests per second.")] = 20.0,
     stall: Annotated[
         float, typer.Option(help="Stop draining after this long without progress.")
     ] = 30.0,
@@ -44,6 +44,8 @@ def run(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # the harness's own clients log every refused connection during a fault
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     names = scenario or [s.name for s in SCENARIOS]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:

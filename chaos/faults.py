@@ -102,7 +102,8 @@ def kill_redis_clients(times: int, every_s: float) -> Inject:
 
 
 def kill_kafka_coordinator(down_s: float) -> Inject:
-    """``kill -9`` the Apache Kafka node coordinating the workers' group; restart it later."""
+    """``kill -9`` the Apache Kafka node coordinating the workers' group (the others must take
+    over its partitions and the group); it starts again ``down_s`` later, in the background."""
 
     async def inject(stack: Stack) -> Window:
         kafka = stack.kafka
@@ -116,8 +117,12 @@ def kill_kafka_coordinator(down_s: float) -> Inject:
             await admin.close()
         started = time.time()
         kafka.kill_node(node)
-        await asyncio.sleep(down_s)
-        await kafka.restart_node_async(node)
-        return started, time.time()
+
+        async def restart() -> None:
+            await asyncio.sleep(down_s)
+            await kafka.restart_node_async(node)
+
+        stack.background.append(asyncio.create_task(restart()))
+        return started, started
 
     return inject

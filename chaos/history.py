@@ -63,6 +63,7 @@ class SeenDeadLetter:
     topic: str
     code: str
     at: float
+    stage: str = ""
 
 
 @dataclass(kw_only=True)
@@ -154,6 +155,7 @@ class Observer:
             topic=origin,
             code=headers.get(dl.ERROR_CODE, ""),
             at=record.timestamp / 1000,
+            stage=headers.get(dl.STAGE, ""),
         )
 
 
@@ -217,7 +219,7 @@ def check(
             outcomes.responses[r.request_id].append(r)
     for d in dead_letters:
         verdict.dead_letters += 1
-        verdict.dead_letter_codes[d.code or "(no reason)"] += 1
+        verdict.dead_letter_codes[f"{d.code or '(no reason)'} in {d.stage or '?'}"] += 1
         if d.request_id in submitted:
             outcomes.dead[d.request_id].append(d)
     _terminal(verdict, submitted, outcomes)

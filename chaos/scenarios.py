@@ -107,9 +107,9 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
-    sessions: int = 20
-    requests_per_session: int = 15
-    rate: float = 10.0
+    sessions: int = 50
+    requests_per_session: int = 20
+    rate: float = 20.0
     fault_at: float = 0.33
     """When the fault starts, as a fraction of the load's duration."""
     stall_s: float = 30.0

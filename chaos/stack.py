@@ -53,6 +53,8 @@ class Stack:
     kafka: EmbeddedKafka | ApacheKafka | None = field(default=None, init=False)
     redis: EmbeddedRedis | None = field(default=None, init=False)
     procs: list[Worker] = field(default_factory=list, init=False)
+    background: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    """Tasks a fault left running (a restart); finished or cancelled before the stack stops."""
     _settings: Settings | None = field(default=None, init=False)
 
     @property
@@ -87,6 +89,9 @@ class Stack:
         await asyncio.gather(*(self.wait_worker_ready(w) for w in self.procs))
 
     async def stop(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         for worker in self.procs:
             worker.process.terminate()
         await asyncio.gather(*(w.process.stop_async(30.0) for w in self.procs))
