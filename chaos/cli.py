@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from chaos.report import markdown, print_table, write_json
 from chaos.scenarios import BY_NAME, SCENARIOS, RunOptions, ScenarioResult, run_scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -30,9 +31,13 @@ def run(
     scenario: Annotated[
         list[str] | None, typer.Option("--scenario", "-s", help="Scenario to run (repeatable).")
     ] = None,
-    sessions: Annotated[int, typer.Option(min=1, help="Sessions per scenario.")] = 50,
-    requests: Annotated[int, typer.Option(min=1, help="Requests per session.")] = 20,
-    rate: Annotated[float, typer.Option(min=0.1, help="Requests per second.")] = 20.0,
+    sessions: Annotated[
+        int, typer.Option(min=1, help="Sessions per scenario.")
+    ] = RunOptions.sessions,
+    requests: Annotated[
+        int, typer.Option(min=1, help="Requests per session.")
+    ] = RunOptions.requests_per_session,
+    rate: Annotated[float, typer.Option(min=0.1, help="Requests per second.")] = RunOptions.rate,
     stall: Annotated[
         float, typer.Option(help="Stop draining after this long without progress.")
     ] = 30.0,
@@ -73,11 +78,9 @@ async def _run_all(names: list[str], options: RunOptions, run_dir: Path) -> list
 
 
 def _finish(results: list[ScenarioResult], run_dir: Path, took_s: float) -> None:
-    from chaos.report import markdown, print_table, write_json
-
-    print_table(results, console)
     write_json(results, run_dir / "results.json")
     (run_dir / "results.md").write_text(markdown(results))
+    print_table(results, console)
     console.print(f"total {took_s / 60:.1f} min; logs and results in {run_dir}")
     if any(r.failed for r in results):
         raise typer.Exit(1)

@@ -16,7 +16,10 @@ from the beginning (its own consumer, no group), keeping every copy of every rec
   completed answer's in the same session, without a ``CONTEXT_LOST`` in between, means the
   conversation was silently lost (*history resets*);
 - *recovery time*: from the end of the fault until every request submitted before that moment
-  has its terminal outcome (``None`` when some never get one).
+  has its terminal outcome (``None`` when some never get one);
+- no session stays claimed by a request that already has its terminal outcome
+  (:func:`claimed_after_answer`, read from Redis after the drain: such a session refuses its
+  next requests until ``session_busy_timeout_s``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from agentstream.config import Settings
 from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.exceptions import SerializationError
+from agentstream.state.context import ContextStore
+from agentstream.state.keys import Keys
+from agentstream.state.redis import redis_from_url
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.topology import STAGES
 from chaos.load import Submitted
@@ -176,6 +182,7 @@ class Verdict:
     wrong_answers: int = 0
     history_resets: int = 0
     recovery_s: float | None = None
+    claimed_after_answer: int | None = None
     lost_ids: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     """``request_id: expected ... got ...`` of each wrong answer (the model never echoes input)."""
@@ -183,7 +190,13 @@ class Verdict:
     @property
     def failed(self) -> bool:
         """Lost, duplicated, reordered or wrong: the run's exit code says so."""
-        return bool(self.lost or self.duplicated or self.order_violations or self.wrong_answers)
+        return bool(
+            self.lost
+            or self.duplicated
+            or self.order_violations
+            or self.wrong_answers
+            or self.claimed_after_answer
+        )
 
 
 @dataclass(kw_only=True)
@@ -313,3 +326,20 @@ def _recovery(
         return None
     last = max((done[rid] for rid in before), default=fault_end)
     return max(0.0, last - fault_end)
+
+
+async def claimed_after_answer(
+    settings: Settings, tenant_id: str, sessions: Iterable[str], answered: set[str]
+) -> int:
+    """Sessions whose context still names an active request that has its terminal outcome."""
+    redis = redis_from_url(settings.redis_url or "")
+    try:
+        store = ContextStore(redis, Keys(settings.state.key_prefix), ttl_s=60)
+        claimed = 0
+        for session_id in sorted(set(sessions)):
+            context = await store.get(tenant_id, session_id)
+            if context is not None and context.active_request in answered:
+                claimed += 1
+        return claimed
+    finally:
+        await redis.aclose()

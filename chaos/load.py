@@ -24,6 +24,7 @@ from agentstream.client import AgentClient, new_request
 log = logging.getLogger(__name__)
 
 SUBMIT_ATTEMPTS = 5
+TENANT = "chaos"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +131,7 @@ class LoadGenerator:
             request.message,
             session_id=request.session_id,
             user_id="chaos-user",
-            tenant_id="chaos",
+            tenant_id=TENANT,
             request_id=request.request_id,
         )
         state = self.submitted[request.request_id]

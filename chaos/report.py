@@ -25,6 +25,7 @@ COLUMNS = (
     "error responses",
     "wrong answers",
     "history resets",
+    "left claimed",
     "recovery",
     "took",
 )
@@ -47,6 +48,7 @@ def row(result: ScenarioResult) -> list[str]:
         _counted(sum(v.error_responses.values()), v.error_responses),
         str(v.wrong_answers),
         str(v.history_resets),
+        "-" if v.claimed_after_answer is None else str(v.claimed_after_answer),
         _recovery(v),
         took,
     ]
@@ -114,6 +116,7 @@ def _as_json(result: ScenarioResult) -> dict[str, Any]:
             "wrong_answers": v.wrong_answers,
             "wrong": v.wrong,
             "history_resets": v.history_resets,
+            "claimed_after_answer": v.claimed_after_answer,
             "recovery_s": v.recovery_s,
         }
     return out

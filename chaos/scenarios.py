@@ -24,8 +24,8 @@ from pathlib import Path
 from agentstream.client import AgentClient
 from chaos import faults
 from chaos.faults import Fault
-from chaos.history import Observer, Verdict, check, terminal_times
-from chaos.load import LoadGenerator, LoadPlan
+from chaos.history import Observer, Verdict, check, claimed_after_answer, terminal_times
+from chaos.load import TENANT, LoadGenerator, LoadPlan
 from chaos.stack import BrokerKind, Stack
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,13 @@ async def _run(
         await load
         await drain(seen, generator, options)
         result.submit_errors = generator.submit_errors
-        result.verdict = check(
+        result.verdict = verdict = check(
             generator.submitted, seen.responses, seen.dead_letters, result.fault_window[1]
+        )
+        answered = set(terminal_times(seen.responses, seen.dead_letters))
+        sessions = {s.request.session_id for s in generator.submitted.values()}
+        verdict.claimed_after_answer = await claimed_after_answer(
+            stack.settings, TENANT, sessions, answered
         )
 
 

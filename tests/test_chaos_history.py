@@ -108,3 +108,19 @@ def test_not_submitted_requests_are_not_lost() -> None:
     first.sent_at = None
     verdict = check(subs, all_answered(subs)[1:], [], fault_end=None)
     assert (verdict.not_submitted, verdict.lost) == (1, 0)
+
+
+def test_report_rows_name_every_column() -> None:
+    from chaos.report import COLUMNS, markdown, row
+    from chaos.scenarios import BY_NAME, ScenarioResult
+
+    subs = submitted()
+    verdict = check(subs, all_answered(subs)[1:], [], fault_end=100.5)
+    verdict.claimed_after_answer = 2
+    result = ScenarioResult(scenario=BY_NAME["redis-client-kill"], verdict=verdict)
+    cells = dict(zip(COLUMNS, row(result), strict=True))
+    assert (cells["lost"], cells["left claimed"], cells["recovery"]) == ("1", "2", "never")
+    assert result.failed
+    broken = ScenarioResult(scenario=BY_NAME["baseline"], error="RuntimeError: no broker")
+    assert len(row(broken)) == len(COLUMNS)
+    assert markdown([result, broken]).count("\n") == 4
