@@ -44,7 +44,7 @@ def run(
     out: Annotated[Path, typer.Option(help="Run directory (logs, results.json).")] = Path(".chaos"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run scenarios (all by default); exit code 1 when one loses, duplicates or reorders."""
+    """Run scenarios (all by default); exit code 1 when one breaks a rule (docs/reliability.md)."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -189,13 +189,17 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        """Lost, duplicated, reordered or wrong: the run's exit code says so."""
+        """Any broken rule: the run's exit code says so. Every request of the load is valid, so
+        a dead letter is a failure too (a fault turned into a dead letter); an ``ERROR``
+        response (``CONTEXT_LOST``: the user is told) is not."""
         return bool(
             self.lost
             or self.duplicated
             or self.order_violations
             or self.wrong_answers
+            or self.history_resets
             or self.claimed_after_answer
+            or self.dead_letters
         )
 
 

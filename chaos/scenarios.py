@@ -87,9 +87,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         broker="tansu",
         fault=Fault(
             name="CLIENT KILL",
-            what="CLIENT KILL TYPE normal 3 times, 1 s apart: every Redis connection closed, "
+            what="CLIENT KILL TYPE normal 5 times, 1 s apart: every Redis connection closed, "
             "data kept",
-            inject=faults.kill_redis_clients(3, 1.0),
+            inject=faults.kill_redis_clients(5, 1.0),
         ),
     ),
     Scenario(
@@ -108,7 +108,7 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     sessions: int = 50
-    requests_per_session: int = 20
+    requests_per_session: int = 25
     rate: float = 20.0
     fault_at: float = 0.33
     """When the fault starts, as a fraction of the load's duration."""

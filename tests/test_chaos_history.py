@@ -70,14 +70,14 @@ def test_lost_duplicated_and_copies() -> None:
     assert verdict.failed
 
 
-def test_a_dead_letter_is_a_terminal_outcome() -> None:
+def test_a_dead_letter_is_a_terminal_outcome_but_fails_the_run() -> None:
     subs = submitted()
     first = next(iter(subs.values()))
     responses = all_answered(subs)[1:]
     dead = [SeenDeadLetter(request_id=first.request.request_id, topic="t", code="X", at=102)]
     verdict = check(subs, responses, dead, fault_end=None)
     assert (verdict.answered_once, verdict.lost, verdict.dead_letters) == (6, 0, 1)
-    assert not verdict.failed
+    assert verdict.failed  # every request of the load is valid: a dead letter is a failure
 
 
 def test_order_violations_and_wrong_answers() -> None:
