@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from chaos.stack import BrokerKind, Stack
 log = logging.getLogger(__name__)
 
 WARMUP_TIMEOUT_S = 120.0
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,7 +227,7 @@ def worker_events(run_dir: Path) -> Counter[str]:
             except ValueError:
                 continue
             if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
-                events[str(entry.get("event", "?"))] += 1
+                events[_DIGITS.sub("N", str(entry.get("event", "?")))] += 1
     return events
 
 

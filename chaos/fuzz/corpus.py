@@ -17,22 +17,26 @@ _ASKS: tuple[tuple[str, list[str]], ...] = (
 )
 
 
-async def seed_records() -> dict[str, list[bytes]]:
-    """Contract name -> distinct valid wire-format records of it."""
+async def seed_records(pipeline: TestPipeline | None = None) -> dict[str, list[bytes]]:
+    """Contract name -> distinct valid wire-format records of it, from requests run in
+    ``pipeline`` (a fresh one if None; a given one keeps the sessions, so mutated turns of
+    them reach a known session)."""
+    if pipeline is None:
+        async with TestPipeline() as fresh:
+            return await seed_records(fresh)
     seeds: dict[str, set[bytes]] = defaultdict(set)
-    async with TestPipeline() as pipeline:
-        for n, (message, tools) in enumerate(_ASKS):
-            request = new_request(
-                message, session_id=f"s{n}", user_id="u", tenant_id="t", allowed_tools=tools
-            )
-            value = pipeline.codec.encode("AgentRequest", request)
-            pipeline.publish_raw(pipeline.settings.topics.requests, value, f"s{n}")
-            await pipeline.run_until_quiet()
-        for topic, records in pipeline.published.items():
-            contract = contract_for_topic(pipeline.settings, topic)
-            if contract is None:
-                continue
-            for record in records:
-                if record.value:
-                    seeds[contract.schema].add(record.value)
+    for n, (message, tools) in enumerate(_ASKS):
+        request = new_request(
+            message, session_id=f"s{n}", user_id="u", tenant_id="t", allowed_tools=tools
+        )
+        value = pipeline.codec.encode("AgentRequest", request)
+        pipeline.publish_raw(pipeline.settings.topics.requests, value, f"s{n}")
+        await pipeline.run_until_quiet()
+    for topic, records in pipeline.published.items():
+        contract = contract_for_topic(pipeline.settings, topic)
+        if contract is None:
+            continue
+        for record in records:
+            if record.value:
+                seeds[contract.schema].add(record.value)
     return {name: sorted(values) for name, values in seeds.items()}

@@ -36,9 +36,11 @@ SHARES = {
     "codec: mutated records": 0.25,
     "dlq headers: parse and build": 0.20,
     "retry headers: forwarder": 0.05,
-    "validation: AgentRequest fields": 0.15,
-    "validation: arbitrary bytes": 0.05,
+    "validation: AgentRequest fields": 0.12,
+    "validation: arbitrary bytes": 0.04,
+    "stages: mutated turns and tool calls": 0.04,
 }
+STAGE_CONTRACTS = ("GenerationTurn", "ToolCallBatch")
 BAD = ("CRASH", "VIOLATION")
 _NUMBERS = re.compile(r"-?\d+")
 
@@ -91,9 +93,9 @@ def run_fuzz(cases: int, seed: int, console: Console) -> bool:
     runs = [TargetRun(name=name) for name in SHARES]
     quota = {run.name: max(1, int(cases * SHARES[run.name])) for run in runs}
     with asyncio.Runner() as loop:
-        seeds = loop.run(seed_records())
         harness = ValidationHarness()
         loop.run(harness.__aenter__())
+        seeds = loop.run(seed_records(harness.pipeline))
         forwarder = RetryForwarder()
         codec = AvroCodec()
         bodies: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], str]]] = {
@@ -117,6 +119,10 @@ def run_fuzz(cases: int, seed: int, console: Console) -> bool:
             "validation: arbitrary bytes": (
                 s.wire_bytes,
                 lambda x: loop.run(harness.bytes_case(x)),
+            ),
+            "stages: mutated turns and tool calls": (
+                s.mutated(seeds, STAGE_CONTRACTS),
+                lambda x: loop.run(harness.stage_case(*x)),
             ),
         }
         try:

