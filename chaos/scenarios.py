@@ -89,9 +89,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         broker="tansu",
         fault=Fault(
             name="CLIENT KILL",
-            what="CLIENT KILL TYPE normal 5 times, 1 s apart: every Redis connection closed, "
-            "data kept",
-            inject=faults.kill_redis_clients(5, 1.0),
+            what="CLIENT KILL TYPE normal 10 times, 0.5 s apart: every Redis connection "
+            "closed, data kept",
+            inject=faults.kill_redis_clients(10, 0.5),
         ),
     ),
     Scenario(
