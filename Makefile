@@ -37,11 +37,11 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python overhead.py && ../$(BIN)/python slow_llm.py
 
-# Fault scenarios under load (not part of `make test`; ~12 min): CHAOS_ARGS="-s redis-sigstop"
+# Fault scenarios under load (not part of `make test`; ~10 min): CHAOS_ARGS="-s redis-sigstop"
 chaos: $(STAMP)
 	$(BIN)/python -m chaos run $(CHAOS_ARGS)
 
-# Bad input through the codec, validation and the DLQ header parser: 10^5 cases (~4 min)
+# Bad input through the codec, validation and the DLQ header parser: 10^5 cases (~3 min)
 fuzz: $(DEVSTAMP)
 	$(BIN)/python -m chaos fuzz --cases 100000
 
