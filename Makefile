@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest bench clients schemas-release asyncapi clean
+.PHONY: run test lint typecheck pytest bench clients schemas-release asyncapi chaos fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,11 @@ run: $(STAMP)
 	$(BIN)/agentstream dev --demo
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check agentstream tests bench clients
-	$(BIN)/ruff format --check agentstream tests bench clients
+	$(BIN)/ruff check agentstream tests bench clients chaos
+	$(BIN)/ruff format --check agentstream tests bench clients chaos
 
 typecheck: $(DEVSTAMP)
-	$(BIN)/mypy agentstream
+	$(BIN)/mypy agentstream chaos
 
 pytest: $(DEVSTAMP)
 	$(BIN)/pytest -q
@@ -50,5 +50,13 @@ asyncapi: $(STAMP)
 clients: $(STAMP)
 	$(BIN)/python clients/run.py $(CLIENTS_ARGS)
 
+# Fault scenarios under load (not part of `make test`; ~10 min): CHAOS_ARGS="-s redis-sigstop"
+chaos: $(STAMP)
+	$(BIN)/python -m chaos run $(CHAOS_ARGS)
+
+# Bad input through the codec, validation and the DLQ header parser: 10^5 cases (~3 min)
+fuzz: $(DEVSTAMP)
+	$(BIN)/python -m chaos fuzz --cases 100000
+
 clean:
-	rm -rf $(VENV) .agentstream .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .agentstream .chaos .mypy_cache .ruff_cache .pytest_cache

@@ -193,9 +193,22 @@ class TestPipeline:
         )
         return await self.wait_for_response(request.request_id)
 
-    def publish_raw(self, topic: str, value: bytes, key: str | None = None) -> None:
-        """Put any bytes on a topic (to test what a stage does with them)."""
-        self._dispatch(Outbound(topic=topic, key=key.encode() if key else None, value=value))
+    def publish_raw(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Put any bytes (and headers) on a topic (to test what a stage does with them)."""
+        self._dispatch(
+            Outbound(
+                topic=topic,
+                key=key.encode() if key else None,
+                value=value,
+                headers=list(headers or ()),
+            )
+        )
 
     async def wait_for_response(self, request_id: str) -> AgentResponse:
         async with asyncio.timeout(self.timeout_s):

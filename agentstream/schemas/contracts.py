@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -40,6 +40,13 @@ __all__ = [
 ]
 
 
+# Avro int / long ranges: fastavro reads any varint up to 64 bits into a field, so a record whose
+# "int" is out of range decodes but could never be written again; converting to the typed
+# contract refuses it (an undecodable record) before any stage acts on it.
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class AgentState(StrEnum):
     """``io.agentstream.AgentState``: where a session is."""
 
@@ -57,15 +64,15 @@ class Contract(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: Int64 = 0
+    completion_tokens: Int64 = 0
     cost_usd: float = 0.0
 
 
 class ToolCallSummary(msgspec.Struct, frozen=True, kw_only=True):
     call_id: str
     name: str
-    turn: int
+    turn: Int32
     is_error: bool
     error_code: str | None = None
     duration_ms: float
@@ -91,9 +98,9 @@ class RequestProgress(msgspec.Struct, kw_only=True):
     adds its time, usage and tool calls, then sends it on)."""
 
     started_at: datetime
-    message_bytes: int
-    turn: int = 0
-    llm_calls: int = 0
+    message_bytes: Int32
+    turn: Int32 = 0
+    llm_calls: Int32 = 0
     usage: Usage = Usage()
     tool_calls: list[ToolCallSummary] = msgspec.field(default_factory=list)
     stage_ms: dict[str, float] = msgspec.field(default_factory=dict)
@@ -124,7 +131,7 @@ class _OfRequest(Contract, frozen=True, kw_only=True):
 class _Turn(_OfRequest, frozen=True, kw_only=True):
     """One turn of a request between stages: the turn, what it may use, what it accumulated."""
 
-    turn: int
+    turn: Int32
     allowed_tools: list[str]
     metadata: dict[str, str]
     progress: RequestProgress
@@ -167,7 +174,7 @@ class AgentResponse(_OfRequest, frozen=True, kw_only=True):
     tool_calls: list[ToolCallSummary]
     state: AgentState
     confidence: float
-    execution_time_ms: int
+    execution_time_ms: Int64
     usage: Usage
     error_code: str | None = None
     metadata: dict[str, str]
@@ -188,11 +195,11 @@ class ErrorEvent(Contract, frozen=True, kw_only=True):
     message: str
     stage: str
     retriable: bool
-    attempt: int
+    attempt: Int32
     time: datetime
     origin_topic: str | None = None
-    origin_partition: int | None = None
-    origin_offset: int | None = None
+    origin_partition: Int32 | None = None
+    origin_offset: Int64 | None = None
     # the failure behind ``code`` when ``code`` is a consequence (CIRCUIT_OPEN <- LLM_TIMEOUT)
     cause: str | None = None
 
@@ -204,13 +211,13 @@ class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     error_code: str | None = None
     total_latency_ms: float
     stage_latency_ms: dict[str, float]
-    llm_calls: int
-    turns: int
-    prompt_tokens: int
-    completion_tokens: int
+    llm_calls: Int32
+    turns: Int32
+    prompt_tokens: Int64
+    completion_tokens: Int64
     cost_usd: float
-    tool_calls: int
-    tool_errors: int
+    tool_calls: Int32
+    tool_errors: Int32
     time: datetime
     tool_details: list[ToolCallSummary] = msgspec.field(default_factory=list)
     model: str | None = None

@@ -133,6 +133,10 @@ def dead_letter(
     return Outbound(topic=dlq_topic, key=msg.key, value=msg.value, headers=headers)
 
 
+#: The headers a dead letter keeps when it is shrunk to fit the broker's limit.
+KEPT_HEADERS = frozenset({*DLQ_HEADERS, *OMITTED_HEADERS, FIRST_POSITION})
+
+
 def first_position(msg: Inbound) -> str:
     """Where ``msg``'s record was first consumed: its ``FIRST_POSITION`` header, else here."""
     for key, value in msg.headers:
@@ -156,14 +160,20 @@ def error_class(error: BaseException) -> str:
     return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
+_MAX_ATTEMPT_DIGITS = 9
+
+
 def prior_attempts(msg: Inbound) -> int:
-    """Failed deliveries before this one (0 for a record that never went through a retry)."""
+    """Failed deliveries before this one (0 for a record that never went through a retry).
+
+    Only a plain decimal count counts: a negative, signed, padded or absurdly long value (a
+    record from a hostile or broken producer) reads as 0, so a retry tier index derived from it
+    is never negative."""
     for key, value in msg.headers:
         if key == ATTEMPT:
-            try:
+            if value.isdigit() and len(value) <= _MAX_ATTEMPT_DIGITS:
                 return int(value)
-            except ValueError:
-                return 0
+            return 0
     return 0
 
 
@@ -188,8 +198,7 @@ def within_limit(record: Outbound, max_bytes: int, size_of: Callable[[Outbound],
     shrunk = Outbound(topic=record.topic, key=record.key, value=b"", headers=headers)
     if size_of(shrunk) <= max_bytes:
         return shrunk
-    own = {*DLQ_HEADERS, *OMITTED_HEADERS, FIRST_POSITION}
-    kept = [(k, v) for k, v in headers if k in own]
+    kept = [(k, v) for k, v in headers if k in KEPT_HEADERS]
     dropped = len(headers) - len(kept)
     shrunk = Outbound(
         topic=record.topic,

@@ -171,7 +171,7 @@ class PipelineWorker:
             in_flight=self._in_flight,
         )
         deps.load = load if load.enabled else None
-        self.retry_forwarder = RetryForwarder()
+        self.retry_forwarder = RetryForwarder(max_wait_s=max(s.topics.retry_tiers_s, default=0.0))
         for name in self.stages:
             if name == RETRY:
                 self.runners[name] = self._retry_runner()

@@ -50,10 +50,16 @@ def schedule_retry(msg: Inbound, topics: TopicSettings, code: str) -> Outbound |
     )
 
 
+_MAX_DUE_DIGITS = 15  # epoch milliseconds for the next 30,000 years
+
+
 class RetryForwarder:
     """Handler for retry topics: wait until due, then send the record back to its origin."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_wait_s: float = float("inf")) -> None:
+        """``max_wait_s``: the longest tier; a due time further away (a broken or hostile
+        header) is not waited for longer, so a record never holds its key's chain for ever."""
+        self._max_wait_s = max_wait_s
         # the latest forwards' lateness (bench/retry_delay.py reads it); bounded
         self.lateness_ms: deque[float] = deque(maxlen=10_000)
 
@@ -62,8 +68,10 @@ class RetryForwarder:
         origin = headers.get(RETRY_ORIGIN)
         if not origin:
             return StageResult()  # not a retry record: nothing to forward
-        due_ms = int(headers.get(RETRY_DUE, "0") or 0)
-        wait_s = due_ms / 1000 - time.time()
+        due = headers.get(RETRY_DUE, "")
+        # only a plain count of milliseconds is a due time; anything else is due now
+        due_ms = int(due) if due.isdigit() and len(due) <= _MAX_DUE_DIGITS else 0
+        wait_s = min(due_ms / 1000 - time.time(), self._max_wait_s)
         if wait_s > 0:
             await asyncio.sleep(wait_s)
         self.lateness_ms.append(time.time() * 1000 - due_ms)
