@@ -14,18 +14,19 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from agentstream.config import Settings, StateSettings, TopicSettings
 from agentstream.embedded import ApacheKafka, EmbeddedKafka, EmbeddedRedis
-from agentstream.embedded.process import ManagedProcess
+from agentstream.embedded.process import ManagedProcess, free_port
 from agentstream.streams.admin import ensure_topics
 
 BrokerKind = Literal["tansu", "apache-cluster"]
 
-READY_LINE = b"worker running stages"
 WORKER_START_TIMEOUT_S = 90.0
 # Short retry tiers keep a scenario within its time box; the defaults (5 s, 30 s, 300 s) would
 # make a run take many minutes after every fault.
@@ -36,6 +37,8 @@ RETRY_TIERS_S = (1.0, 3.0, 10.0)
 class Worker:
     index: int
     process: ManagedProcess
+    port: int
+    """Its metrics and health port: ready when ``/readyz`` answers 200."""
 
     @property
     def pid(self) -> int | None:
@@ -104,7 +107,9 @@ class Stack:
 
     def spawn_worker(self, index: int) -> Worker:
         """Start worker process ``index`` (its log: ``worker-<index>.log``); does not wait."""
-        argv = ["env", *(f"{k}={v}" for k, v in self.worker_env().items())]
+        port = free_port()
+        env = {**self.worker_env(), "AGENTSTREAM_METRICS_PORT": str(port)}
+        argv = ["env", *(f"{k}={v}" for k, v in env.items())]
         argv += [sys.executable, "-m", "agentstream.cli", "worker"]
         process = ManagedProcess(
             f"worker-{index}",
@@ -113,20 +118,20 @@ class Stack:
             cwd=self.run_dir,
         )
         process.spawn()
-        worker = Worker(index=index, process=process)
+        worker = Worker(index=index, process=process, port=port)
         self.procs.append(worker)
         return worker
 
     async def wait_worker_ready(self, worker: Worker) -> None:
+        """Until the worker's ``/readyz`` answers 200 (in the group with partitions, Redis up)."""
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        offset = _log_size(worker.process.log_path)
         while True:
             if worker.process.returncode is not None:
                 raise RuntimeError(
                     f"worker {worker.index} exited with {worker.process.returncode}: "
                     f"{worker.process.log_tail(10)}"
                 )
-            if READY_LINE in _log_from(worker.process.log_path, offset):
+            if await asyncio.to_thread(_ready, worker.port):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker {worker.index} not ready in {WORKER_START_TIMEOUT_S}s")
@@ -183,17 +188,9 @@ class Stack:
         )
 
 
-def _log_size(path: Path) -> int:
+def _ready(port: int) -> bool:
     try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _log_from(path: Path, offset: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read()
-    except OSError:
-        return b""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1.0) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
