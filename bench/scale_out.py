@@ -18,13 +18,12 @@ import time
 from dataclasses import dataclass
 
 from _harness import bench_settings, start_worker, worker_cpu_s
-from aiokafka.admin import AIOKafkaAdminClient
 
 from agentstream.client import AgentClient, new_request
 from agentstream.config import Settings
 from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
 from agentstream.streams.admin import ensure_topics
-from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.status import group_members
 
 NAMES = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
 
@@ -58,13 +57,7 @@ def env_of(settings: Settings, latency: float, in_flight: int) -> dict[str, str]
 
 
 async def members(settings: Settings) -> int:
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        (group,) = await admin.describe_consumer_groups([settings.consumer_group])
-        return len(group.members)
-    finally:
-        await admin.close()
+    return len(await group_members(settings, [settings.consumer_group]))
 
 
 async def one_round(
