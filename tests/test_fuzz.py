@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentstream.schemas import dead_letter as dl
@@ -144,6 +144,7 @@ def test_prior_attempts_reads_only_a_plain_count(value: bytes, attempts: int) ->
     assert dl.prior_attempts(msg) == attempts
 
 
+@example([(dl.RETRY_DUE, "¹".encode()), (dl.RETRY_ORIGIN, b"agent.generation")])  # isdigit()
 @given(s.headers())
 def test_the_retry_forwarder_takes_any_headers(headers: list[tuple[str, bytes]]) -> None:
     asyncio.run(forward_case(RetryForwarder(), headers))

@@ -61,7 +61,7 @@ def parse_time(text: str, *, now: float | None = None) -> int:
     if match:
         age_s = float(match.group(1)) * _UNIT_S[match.group(2)]
         return int(((time.time() if now is None else now) - age_s) * 1000)
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         return int(raw)
     try:
         when = datetime.fromisoformat(raw)

@@ -70,7 +70,8 @@ class RetryForwarder:
             return StageResult()  # not a retry record: nothing to forward
         due = headers.get(RETRY_DUE, "")
         # only a plain count of milliseconds is a due time; anything else is due now
-        due_ms = int(due) if due.isdigit() and len(due) <= _MAX_DUE_DIGITS else 0
+        plain = due.isascii() and due.isdigit() and len(due) <= _MAX_DUE_DIGITS
+        due_ms = int(due) if plain else 0
         wait_s = min(due_ms / 1000 - time.time(), self._max_wait_s)
         if wait_s > 0:
             await asyncio.sleep(wait_s)
