@@ -15,6 +15,7 @@ import pytest
 import agentstream
 from agentstream.config import Settings
 from agentstream.exceptions import ConfigError
+from agentstream.testing import TestPipeline
 from agentstream.tools.base import CallContext
 from agentstream.tools.factory import build_tools
 from agentstream.tools.python import PythonTool, tool
@@ -267,3 +268,19 @@ def test_a_broken_entry_point_is_refused_in_one_line(
     assert "missing API_TOKEN" in message
     assert "tools.python_entry_points=false" in message
     sys.modules.pop("tests.support.pytools_bad.raises_on_import", None)
+
+
+async def test_python_tools_in_the_in_memory_test_pipeline() -> None:
+    settings = Settings(tools={"python_modules": [MODULE], "python_entry_points": False})
+    sample.NOTES["plan"] = "ship it"
+    async with TestPipeline(settings=settings) as pipeline:
+        answer = await pipeline.ask('call read_note {"key": "plan"}')
+        logged = await pipeline.ask('call append_log {"line": "x"}', session_id="other")
+    assert (answer.state, answer.content) == ("COMPLETED", "ship it")
+    assert logged.content == "appended line 1"
+    assert sample.KEYS == [f"{logged.request_id}:t0:c0"]
+
+
+def test_registry_uses_a_python_tools_own_policy() -> None:
+    reg = ToolRegistry([sample.append_log])
+    assert reg.policy("append_log").accepts_idempotency_key

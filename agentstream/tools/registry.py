@@ -76,7 +76,8 @@ class ToolRegistry:
     ) -> None:
         """Add ``tool``; a second tool with the same name raises unless ``replace`` is true.
 
-        ``policy`` defaults to one derived from ``tool.read_only``; configured overrides apply
+        ``policy`` defaults to the tool's own ``policy`` attribute if it has one, else to one
+        derived from ``tool.read_only``; configured overrides apply
         on top, as they do to ``timeout_s`` (``None``: the caller's timeout). ``breaker`` names
         the circuit breaker that guards the tool (default: the ``server`` of a dotted
         ``server.tool`` name, none for names without a dot).
@@ -85,7 +86,12 @@ class ToolRegistry:
         if name in self._entries and not replace:
             raise DuplicateToolError(f"a tool named {name!r} is already registered")
         if policy is None:
-            policy = ToolPolicy(read_only=tool.read_only, idempotent=tool.read_only)
+            own = getattr(tool, "policy", None)  # Python and MCP tools carry theirs
+            policy = (
+                own
+                if isinstance(own, ToolPolicy)
+                else ToolPolicy(read_only=tool.read_only, idempotent=tool.read_only)
+            )
         self._entries[name] = _Entry(
             tool=tool,
             validator=_compile_schema(tool.spec),
