@@ -21,7 +21,7 @@ from agentstream.tools.factory import build_tools
 from agentstream.tools.python import PythonTool, tool
 from agentstream.tools.python.loader import ENTRY_POINT_GROUP, load_python_tools
 from agentstream.tools.registry import ToolRegistry
-from agentstream.tools.settings import ToolSettings
+from agentstream.tools.settings import ToolOverride, ToolSettings
 from tests.support import python_tools as sample
 
 MODULE = "tests.support.python_tools"
@@ -88,7 +88,7 @@ def test_still_callable_as_the_function() -> None:
     assert sample.read_note("a") == "x"
     assert isinstance(sample.read_note, PythonTool)
     assert sample.read_note.__doc__ is not None
-    assert sample.read_note.__name__ == "read_note"
+    assert getattr(sample.read_note, "__name__", None) == "read_note"
 
 
 def plain(key: str) -> str:
@@ -206,10 +206,10 @@ def test_a_broken_module_path_is_refused_in_one_line(path: str, reason: str) -> 
 
 def test_a_builtin_name_is_refused_at_build_time() -> None:
     settings = Settings(
-        tools={
-            "python_modules": ["tests.support.pytools_bad.shadows_builtin"],
-            "python_entry_points": False,
-        }
+        tools=ToolSettings(
+            python_modules=["tests.support.pytools_bad.shadows_builtin"],
+            python_entry_points=False,
+        )
     )
     with pytest.raises(ConfigError, match=r"Python tool 'calculator' .* cannot be registered"):
         build_tools(settings)
@@ -217,11 +217,14 @@ def test_a_builtin_name_is_refused_at_build_time() -> None:
 
 def test_build_tools_registers_python_tools_with_overrides_and_breakers() -> None:
     settings = Settings(
-        tools={
-            "python_modules": [MODULE],
-            "python_entry_points": False,
-            "overrides": {"peek_note": {"cache_ttl_s": 30}, "append_log": {"timeout_s": 9}},
-        }
+        tools=ToolSettings(
+            python_modules=[MODULE],
+            python_entry_points=False,
+            overrides={
+                "peek_note": ToolOverride(cache_ttl_s=30),
+                "append_log": ToolOverride(timeout_s=9),
+            },
+        )
     )
     executor = build_tools(settings)
     registry = executor.inner
@@ -271,7 +274,7 @@ def test_a_broken_entry_point_is_refused_in_one_line(
 
 
 async def test_python_tools_in_the_in_memory_test_pipeline() -> None:
-    settings = Settings(tools={"python_modules": [MODULE], "python_entry_points": False})
+    settings = Settings(tools=ToolSettings(python_modules=[MODULE], python_entry_points=False))
     sample.NOTES["plan"] = "ship it"
     async with TestPipeline(settings=settings) as pipeline:
         answer = await pipeline.ask('call read_note {"key": "plan"}')
