@@ -15,14 +15,17 @@ import pytest
 import agentstream
 from agentstream.config import Settings
 from agentstream.exceptions import ConfigError
+from agentstream.resilience.breaker import BreakerConfig, BreakerRegistry
 from agentstream.testing import TestPipeline
 from agentstream.tools.base import CallContext
+from agentstream.tools.executor import PolicyExecutor
 from agentstream.tools.factory import build_tools
 from agentstream.tools.python import PythonTool, tool
 from agentstream.tools.python.loader import ENTRY_POINT_GROUP, load_python_tools
 from agentstream.tools.registry import ToolRegistry
 from agentstream.tools.settings import ToolOverride, ToolSettings
 from tests.support import python_tools as sample
+from tests.support.redis import connect
 
 MODULE = "tests.support.python_tools"
 
@@ -175,6 +178,7 @@ def test_module_object_and_duplicate_paths() -> None:
         "calendar.last_day",
         "sleepy",
         "broken",
+        "flaky_backend",
     ]
     one = load_python_tools(
         ToolSettings(python_modules=[f"{MODULE}:peek_note", MODULE], python_entry_points=False)
@@ -288,3 +292,26 @@ async def test_python_tools_in_the_in_memory_test_pipeline() -> None:
 def test_registry_uses_a_python_tools_own_policy() -> None:
     reg = ToolRegistry([sample.append_log])
     assert reg.policy("append_log").accepts_idempotency_key
+
+
+@pytest.mark.integration
+async def test_a_python_tools_breaker_opens_for_it_alone(
+    redis_url: str, unique_prefix: str
+) -> None:
+    redis = connect(redis_url)
+    config = BreakerConfig(failure_threshold=3, recovery_timeout_s=60)
+    executor = PolicyExecutor(
+        registry(), breakers=BreakerRegistry(redis, config, namespace=unique_prefix)
+    )
+    try:
+        for _ in range(3):
+            outcome = await executor.execute("flaky_backend", {}, timeout_s=1)
+            assert outcome.error_code == "TOOL_UNAVAILABLE"
+        refused = await executor.execute("flaky_backend", {}, timeout_s=1)
+        assert "circuit open" in refused.content
+        assert sample.CALLS["flaky_backend"] == 3  # not called while open
+        sample.NOTES["k"] = "still fine"
+        other = await executor.execute("read_note", {"key": "k"}, timeout_s=1)
+        assert other.content == "still fine"  # another Python tool: its own breaker
+    finally:
+        await redis.aclose()

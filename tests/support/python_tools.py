@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 import agentstream
+from agentstream.tools.exceptions import ToolUnavailableError
 
 NOTES: dict[str, str] = {}
 CALLS: Counter[str] = Counter()
@@ -97,3 +98,10 @@ def sleepy(seconds: float) -> str:
 def broken() -> str:
     """Always raises."""
     raise RuntimeError("the backend said no")
+
+
+@agentstream.tool(read_only=True)
+async def flaky_backend() -> str:
+    """Always reports its backend down (counted by the tool's circuit breaker)."""
+    CALLS["flaky_backend"] += 1
+    raise ToolUnavailableError("backend connection refused (test)")
