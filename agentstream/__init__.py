@@ -5,6 +5,7 @@ The public API (everything else is internal and may change)::
     from agentstream import AgentClient, Settings                  # publish, wait, follow
     from agentstream import AgentRequest, AgentResponse, AgentState  # the typed contracts
     from agentstream import TestPipeline, FunctionModel            # test agents in memory
+    from agentstream import tool                                   # a Python function as a tool
 
 Names are imported on first use, so ``import agentstream`` stays cheap for the CLI.
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "TestPipeline": "agentstream.testing",
     "FunctionModel": "agentstream.testing",
     "tool_call": "agentstream.testing",
+    "tool": "agentstream.tools.python.function",
 }
 __all__ = [
     "AgentClient",
@@ -43,6 +45,7 @@ __all__ = [
     "TestPipeline",
     "__version__",
     "new_request",
+    "tool",
     "tool_call",
 ]
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
         MetricsEvent,
     )
     from agentstream.testing import FunctionModel, TestPipeline, tool_call
+    from agentstream.tools.python.function import tool
 
 
 def __getattr__(name: str) -> Any:

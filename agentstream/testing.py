@@ -21,8 +21,9 @@ retries), the Avro codec on every hop, and the session store's rules (dedupe, th
 claim, owner checks, the step journal) in :class:`~agentstream.state.memory.MemorySessionStore`.
 What does not: Kafka, Redis, admission control (rate limits, budgets, response cache), the
 retry tiers' delays (a retried record is redelivered at once) and Redis-backed tool caches and
-breakers. The default model is the rule-based stand-in (:mod:`agentstream.llm.local`); tools are
-the built-in ones plus any MCP servers in ``settings.tools``.
+breakers. The default model is the rule-based stand-in (:mod:`agentstream.llm.local`: its
+``call <tool> <json-args>`` directive calls any tool); tools are the built-in ones plus the
+Python tools and MCP servers in ``settings.tools``.
 """
 
 from __future__ import annotations

@@ -249,3 +249,77 @@ async def test_non_numeric_calculator_result_is_reported_as_failure() -> None:
         ChatMessage(role="tool", content="tool access denied: calculator", tool_call_id="call_0_0"),
     )
     assert result.content == "The calculator tool failed: tool access denied: calculator"
+
+
+# --- the call directive ---------------------------------------------------------------------
+
+
+async def test_call_directive_calls_any_tool_as_written() -> None:
+    result = await ask(LocalRuleModel(), user('call crm.lookup {"customer": "c-42", "n": [1, 2]}'))
+    assert result.finish_reason == "tool_calls"
+    [call] = result.tool_calls
+    assert (call.name, call.arguments) == ("crm.lookup", {"customer": "c-42", "n": [1, 2]})
+    # not offered either: the tool stage's own checks decide (permissions, unknown names)
+    assert "crm.lookup" not in {t.name for t in TOOLS}
+
+
+async def test_several_directives_make_several_calls_in_one_turn() -> None:
+    text = 'please run these:\ncall calculator {\n  "expression": "2 + 3"\n}\ncall agent.helper'
+    result = await ask(LocalRuleModel(), user(text))
+    assert [(c.call_id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call_0_0", "calculator", {"expression": "2 + 3"}),
+        ("call_0_1", "agent.helper", {}),
+    ]
+
+
+async def test_directive_answer_is_the_result() -> None:
+    model = LocalRuleModel()
+    text = 'call notes.read {"key": "plan"}'
+    first = await ask(model, user(text))
+    [call] = first.tool_calls
+    final = await ask(
+        model,
+        user(text),
+        ChatMessage(role="assistant", tool_calls=first.tool_calls),
+        ChatMessage(role="tool", content='{"plan": "v1"}', tool_call_id=call.call_id),
+    )
+    assert (final.content, final.tool_calls) == ('{"plan": "v1"}', ())
+
+
+async def test_directive_answer_for_several_results_names_each_tool() -> None:
+    calls = (
+        ToolCall(call_id="call_0_0", name="a", arguments={}),
+        ToolCall(call_id="call_0_1", name="b", arguments={}),
+    )
+    final = await ask(
+        LocalRuleModel(),
+        user("call a\ncall b"),
+        ChatMessage(role="assistant", tool_calls=calls),
+        ChatMessage(role="tool", content="1", tool_call_id="call_0_0"),
+        ChatMessage(role="tool", content="Error: no", tool_call_id="call_0_1"),
+    )
+    assert final.content == "a: 1\nb: Error: no"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("call x {bad json}", "invalid JSON"),
+        ("call x [1, 2]", "must be a JSON object"),
+    ],
+)
+async def test_directive_with_unusable_arguments_gets_a_reply_and_no_call(
+    text: str, problem: str
+) -> None:
+    result = await ask(LocalRuleModel(), user(text))
+    assert result.tool_calls == ()
+    assert problem in result.content
+    assert "call <tool>" in result.content
+
+
+@pytest.mark.parametrize(
+    "text", ["Call me when you can", "please call me back later", "call me maybe", "recall x {}"]
+)
+async def test_ordinary_text_is_not_a_directive(text: str) -> None:
+    result = await ask(LocalRuleModel(), user(text))
+    assert result.tool_calls == ()

@@ -26,6 +26,7 @@ from agentstream.state.redis import redis_from_settings
 from agentstream.tools.base import CallContext
 from agentstream.tools.executor import PolicyExecutor
 from agentstream.tools.factory import build_tools
+from tests.mcp_servers.counter_server import ADD_CACHE_TTL_S
 from tests.mcp_servers.harness import SERVER_SCRIPT, CounterServer, servers_json
 from tests.support.wait import wait_until
 
@@ -230,7 +231,16 @@ async def test_denied_invalid_and_unknown_calls_never_reach_the_server(
 async def test_read_only_result_is_cached_per_tenant_within_its_ttl(
     make_executor: ExecutorFactory, counter: CounterServer, redis: Redis
 ) -> None:
+    """``add`` is cacheable by its ``_meta`` TTL; caching is opt-in, so the read-only
+    ``calculator`` without a TTL of its own is called every time."""
     executor = await make_executor()
+    assert executor.cache_ttl_s("counter.add") == ADD_CACHE_TTL_S
+    assert executor.cache_ttl_s("counter.calculator") == 0
+    for _ in range(2):
+        await executor.execute(
+            "counter.calculator", {"expression": "2 * 3"}, timeout_s=10, call=ctx()
+        )
+    assert await counter.calls("calculator") == 2
     args = {"a": 2, "b": 3}
     first = await executor.execute("counter.add", args, timeout_s=10, call=ctx())
     second = await executor.execute("counter.add", {"b": 3, "a": 2}, timeout_s=10, call=ctx())
@@ -240,7 +250,7 @@ async def test_read_only_result_is_cached_per_tenant_within_its_ttl(
 
     assert executor.cache is not None
     ttl = await redis.ttl(executor.cache.key("acme", "counter.add", args))
-    assert 0 < ttl <= 900
+    assert 0 < ttl <= ADD_CACHE_TTL_S
 
     await executor.execute("counter.add", args, timeout_s=10, call=ctx(bypass_cache=True))
     assert await counter.calls("add") == 2

@@ -60,7 +60,8 @@ async def test_tools_list_shows_servers_tools_health_and_policies(tmp_path: Path
     assert tools["calculator"]["server"] == "builtin"
     assert tools["counter.add"]["server"] == "counter"
     assert tools["counter.add"]["read_only"]
-    assert tools["counter.add"]["cache_ttl_s"] == 900
+    assert tools["counter.add"]["cache_ttl_s"] == 120  # its _meta TTL; caching is opt-in
+    assert tools["counter.calculator"]["cache_ttl_s"] == 0  # read-only, no TTL: not cached
     assert tools["current_time"]["cache_ttl_s"] == 0
     assert tools["counter.bump"]["accepts_idempotency_key"]
     assert tools["counter.bump"]["cache_ttl_s"] == 0

@@ -24,8 +24,17 @@ def send(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the answer.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Bypass the response cache and the tool result cache for this request "
+            "(request metadata cache=bypass).",
+        ),
+    ] = False,
 ) -> None:
     """Publish an AgentRequest to the requests topic."""
+    from agentstream.admission.cache import BYPASS, CACHE_METADATA_KEY
     from agentstream.client import AgentClient, new_request
     from agentstream.streams.preflight import check_topics
 
@@ -36,6 +45,7 @@ def send(
         user_id=user,
         tenant_id=tenant,
         allowed_tools=tool or (),
+        metadata={CACHE_METADATA_KEY: BYPASS} if no_cache else None,
     )
 
     async def run() -> AgentResponse | None:

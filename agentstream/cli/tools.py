@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from agentstream.config import Settings
 
 tools_app = typer.Typer(
-    help="Inspect the tools workers offer (built-in and MCP).", no_args_is_help=True
+    help="Inspect the tools workers offer (built-in, Python and MCP).", no_args_is_help=True
 )
 
 
@@ -28,6 +28,7 @@ async def collect_tools(settings: Settings) -> dict[str, Any]:
     """``{"servers": [...], "tools": [...]}`` after connecting to the configured servers."""
     from agentstream.tools.factory import build_tools
     from agentstream.tools.mcp.tool import McpTool
+    from agentstream.tools.python.function import PythonTool
     from agentstream.tools.registry import ToolRegistry
 
     executor = build_tools(settings)
@@ -49,7 +50,7 @@ async def collect_tools(settings: Settings) -> dict[str, Any]:
             tools.append(
                 {
                     "name": name,
-                    "server": tool.server if isinstance(tool, McpTool) else "builtin",
+                    "server": _source(tool, McpTool, PythonTool),
                     "read_only": policy.read_only,
                     "idempotent": policy.idempotent,
                     "accepts_idempotency_key": policy.accepts_idempotency_key,
@@ -63,6 +64,13 @@ async def collect_tools(settings: Settings) -> dict[str, Any]:
         return {"servers": servers, "tools": tools}
     finally:
         await executor.stop()
+
+
+def _source(tool: Any, mcp_tool: type[Any], python_tool: type[Any]) -> str:
+    """Where a tool comes from: its MCP server's name, ``python`` or ``builtin``."""
+    if isinstance(tool, mcp_tool):
+        return str(tool.server)
+    return "python" if isinstance(tool, python_tool) else "builtin"
 
 
 def _yes(flag: bool) -> str:

@@ -5,11 +5,24 @@ conversation and applies fixed rules, in this order:
 
 1. the last user message contains ``[fail]`` → raise :class:`LLMUnavailableError`;
 2. it contains ``[loop]`` → call the calculator with ``1 + 1`` again, every turn (max-turns tests);
-3. tool results answer the latest assistant tool calls → a final answer built from those results;
-4. an arithmetic request → call the offered calculator tool (``calculator`` or ``*.calculator``);
-5. a time request → call the offered time tool (``current_time`` or ``*current_time``, e.g. MCP's
+3. tool results answer the latest assistant tool calls → a final answer built from those results
+   (for calls made by ``call`` directives: the results themselves, see below);
+4. ``call`` directives → call exactly those tools (below);
+5. an arithmetic request → call the offered calculator tool (``calculator`` or ``*.calculator``);
+6. a time request → call the offered time tool (``current_time`` or ``*current_time``, e.g. MCP's
    ``time.get_current_time``) with an IANA zone mapped from a city name (default ``UTC``);
-6. anything else → a short fixed reply that does not echo the user's text.
+7. anything else → a short fixed reply that does not echo the user's text.
+
+The ``call`` directive (a development and test aid): a line of the user message that reads
+``call <tool> <json-args>``, e.g. ``call calculator {"expression": "2 + 3"}`` or
+``call crm.lookup {"customer": "c-42"}`` (the JSON object may span lines; without it the
+arguments are ``{}``), makes the model call ``<tool>`` with those arguments, whatever the tool:
+built-in, MCP, Python or an agent tool. Several directive lines make several calls in one turn.
+The tool is called as written, offered or not, so the tool stage's own checks (permissions,
+unknown names, argument validation) are exercised too. After the results come back the model
+answers with them: one call's result verbatim, several as ``<tool>: <result>`` lines. A line that
+starts with ``call <name>`` followed by other text is not a directive; one followed by invalid
+JSON gets a short reply saying so, and no call.
 
 Optional latency and seeded random failure injection simulate a real provider.
 """
@@ -17,6 +30,7 @@ Optional latency and seeded random failure injection simulate a real provider.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from collections.abc import Callable
@@ -106,12 +120,22 @@ def _decide(request: LLMRequest) -> _Decision:
         arg = _argument_name(calc, "expression")
         return _call(turn, name, {arg: LOOP_EXPRESSION})
 
+    directives = call_directives(user_text) if user_text is not None else []
     answered = _answered_calls(messages)
+    if answered and directives:
+        return _Decision(content=_directive_answer(answered))
     if answered:
         return _Decision(content=" ".join(_describe_result(c, r) for c, r in answered))
 
     if user_text is None:
         return _Decision(content="(local rule model) There is no user message to answer.")
+    if directives:
+        return _directed(turn, directives)
+    return _natural(request, turn, user_text)
+
+
+def _natural(request: LLMRequest, turn: int, user_text: str) -> _Decision:
+    """Rules 5-7: arithmetic, time, anything else."""
     expression = arithmetic_expression(user_text)
     if expression is not None:
         calc = _find_tool(request.tools, _is_calculator)
@@ -125,6 +149,70 @@ def _decide(request: LLMRequest) -> _Decision:
         return _call(turn, clock.name, {_argument_name(clock, "timezone"): timezone_for(user_text)})
     words = len(user_text.split())
     return _Decision(content=f"(local rule model) I received your message of {words} words.")
+
+
+# --- the call directive ---------------------------------------------------------------------
+
+_DIRECTIVE = re.compile(
+    r"^[ \t]*call[ \t]+([A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127})[ \t]*", re.MULTILINE
+)
+_JSON = json.JSONDecoder()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Directive:
+    """One ``call <tool> <json-args>`` line; ``problem`` says why its arguments are unusable."""
+
+    tool: str
+    arguments: dict[str, Any]
+    problem: str = ""
+
+
+def call_directives(text: str) -> list[Directive]:
+    """The ``call`` directives in a user message, in order (see the module doc)."""
+    found: list[Directive] = []
+    for match in _DIRECTIVE.finditer(text):
+        rest = text[match.end() :]
+        if rest[:1] in ("", "\n", "\r"):
+            found.append(Directive(tool=match.group(1), arguments={}))
+        elif rest[:1] in ("{", "["):
+            found.append(_with_arguments(match.group(1), rest))
+    return found
+
+
+def _with_arguments(tool: str, rest: str) -> Directive:
+    try:
+        value, _ = _JSON.raw_decode(rest)
+    except json.JSONDecodeError as exc:
+        return Directive(tool=tool, arguments={}, problem=f"invalid JSON ({exc.msg})")
+    if not isinstance(value, dict):
+        return Directive(tool=tool, arguments={}, problem="the arguments must be a JSON object")
+    return Directive(tool=tool, arguments=value)
+
+
+def _directed(turn: int, directives: list[Directive]) -> _Decision:
+    bad = next((d for d in directives if d.problem), None)
+    if bad is not None:
+        return _Decision(
+            content=f"(local rule model) I cannot run 'call {bad.tool}': {bad.problem}. "
+            'Write: call <tool> {"argument": "value"}'
+        )
+    return _Decision(
+        tool_calls=tuple(
+            ToolCall(call_id=f"call_{turn}_{index}", name=d.tool, arguments=d.arguments)
+            for index, d in enumerate(directives)
+        )
+    )
+
+
+def _directive_answer(answered: list[tuple[ToolCall | None, ChatMessage]]) -> str:
+    """The results themselves: one verbatim, several as ``<tool>: <result>`` lines."""
+    if len(answered) == 1:
+        return answered[0][1].content
+    return "\n".join(
+        f"{call.name if call is not None else (result.name or 'tool')}: {result.content}"
+        for call, result in answered
+    )
 
 
 def _last_user_text(messages: tuple[ChatMessage, ...]) -> str | None:

@@ -12,6 +12,7 @@ import json
 from datetime import datetime
 from typing import Any, NoReturn
 
+from agentstream.admission.cache import bypassed
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
@@ -226,7 +227,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             session_id=ids.session_id,
             request_allowed=tuple(batch.allowed_tools),
             idempotency_key=tool_step_id(ids.request_id, batch.turn, index),
-            bypass_cache=batch.metadata.get("cache") == "bypass",
+            bypass_cache=bypassed(batch.metadata),
         )
         timeout_s = self.deps.settings.timeouts.tool_call_s
         async with self._limit:

@@ -93,6 +93,14 @@ class KeyedTool(Protocol):
 
 
 @runtime_checkable
+class BreakerScoped(Protocol):
+    """An executor that says which circuit breaker guards a tool (an MCP server's, a Python
+    tool's own), or ``None`` for tools that have none (built-in)."""
+
+    def breaker_scope(self, name: str) -> str | None: ...
+
+
+@runtime_checkable
 class ToolExecutor(Protocol):
     """Runs tools by name; ``execute`` returns an error outcome instead of raising."""
 

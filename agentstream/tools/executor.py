@@ -7,8 +7,9 @@ The order of checks for one call, each outcome documented with its ``error_code`
    reaches the tool or its server; the tool stage turns that code into an ErrorEvent. Checked
    before the name is looked up, so a caller cannot probe which tools exist;
 2. an unknown name returns ``TOOL_NOT_FOUND`` (from the inner registry);
-3. read-only tools with a cache TTL > 0: a cached result for (tenant, tool, arguments) is
-   returned without calling the tool, unless the request asked for ``cache=bypass``;
+3. read-only tools configured cacheable (a cache TTL > 0: opt-in per tool, none by default): a
+   cached result for (tenant, tool, arguments) is returned without calling the tool, unless the
+   request asked for ``cache=bypass`` (request metadata; ``agentstream send --no-cache``);
 4. the inner executor validates the arguments against the tool's schema (``TOOL_INVALID_ARGUMENTS``
    before any call), runs it with its timeout and turns failures into outcomes; a successful
    read-only result is cached (a bypassing request refreshes the entry).
@@ -27,7 +28,13 @@ from agentstream.llm.base import ToolSpec
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.breaker import BreakerRegistry
 from agentstream.resilience.exceptions import CircuitOpenError
-from agentstream.tools.base import CallContext, ToolExecutor, ToolOutcome, ToolPolicy
+from agentstream.tools.base import (
+    BreakerScoped,
+    CallContext,
+    ToolExecutor,
+    ToolOutcome,
+    ToolPolicy,
+)
 from agentstream.tools.cache import ToolResultCache
 from agentstream.tools.health import ToolMetrics
 from agentstream.tools.mcp.toolset import McpToolset
@@ -37,7 +44,7 @@ from agentstream.tools.registry import ERROR_PREFIX
 log = get_logger(__name__)
 
 UNKNOWN_TOOL_METRIC = "(unknown)"
-DEFAULT_CACHE_TTL_S = 900
+DEFAULT_CACHE_TTL_S = 0  # opt-in: only tools with a TTL of their own are cached
 
 
 # Outcomes that count against a tool server's breaker (bad arguments or a tool's own error do not).
@@ -103,7 +110,8 @@ class PolicyExecutor:
         return self.inner.policy(name)
 
     def cache_ttl_s(self, name: str) -> int:
-        """Seconds a result of ``name`` is cached; 0 for tools that are not read-only."""
+        """Seconds a result of ``name`` is cached; 0 for tools that are not read-only, and for
+        read-only tools without a TTL of their own (unless ``tools.cache_ttl_s`` sets one)."""
         policy = self.inner.policy(name)
         if not policy.read_only:
             return 0
@@ -145,10 +153,11 @@ class PolicyExecutor:
     async def _guarded(
         self, name: str, arguments: dict[str, Any], *, timeout_s: float, call: CallContext | None
     ) -> ToolOutcome:
-        """Calls to an MCP server go through that server's circuit breaker (state shared by all
-        workers in Redis): a server that keeps failing or timing out is not called at all while
-        the breaker is open, and its calls fail fast as ``TOOL_UNAVAILABLE``."""
-        server = name.split(".", 1)[0] if "." in name and self.inner.has(name) else None
+        """Calls to an MCP server go through that server's circuit breaker, a Python tool's
+        through its own (state shared by all workers in Redis): a server or tool that keeps
+        failing or timing out is not called at all while the breaker is open, and its calls
+        fail fast as ``TOOL_UNAVAILABLE``."""
+        server = self._breaker_scope(name)
         if server is None or self.breakers is None:
             return await self.inner.execute(name, arguments, timeout_s=timeout_s, call=call)
         breaker = self.breakers.get(f"tools:{server}")
@@ -164,6 +173,13 @@ class PolicyExecutor:
         failed = outcome.error_code in _SERVER_FAILURES
         await breaker.record(permit, "failure" if failed else "success")
         return outcome
+
+    def _breaker_scope(self, name: str) -> str | None:
+        if not self.inner.has(name):
+            return None
+        if isinstance(self.inner, BreakerScoped):
+            return self.inner.breaker_scope(name)
+        return name.split(".", 1)[0] if "." in name else None
 
     # --- health ---------------------------------------------------------------------------------
 

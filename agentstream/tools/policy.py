@@ -7,6 +7,9 @@ MCP annotations are hints (the spec says not to trust them from untrusted server
 - ``destructiveHint`` (default true)  -> destructive, for side-effecting tools only
 - ``_meta["io.agentstream/accepts-idempotency-key"]: true`` -> the tool honours the key sent in
   the call's ``_meta["io.agentstream/idempotency-key"]``
+- ``_meta["io.agentstream/cache-ttl-s"]: N`` (a whole number >= 0) -> a read-only tool's results
+  may be cached N seconds (MCP has no caching annotation; ``_meta`` is where a server may say
+  so). Without it nothing is cached unless the operator configures a TTL.
 
 A server configured with ``"trust_annotations": false`` gets the safe default for every tool
 (side-effecting, not idempotent) unless an override says otherwise.
@@ -27,6 +30,7 @@ from agentstream.tools.base import ToolPolicy
 from agentstream.tools.settings import ToolOverride
 
 ACCEPTS_KEY_META = "io.agentstream/accepts-idempotency-key"
+CACHE_TTL_META = "io.agentstream/cache-ttl-s"
 _WILDCARDS = frozenset("*?[")
 
 
@@ -45,7 +49,15 @@ def policy_from_annotations(
         idempotent=idempotent,
         accepts_idempotency_key=accepts_key,
         destructive=destructive,
+        cache_ttl_s=_meta_ttl(meta) if read_only else None,
     )
+
+
+def _meta_ttl(meta: Mapping[str, Any] | None) -> int | None:
+    value = meta.get(CACHE_TTL_META) if meta else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None  # absent or unusable: the operator's setting decides
+    return value
 
 
 def _specificity(pattern: str) -> tuple[int, int]:

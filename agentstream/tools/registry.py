@@ -51,6 +51,7 @@ class _Entry:
     validator: Validator
     policy: ToolPolicy
     timeout_s: float | None
+    breaker: str | None
 
 
 class ToolRegistry:
@@ -71,22 +72,32 @@ class ToolRegistry:
         replace: bool = False,
         policy: ToolPolicy | None = None,
         timeout_s: float | None = None,
+        breaker: str | None = None,
     ) -> None:
         """Add ``tool``; a second tool with the same name raises unless ``replace`` is true.
 
-        ``policy`` defaults to one derived from ``tool.read_only``; configured overrides apply
-        on top, as they do to ``timeout_s`` (``None``: the caller's timeout).
+        ``policy`` defaults to the tool's own ``policy`` attribute if it has one, else to one
+        derived from ``tool.read_only``; configured overrides apply
+        on top, as they do to ``timeout_s`` (``None``: the caller's timeout). ``breaker`` names
+        the circuit breaker that guards the tool (default: the ``server`` of a dotted
+        ``server.tool`` name, none for names without a dot).
         """
         name = tool.spec.name
         if name in self._entries and not replace:
             raise DuplicateToolError(f"a tool named {name!r} is already registered")
         if policy is None:
-            policy = ToolPolicy(read_only=tool.read_only, idempotent=tool.read_only)
+            own = getattr(tool, "policy", None)  # Python and MCP tools carry theirs
+            policy = (
+                own
+                if isinstance(own, ToolPolicy)
+                else ToolPolicy(read_only=tool.read_only, idempotent=tool.read_only)
+            )
         self._entries[name] = _Entry(
             tool=tool,
             validator=_compile_schema(tool.spec),
             policy=self._overrides.apply(name, policy),
             timeout_s=self._overrides.timeout_for(name) or timeout_s,
+            breaker=breaker or (name.split(".", 1)[0] if "." in name else None),
         )
 
     def unregister(self, name: str) -> None:
@@ -113,6 +124,11 @@ class ToolRegistry:
         """The tool's effective policy; the all-false default for unknown tools."""
         entry = self._entries.get(name)
         return entry.policy if entry is not None else ToolPolicy()
+
+    def breaker_scope(self, name: str) -> str | None:
+        """The circuit breaker guarding ``name`` (see ``register``); None: unguarded or unknown."""
+        entry = self._entries.get(name)
+        return entry.breaker if entry is not None else None
 
     def timeout_for(self, name: str, default_s: float) -> float:
         entry = self._entries.get(name)

@@ -17,7 +17,11 @@ denies it: the global ``allow``/``deny``, then ``tenants[tenant]``, then
 ``tenants[tenant].users[user]``; the result is intersected with the request's ``allowed_tools``.
 
 ``overrides`` maps a tool name or glob to policy/timeout/cache settings; an exact name beats a
-glob, and a longer glob beats a shorter one, field by field.
+glob, and a longer glob beats a shorter one, field by field. Tool results are cached only for
+read-only tools configured cacheable (``cache_ttl_s`` > 0); by default nothing is cached.
+
+``python_modules`` names modules with ``@agentstream.tool`` functions (see
+:mod:`agentstream.tools.python`).
 
 This module imports nothing from the rest of the project (``config`` imports it).
 """
@@ -64,8 +68,15 @@ class ToolSettings(BaseModel):
     deny: list[str] = Field(default_factory=list)
     tenants: dict[str, TenantToolAccess] = Field(default_factory=dict)
     overrides: dict[str, ToolOverride] = Field(default_factory=dict)
-    # Result cache for read-only tools; 0 disables it. Per tool/server via overrides.
-    cache_ttl_s: int = Field(default=900, ge=0)
+    # Python tools (tools/python/loader.py): modules ("pkg.mod") or objects ("pkg.mod:name"),
+    # and whether installed packages' "agentstream.tools" entry points are loaded too.
+    python_modules: list[str] = Field(default_factory=list)
+    python_entry_points: bool = True
+    # Result cache: opt-in per tool. Only read-only tools with a TTL of their own are cached
+    # (overrides' cache_ttl_s, a server entry's cache_ttl_s, a Python tool's cache_ttl_s=, or
+    # the MCP tool's _meta "io.agentstream/cache-ttl-s"). This is the TTL of read-only tools
+    # that have none: 0 (the default) = not cached. Read-only is not the same as stable.
+    cache_ttl_s: int = Field(default=0, ge=0)
     max_concurrency_per_server: int = Field(default=8, ge=1)
     connect_timeout_s: float = Field(default=30.0, gt=0)
     reconnect_initial_s: float = Field(default=0.5, gt=0)

@@ -1,11 +1,12 @@
 """A project-owned MCP test server over streamable HTTP (run as a subprocess by the tests).
 
-Tools: ``add(a, b)`` (read-only), ``calculator(expression)`` (read-only, ``"<int> <op> <int>"``,
-so the local rule model can pick it), ``slow(seconds)`` (read-only, sleeps), ``fail()`` (always an
-error result), ``bump()`` (side effect: increments a counter; honours an idempotency key in
-``_meta``, and says so in its ``_meta``) and ``stats()``, which returns how many ``tools/call``
-requests reached this process per tool name, counted *before* the server validates arguments
-or looks the tool up, and the most ``slow`` calls that ran at once. ``stats`` does not count
+Tools: ``add(a, b)`` (read-only, cacheable for 120 s by its ``_meta``), ``calculator(expression)``
+(read-only, ``"<int> <op> <int>"``, so the local rule model can pick it), ``slow(seconds)``
+(read-only, sleeps), ``fail()`` (always an error result), ``bump()`` (side effect: increments a
+counter; honours an idempotency key in ``_meta``, and says so in its ``_meta``) and ``stats()``,
+which returns how many ``tools/call`` requests reached this process per tool name, counted
+*before* the server validates arguments or looks the tool up, and the most ``slow`` calls that
+ran at once. ``stats`` does not count
 itself, so a test can read the counter without changing it.
 
     python tests/mcp_servers/counter_server.py --port 8123     (or --stdio)
@@ -28,6 +29,8 @@ from mcp.types import ToolAnnotations
 
 IDEMPOTENCY_META_KEY = "io.agentstream/idempotency-key"
 ACCEPTS_KEY_META = "io.agentstream/accepts-idempotency-key"
+CACHE_TTL_META = "io.agentstream/cache-ttl-s"
+ADD_CACHE_TTL_S = 120
 STATS_TOOL = "stats"
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, destructive_hint=False)
@@ -52,7 +55,11 @@ def create_server() -> MCPServer:
 
     server.middleware.append(count_calls)
 
-    @server.tool(description="Add two integers.", annotations=READ_ONLY)
+    @server.tool(
+        description="Add two integers.",
+        annotations=READ_ONLY,
+        meta={CACHE_TTL_META: ADD_CACHE_TTL_S},
+    )
     def add(a: int, b: int) -> str:
         return str(a + b)
 

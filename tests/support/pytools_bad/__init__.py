@@ -1,0 +1,1 @@
+"""Broken Python tool modules for the loader's refusal tests."""

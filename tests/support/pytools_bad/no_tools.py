@@ -1,0 +1,5 @@
+"""A module with no tools in it."""
+
+
+def helper() -> str:
+    return "not a tool"
