@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import anthropic
-import httpx
 from pydantic import SecretStr
 
 from agentstream.exceptions import ConfigError
@@ -35,7 +34,7 @@ from agentstream.llm.exceptions import (
 from agentstream.llm.openai_compat import resolve_api_key
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
-from agentstream.llm.streaming import TokenSink
+from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
 from agentstream.llm.toolnames import ToolNameMap
 from agentstream.observability.logging import get_logger
 
@@ -149,11 +148,11 @@ class AnthropicLLM:
                     response = await events.get_final_message()
             except anthropic.APIError as exc:
                 raise self._error(exc) from exc
-            except httpx.TimeoutException as exc:
+            except STREAM_TIMEOUTS as exc:
                 raise LLMTimeoutError(
                     f"{self.provider}: stream stalled", provider=self.provider
                 ) from exc
-            except httpx.TransportError as exc:
+            except STREAM_BROKEN as exc:
                 raise LLMConnectionError(
                     f"{self.provider}: stream broken ({type(exc).__name__})",
                     provider=self.provider,

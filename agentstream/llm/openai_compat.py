@@ -23,7 +23,6 @@ import os
 import time
 from typing import Any, Literal
 
-import httpx
 import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from pydantic import SecretStr
@@ -39,7 +38,7 @@ from agentstream.llm.exceptions import (
 )
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
-from agentstream.llm.streaming import TokenSink
+from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
 from agentstream.llm.tokens import estimate_message_tokens, estimate_tokens
 from agentstream.llm.toolnames import ToolNameMap
 from agentstream.observability.logging import get_logger
@@ -155,11 +154,11 @@ class OpenAICompatLLM:
                             await out.write(choice.delta.content)
             except openai.APIError as exc:
                 raise self._error(exc) from exc
-            except httpx.TimeoutException as exc:
+            except STREAM_TIMEOUTS as exc:
                 raise LLMTimeoutError(
                     f"{self.provider}: stream stalled", provider=self.provider
                 ) from exc
-            except httpx.TransportError as exc:
+            except STREAM_BROKEN as exc:
                 raise LLMConnectionError(
                     f"{self.provider}: stream broken ({type(exc).__name__})",
                     provider=self.provider,

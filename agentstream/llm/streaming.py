@@ -15,8 +15,10 @@ streamed: one that cannot stream answers whole, as a single delta.
 
 from __future__ import annotations
 
+import importlib
 import re
 from contextlib import AbstractAsyncContextManager
+from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult
@@ -66,3 +68,22 @@ def words(text: str) -> list[str]:
     if consumed < len(text):
         pieces[-1] += text[consumed:]
     return pieces
+
+
+def _http_modules() -> list[ModuleType]:
+    """The HTTP client libraries the provider SDKs may read streams with (the current SDKs use
+    ``httpx2``, earlier ones ``httpx``)."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return found
+
+
+_HTTP = _http_modules()
+#: A read that stalled mid-stream (retriable, an ``LLMTimeoutError``).
+STREAM_TIMEOUTS: tuple[type[Exception], ...] = tuple(m.TimeoutException for m in _HTTP)
+#: A connection that broke mid-stream (retriable, an ``LLMConnectionError``).
+STREAM_BROKEN: tuple[type[Exception], ...] = tuple(m.TransportError for m in _HTTP)
