@@ -291,11 +291,15 @@ async def _tick() -> None:
 
 async def test_a_failed_attempt_stays_partial_and_the_next_gets_a_higher_number() -> None:
     stream, out = _turn_stream(StreamingSettings(flush_interval_ms=60_000, flush_tokens=2))
-    with pytest.raises(RuntimeError):
+
+    async def cut() -> None:
         async with stream.attempt() as attempt:
             for piece in ("a", "b", "c", "d", "e", "f"):
                 await attempt.write(piece)
             raise RuntimeError("cut")
+
+    with pytest.raises(RuntimeError):
+        await cut()
     async with stream.attempt() as attempt:
         await attempt.write("whole")
     first = [d for d in out.deltas if d.attempt == 1]
