@@ -82,10 +82,11 @@ async def test_status_and_top_frame_from_a_live_pipeline(settings_factory: Any) 
             settings.topics.requests,
             settings.topics.generation,
             settings.topics.tool_calls,
+            settings.topics.feedback,
         }
         assert set(status.lag_by_topic()) == stage_topics
         assert status.lag_by_topic() == dict.fromkeys(stage_topics, 0)
-        assert len(status.lag) == 3 * settings.topics.partitions
+        assert len(status.lag) == 4 * settings.topics.partitions
         assert {m.group for m in status.members} == {
             settings.consumer_group,
             f"{settings.consumer_group}.retry",
