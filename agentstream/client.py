@@ -281,13 +281,17 @@ class AgentClient:
         request_id = str(request["request_id"])
         queue = self._stream_reader.watch(request_id)
         future = self.expect(request_id)
+        finals: set[int] = set()  # turns whose final delta arrived
         try:
             await self.submit(request)
             while (delta := await _next_delta(queue, future, timeout)) is not None:
+                if delta.final:
+                    finals.add(delta.turn)
                 yield delta
             response = future.result()
-            if response.ok and "cached" not in response.metadata:
-                async for delta in _tail(queue, _last_turn(response), STREAM_TAIL_S):
+            last = _last_turn(response)
+            if response.ok and "cached" not in response.metadata and last not in finals:
+                async for delta in _tail(queue, last, STREAM_TAIL_S):
                     yield delta
             yield response
         finally:
