@@ -43,7 +43,7 @@ class StreamedText:
         if (delta.turn, delta.attempt) < (self.turn, self.attempt):
             return False
         restarted = (delta.turn, delta.attempt) != (self.turn, self.attempt)
-        shown = bool(self.pieces)
+        shown = bool(self.text)
         if restarted:
             self.turn, self.attempt, self.pieces, self.final = delta.turn, delta.attempt, [], False
         self.pieces.append(delta.text)

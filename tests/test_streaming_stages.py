@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from agentstream.client_stream import StreamedText
 from agentstream.config import Settings
-from agentstream.schemas.contracts import AgentRequest
+from agentstream.schemas.contracts import AgentRequest, StreamDelta
 from agentstream.testing import TestPipeline
 
 
@@ -65,3 +65,27 @@ async def test_a_redelivered_turn_streams_its_journaled_answer_as_a_new_attempt(
     for delta in deltas:
         text.add(delta)
     assert (text.attempt, text.final, text.text) == (2, True, response.content)
+
+
+def _delta(turn: int, attempt: int, sequence: int, text: str, final: bool = False) -> StreamDelta:
+    return StreamDelta(
+        request_id="r",
+        session_id="s",
+        tenant_id="t",
+        turn=turn,
+        attempt=attempt,
+        sequence=sequence,
+        text=text,
+        final=final,
+        time=datetime.now(UTC),
+    )
+
+
+def test_streamed_text_keeps_the_latest_attempt_of_the_latest_turn() -> None:
+    text = StreamedText()
+    assert not text.add(_delta(0, 1, 0, "", final=True))  # a tool turn without text
+    assert not text.add(_delta(1, 1, 0, "The ans"))  # nothing shown was dropped
+    assert text.add(_delta(1, 2, 0, "The answer"))  # a retry: drop "The ans"
+    assert not text.add(_delta(1, 1, 1, "wer is"))  # a late delta of the old attempt
+    assert not text.add(_delta(1, 2, 1, " is 5.", final=True))
+    assert (text.turn, text.attempt, text.final, text.text) == (1, 2, True, "The answer is 5.")

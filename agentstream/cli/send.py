@@ -45,6 +45,7 @@ def send(
 
     async def run() -> AgentResponse | None:
         topics = [settings.topics.requests, *([settings.topics.responses] if wait else [])]
+        topics += [settings.topics.stream] if stream else []
         await check_topics(settings, topics)
         async with AgentClient(settings) as client:
             if not wait:
@@ -88,12 +89,14 @@ async def print_stream(
     text = StreamedText()
     async for item in client.stream_request(request, timeout=wait_s):
         if isinstance(item, AgentResponse):
-            if text.pieces:
+            if text.text:
                 console.out("")  # end the streamed line
             return item
+        turn = text.turn
         if text.add(item):
             console.out("")
-            console.print("[dim](the model call was retried; its answer again:)[/dim]")
+            if item.turn == turn:
+                console.print("[dim](the model call was retried; its answer again:)[/dim]")
         console.out(item.text, end="", highlight=False)
         console.file.flush()
     return None
