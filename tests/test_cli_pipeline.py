@@ -62,4 +62,5 @@ async def test_send_stream_prints_the_answer_as_it_is_written(settings_factory: 
     assert lines[1].startswith("COMPLETED")
     assert tail.returncode == 0, tail.stderr
     deltas = [json.loads(line)["value"] for line in tail.stdout.strip().splitlines()]
-    assert {d["request_id"] for d in deltas} and all(d["attempt"] == 1 for d in deltas)
+    assert len({d["request_id"] for d in deltas}) == 1
+    assert all(d["attempt"] == 1 for d in deltas)
