@@ -98,6 +98,46 @@ async def test_openai_streams_each_delta_and_returns_the_whole_answer(
     assert body["stream_options"] == {"include_usage": True}
 
 
+async def test_openai_streamed_tool_call_fragments_are_assembled(server: FakeLLMServer) -> None:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> tuple[None, dict[str, Any]]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return None, {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [choice],
+        }
+
+    def fragment(index: int, **fields: Any) -> dict[str, Any]:
+        return {"tool_calls": [{"index": index, **fields}]}
+
+    events = [
+        chunk({"role": "assistant", "content": "Let me add. "}),
+        chunk(fragment(0, id="call_a", type="function", function={"name": "calcu"})),
+        chunk(fragment(0, function={"name": "lator", "arguments": '{"expression": '})),
+        chunk(fragment(1, id="call_b", type="function", function={"name": "calculator"})),
+        chunk(fragment(0, function={"arguments": '"2 + 3"}'})),
+        chunk(fragment(1, function={"arguments": '{"expression": "4 * 5"}'})),
+        chunk({}, "tool_calls"),
+        (None, "[DONE]"),
+    ]
+    server.push(Reply(events=events))
+    llm = _openai(server)
+    sink = RecordingSink()
+    try:
+        result = await llm.stream(_request("add 2 and 3", tools=(CALC,)), sink)
+    finally:
+        await llm.aclose()
+    assert sink.attempts == [["Let me add. "]]
+    assert result.content == "Let me add. "
+    assert result.finish_reason == "tool_calls"
+    assert [(c.call_id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call_a", "calculator", {"expression": "2 + 3"}),
+        ("call_b", "calculator", {"expression": "4 * 5"}),
+    ]
+
+
 async def test_openai_stream_without_usage_is_estimated(server: FakeLLMServer) -> None:
     server.push(Reply(events=openai_stream(PIECES, usage=False)))
     llm = _openai(server)
