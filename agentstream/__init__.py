@@ -6,6 +6,7 @@ The public API (everything else is internal and may change)::
     from agentstream import AgentRequest, AgentResponse, AgentState  # the typed contracts
     from agentstream import TestPipeline, FunctionModel            # test agents in memory
     from agentstream import tool                                   # a Python function as a tool
+    from agentstream import StreamDelta, StreamedText, Feedback    # streaming and feedback
 
 Names are imported on first use, so ``import agentstream`` stays cheap for the CLI.
 """
@@ -26,6 +27,9 @@ _EXPORTS = {
     "AgentState": "agentstream.schemas.contracts",
     "ErrorEvent": "agentstream.schemas.contracts",
     "MetricsEvent": "agentstream.schemas.contracts",
+    "StreamDelta": "agentstream.schemas.contracts",
+    "Feedback": "agentstream.schemas.contracts",
+    "StreamedText": "agentstream.client_stream",
     "AgentStreamError": "agentstream.exceptions",
     "TestPipeline": "agentstream.testing",
     "FunctionModel": "agentstream.testing",
@@ -39,9 +43,12 @@ __all__ = [
     "AgentState",
     "AgentStreamError",
     "ErrorEvent",
+    "Feedback",
     "FunctionModel",
     "MetricsEvent",
     "Settings",
+    "StreamDelta",
+    "StreamedText",
     "TestPipeline",
     "__version__",
     "new_request",
@@ -51,6 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from agentstream.client import AgentClient, new_request
+    from agentstream.client_stream import StreamedText
     from agentstream.config import Settings
     from agentstream.exceptions import AgentStreamError
     from agentstream.schemas.contracts import (
@@ -58,7 +66,9 @@ if TYPE_CHECKING:
         AgentResponse,
         AgentState,
         ErrorEvent,
+        Feedback,
         MetricsEvent,
+        StreamDelta,
     )
     from agentstream.testing import FunctionModel, TestPipeline, tool_call
     from agentstream.tools.python.function import tool

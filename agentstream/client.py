@@ -14,6 +14,11 @@ pass it explicitly.
     async with AgentClient(settings) as client:
         response = await client.ask("add 2 and 3", session_id="s1", user_id="u1", tenant_id="t1")
         print(response.content)
+
+Streaming (``stream``) yields the answer's ``StreamDelta`` records as the model writes them,
+then the ``AgentResponse``; :class:`~agentstream.client_stream.StreamedText` applies the
+attempt rule (a retried model call's text replaces the partial one). ``feedback`` rates a
+response (1 worst to 5 best) on the feedback topic.
 """
 
 from __future__ import annotations
@@ -22,20 +27,28 @@ import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agentstream.client_stream import StreamReader
 from agentstream.config import Settings
 from agentstream.observability.tracing import receive_span, send_span
 from agentstream.schemas.codec import AvroCodec, codec_from_settings
+from agentstream.schemas.contracts import Feedback, StreamDelta
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.idempotence import idempotence_kwargs
 from agentstream.streams.kafka_config import client_kwargs
 
 _SEEN_LIMIT = 100_000
+_RATED_LIMIT = 10_000
+#: How long ``stream`` waits, after the response, for the final delta of its last turn (the
+#: two topics are read by two consumers; the deltas were acknowledged before the response).
+STREAM_TAIL_S = 2.0
+THUMBS_DOWN, THUMBS_UP = 1, 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +91,7 @@ def new_request(
     metadata: Mapping[str, str] | None = None,
     deadline: datetime | None = None,
     previous_response_id: str | None = None,
+    stream: bool | None = None,
 ) -> dict[str, Any]:
     """An AgentRequest record (dict) with a fresh request_id unless one is given. Without
     ``previous_response_id`` the :class:`AgentClient` fills it in from the session's latest
@@ -95,6 +109,8 @@ def new_request(
     }
     if previous_response_id is not None:
         request["previous_response_id"] = previous_response_id
+    if stream is not None:
+        request["stream"] = stream
     return request
 
 
@@ -117,6 +133,9 @@ class AgentClient:
         self._latest: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._subscribers: list[asyncio.Queue[AgentResponse]] = []
         self._reader: asyncio.Task[None] | None = None
+        self._stream_reader = StreamReader(settings, self._codec)
+        # responses received, for feedback() by response id
+        self._received: OrderedDict[str, AgentResponse] = OrderedDict()
         self.duplicates_dropped = 0
         self.undecodable = 0
 
@@ -154,6 +173,7 @@ class AgentClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def stop(self) -> None:
+        await self._stream_reader.stop()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -224,6 +244,96 @@ class AgentClient:
         finally:
             self._waiters.pop(request_id, None)
 
+    async def stream(
+        self,
+        message: str,
+        *,
+        session_id: str,
+        user_id: str,
+        tenant_id: str,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the documented client API
+        **fields: Any,
+    ) -> AsyncIterator[StreamDelta | AgentResponse]:
+        """Submit a streaming request; yield its deltas as they arrive, then its response.
+
+        A delta whose (turn, attempt) is higher than the previous one's replaces the text so
+        far (see :class:`~agentstream.client_stream.StreamedText`). TimeoutError when nothing
+        arrives for ``timeout`` seconds."""
+        request = new_request(
+            message,
+            session_id=session_id,
+            user_id=user_id,
+            tenant_id=tenant_id,
+            stream=True,
+            **fields,
+        )
+        async for item in self.stream_request(request, timeout=timeout):
+            yield item
+
+    async def stream_request(
+        self,
+        request: Mapping[str, Any],
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> AsyncIterator[StreamDelta | AgentResponse]:
+        """:meth:`stream` for a request built with :func:`new_request` (``stream=True``)."""
+        await self._stream_reader.start()  # positioned before the request goes out
+        request_id = str(request["request_id"])
+        queue = self._stream_reader.watch(request_id)
+        future = self.expect(request_id)
+        finals: set[int] = set()  # turns whose final delta arrived
+        try:
+            await self.submit(request)
+            while (delta := await _next_delta(queue, future, timeout)) is not None:
+                if delta.final:
+                    finals.add(delta.turn)
+                yield delta
+            response = future.result()
+            last = _last_turn(response)
+            if response.ok and "cached" not in response.metadata and last not in finals:
+                async for delta in _tail(queue, last, STREAM_TAIL_S):
+                    yield delta
+            yield response
+        finally:
+            self._stream_reader.unwatch(request_id)
+            self._waiters.pop(request_id, None)
+
+    async def feedback(
+        self,
+        response: AgentResponse | str,
+        rating: int,
+        *,
+        comment: str | None = None,
+    ) -> None:
+        """Rate a response, 1 (worst) to 5 (best; :data:`THUMBS_UP`), with an optional
+        comment. ``response`` is the :class:`AgentResponse` or the id of one this client
+        received (its ids, agent and model go with the rating)."""
+        if self._producer is None:
+            raise RuntimeError("AgentClient.feedback() before start()")
+        if not THUMBS_DOWN <= rating <= THUMBS_UP:
+            raise ValueError(f"rating must be between {THUMBS_DOWN} and {THUMBS_UP}")
+        rated = self._received.get(response) if isinstance(response, str) else response
+        if rated is None:
+            raise ValueError("unknown response id: pass the AgentResponse to rate")
+        meta = rated.metadata
+        record = Feedback(
+            response_id=rated.response_id,
+            request_id=rated.request_id,
+            session_id=rated.session_id,
+            user_id=rated.user_id,
+            tenant_id=rated.tenant_id,
+            rating=rating,
+            comment=comment,
+            agent=meta.get("agent"),
+            model=meta.get("served_by") or meta.get("model"),
+            created_at=datetime.now(UTC),
+        )
+        await self._producer.send_and_wait(
+            self.settings.topics.feedback,
+            value=self._codec.encode_record(record),
+            key=rated.session_id.encode(),
+        )
+
     def expect(self, request_id: str) -> asyncio.Future[AgentResponse]:
         """A future for the response to ``request_id`` (register before submitting)."""
         future: asyncio.Future[AgentResponse] = asyncio.get_running_loop().create_future()
@@ -259,6 +369,7 @@ class AgentClient:
             self.duplicates_dropped += 1
             return
         _remember(self._seen, response.response_id, None)
+        _remember(self._received, response.response_id, response, limit=_RATED_LIMIT)
         session = self._sent.pop(response.request_id, None)
         if session is not None:
             _remember(self._latest, session, response.response_id)
@@ -277,9 +388,54 @@ class AgentClient:
             queue.put_nowait(response)
 
 
-def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+def _remember(
+    cache: OrderedDict[Any, Any], key: Any, value: Any, *, limit: int = _SEEN_LIMIT
+) -> None:
     """Store ``key`` as the newest entry of a bounded cache."""
     cache[key] = value
     cache.move_to_end(key)
-    if len(cache) > _SEEN_LIMIT:
+    if len(cache) > limit:
         cache.popitem(last=False)
+
+
+def _last_turn(response: AgentResponse) -> int:
+    """The model turn that wrote the response: one after its last tool calls' turn."""
+    return max((int(c["turn"]) for c in response.tool_calls), default=-1) + 1
+
+
+async def _next_delta(
+    queue: asyncio.Queue[StreamDelta], response: asyncio.Future[AgentResponse], wait_s: float
+) -> StreamDelta | None:
+    """The next delta, or None when the response arrived first (TimeoutError after wait_s)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getter = asyncio.ensure_future(queue.get())
+    waiting: set[asyncio.Future[Any]] = {getter, response}
+    try:
+        done, _ = await asyncio.wait(waiting, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+            with suppress(asyncio.CancelledError):
+                await getter
+    if getter in done:
+        return getter.result()
+    if response.done():
+        return None
+    raise TimeoutError
+
+
+async def _tail(
+    queue: asyncio.Queue[StreamDelta], turn: int, wait_s: float
+) -> AsyncIterator[StreamDelta]:
+    """Deltas still in flight after the response, up to the final one of ``turn``."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait_s
+    while True:
+        try:
+            delta = await asyncio.wait_for(queue.get(), max(0.0, until - loop.time()))
+        except TimeoutError:
+            return
+        yield delta
+        if delta.final and delta.turn >= turn:
+            return

@@ -42,6 +42,9 @@ class TopicSettings(BaseModel):
     responses: str = "agent.responses"
     errors: str = "agent.errors"
     metrics: str = "agent.metrics"
+    # Answers as they are written (StreamDelta, keyed by session) and user ratings (Feedback).
+    stream: str = "agent.stream"
+    feedback: str = "agent.feedback"
     dlq_suffix: str = ".dlq"
     # Non-blocking retry tiers of the stages that have them (streams/topology.py):
     # <topic>.retry.<N>s, then the DLQ. Which topics the pipeline uses: topology.pipeline_topics.
@@ -313,6 +316,21 @@ class DegradationSettings(BaseModel):
     """Answer only from the response cache; a miss gets a SERVICE_DEGRADED response."""
 
 
+class StreamingSettings(BaseModel):
+    """Token streaming to ``topics.stream`` (processors/streaming.py).
+
+    ``default`` applies to requests that do not say (``AgentRequest.stream`` null); it is the
+    default agent's setting until agents carry their own. Deltas of one model call are
+    coalesced: a record goes out when ``flush_interval_ms`` passed since the first text it
+    holds, or when it holds ``flush_tokens`` provider deltas (about one token each), whichever
+    comes first; the first text of an attempt goes out at once (time to first delta).
+    """
+
+    default: bool = False
+    flush_interval_ms: float = Field(default=50.0, gt=0)
+    flush_tokens: int = Field(default=64, ge=1)
+
+
 class StartupSettings(BaseModel):
     """Checks a worker runs before it joins the consumer group (streams/preflight.py).
 
@@ -382,6 +400,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     tools: ToolSettings = ToolSettings()
     startup: StartupSettings = StartupSettings()
+    streaming: StreamingSettings = StreamingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -40,9 +40,17 @@ from agentstream.config import Settings
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.local import LocalRuleModel
 from agentstream.processors.base import Inbound, Outbound, StageDeps
+from agentstream.processors.streaming import StreamOutput
 from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.codec import AvroCodec
-from agentstream.schemas.contracts import AgentRequest, AgentResponse, ErrorEvent, MetricsEvent
+from agentstream.schemas.contracts import (
+    AgentRequest,
+    AgentResponse,
+    ErrorEvent,
+    MetricsEvent,
+    StreamDelta,
+)
+from agentstream.state.attempts import MemoryAttempts
 from agentstream.state.memory import MemorySessionStore
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.policy import FailurePolicy
@@ -123,6 +131,12 @@ class TestPipeline:
             llm=self.llm,
             tools=self.tools,
             sessions=self.sessions,
+            stream=StreamOutput(
+                topic=self.settings.topics.stream,
+                send=self._enqueue,
+                attempts=MemoryAttempts(),
+                settings=self.settings.streaming,
+            ),
         )
         self._runners = self._build_runners()
         self._retry_topics = set(retry_topics(self.settings))
@@ -248,6 +262,10 @@ class TestPipeline:
         suffix = self.settings.topics.dlq_suffix
         return [r for topic, rs in self.published.items() if topic.endswith(suffix) for r in rs]
 
+    def stream_deltas(self) -> list[StreamDelta]:
+        """Every delta streamed so far (requests with ``stream=True``), in order."""
+        return self._decoded(self.settings.topics.stream, StreamDelta)
+
     def _decoded(self, topic: str, contract: Any) -> list[Any]:
         return [self.codec.decode_record(contract, r.value) for r in self.published[topic]]
 
@@ -256,6 +274,12 @@ class TestPipeline:
     async def _publish(self, records: list[Outbound]) -> None:
         for record in records:
             self._dispatch(record)
+
+    async def _enqueue(self, record: Outbound) -> asyncio.Future[None]:
+        self._dispatch(record)
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
     def _dispatch(self, record: Outbound) -> None:
         topic = record.topic

@@ -48,7 +48,16 @@ from tests.support.redis import RedisClient, connect
 __all__ = ["kafka_bootstrap", "kafka_cluster", "kafka_kind", "kafka_replication_factor"]
 
 REDIS_IMAGE = "redis:7-alpine"
-_TOPIC_NAME_FIELDS = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
+_TOPIC_NAME_FIELDS = (
+    "requests",
+    "generation",
+    "tool_calls",
+    "responses",
+    "errors",
+    "metrics",
+    "stream",
+    "feedback",
+)
 
 SettingsFactory = Callable[..., Settings]
 

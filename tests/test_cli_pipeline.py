@@ -46,3 +46,21 @@ async def test_send_wait_and_tail(settings_factory: Any) -> None:
     assert record["key"] == "cli"
     assert record["value"]["content"] == "The answer is 5."
     assert record["value"]["state"] == "COMPLETED"
+
+
+async def test_send_stream_prints_the_answer_as_it_is_written(settings_factory: Any) -> None:
+    settings: Settings = settings_factory(kafka=FAST_KAFKA, llm={"local_latency_s": 0.3})
+    await ensure_topics(settings)
+    async with PipelineWorker(settings):
+        sent = await run_cli(settings, "send", "add 2 and 3", "--session", "cli-s", "--stream")
+        tail = await run_cli(
+            settings, "tail", settings.topics.stream, "--from-beginning", "--max", "3"
+        )
+    assert sent.returncode == 0, sent.stderr
+    lines = sent.stdout.splitlines()
+    assert lines[0] == "The answer is 5."  # the streamed text, then the state line
+    assert lines[1].startswith("COMPLETED")
+    assert tail.returncode == 0, tail.stderr
+    deltas = [json.loads(line)["value"] for line in tail.stdout.strip().splitlines()]
+    assert len({d["request_id"] for d in deltas}) == 1
+    assert all(d["attempt"] == 1 for d in deltas)

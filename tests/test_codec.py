@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "created_at": NOW,
         "deadline": NOW + timedelta(seconds=30),
         "previous_response_id": "3f0c3a54-6a55-5b0e-9d0e-2f4a0e5b7c11",
+        "stream": True,
     },
     "GenerationTurn": {
         **_identity(),
@@ -88,6 +89,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "progress": _progress(),
         "deadline": None,
         "message": None,
+        "stream": False,
     },
     "ToolCallBatch": {
         **_identity(),
@@ -99,6 +101,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         ],
         "progress": _progress(),
         "deadline": NOW + timedelta(minutes=1),
+        "stream": True,
     },
     "AgentResponse": {
         "response_id": "resp-1",
@@ -155,6 +158,28 @@ SAMPLES: dict[str, dict[str, Any]] = {
             }
         ],
         "model": "local-rules",
+        "feedback_rating": None,
+        "feedback_comment_chars": None,
+    },
+    "StreamDelta": {
+        "request_id": "req-7f3a",
+        "session_id": "sess-19",
+        "tenant_id": "acme",
+        "turn": 1,
+        "attempt": 2,
+        "sequence": 0,
+        "text": "17 * 23 = ",
+        "final": False,
+        "time": NOW,
+    },
+    "Feedback": {
+        "response_id": "resp-1",
+        **_identity(),
+        "rating": 5,
+        "comment": "spot on ✓",
+        "agent": None,
+        "model": "local-rules",
+        "created_at": NOW,
     },
 }
 
@@ -166,7 +191,7 @@ def codec() -> AvroCodec:
 
 def test_samples_cover_every_contract() -> None:
     assert set(SAMPLES) == set(SCHEMA_NAMES)
-    assert len(SCHEMA_NAMES) == 6
+    assert len(SCHEMA_NAMES) == 8
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -185,8 +210,11 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
 
 def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
-    # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids")
-    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [8, 9, 3, 7, 5, 6]
+    # GenerationTurn 2 -> 9: message; AgentRequest -> 10, GenerationTurn -> 11,
+    # ToolCallBatch -> 12: stream; MetricsEvent -> 13: feedback_*; StreamDelta 14, Feedback 15
+    # (docs/contract.md, "Schema ids")
+    ids = [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES]
+    assert ids == [10, 11, 12, 7, 5, 13, 14, 15]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:
@@ -247,13 +275,13 @@ def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
 def test_truncated_payload(codec: AvroCodec, cut: int) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     reason = _reason(codec, data[:cut])
-    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 8)" in reason
+    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 10)" in reason
 
 
 def test_trailing_garbage(codec: AvroCodec) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     assert _reason(codec, data + b"junk") == (
-        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 8)"
+        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 10)"
     )
 
 

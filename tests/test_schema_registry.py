@@ -44,6 +44,7 @@ REQUEST = {
     "created_at": NOW,
     "deadline": None,
     "previous_response_id": None,
+    "stream": None,
 }
 
 
@@ -144,6 +145,8 @@ TOPIC_SUBJECTS = {
     "agent.responses-value": "io.agentstream.AgentResponse",
     "agent.errors-value": "io.agentstream.ErrorEvent",
     "agent.metrics-value": "io.agentstream.MetricsEvent",
+    "agent.stream-value": "io.agentstream.StreamDelta",
+    "agent.feedback-value": "io.agentstream.Feedback",
 }
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentstream.cli.runtime import console, err_console, load_cli_settings
 
 if TYPE_CHECKING:
-    from agentstream.client import AgentResponse
+    from agentstream.client import AgentClient, AgentResponse
 
 
 def send(
@@ -23,6 +23,9 @@ def send(
         list[str] | None, typer.Option("--tool", help="Allow only this tool (repeatable).")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the answer.")] = False,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the answer as it is written (implies --wait).")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
     no_cache: Annotated[
         bool,
@@ -46,15 +49,20 @@ def send(
         tenant_id=tenant,
         allowed_tools=tool or (),
         metadata={CACHE_METADATA_KEY: BYPASS} if no_cache else None,
+        stream=True if stream else None,
     )
+    wait = wait or stream
 
     async def run() -> AgentResponse | None:
         topics = [settings.topics.requests, *([settings.topics.responses] if wait else [])]
+        topics += [settings.topics.stream] if stream else []
         await check_topics(settings, topics)
         async with AgentClient(settings) as client:
             if not wait:
                 await client.submit(request)
                 return None
+            if stream:
+                return await print_stream(client, request, timeout)
             return await client.request(request, timeout=timeout)
 
     try:
@@ -68,7 +76,8 @@ def send(
         console.print(f"sent request {request['request_id']} (session {request['session_id']})")
         return
     style = "green" if response.ok else "red"
-    console.print(f"[{style}]{response.state}[/{style}] {response.content}")
+    shown = "" if stream and response.ok else f" {response.content}"
+    console.print(f"[{style}]{response.state}[/{style}]{shown}")
     if response.error_code:
         console.print(f"error code: {response.error_code}")
     tools = ", ".join(c["name"] for c in response.tool_calls) or "none"
@@ -78,3 +87,26 @@ def send(
     )
     if not response.ok:
         raise typer.Exit(1)
+
+
+async def print_stream(
+    client: AgentClient, request: dict[str, Any], wait_s: float
+) -> AgentResponse | None:
+    """Print the deltas as they arrive; a retried model call starts the text over."""
+    from agentstream.client import AgentResponse
+    from agentstream.client_stream import StreamedText
+
+    text = StreamedText()
+    async for item in client.stream_request(request, timeout=wait_s):
+        if isinstance(item, AgentResponse):
+            if text.text:
+                console.out("")  # end the streamed line
+            return item
+        turn = text.turn
+        if text.add(item):
+            console.out("")
+            if item.turn == turn:
+                console.print("[dim](the model call was retried; its answer again:)[/dim]")
+        console.out(item.text, end="", highlight=False)
+        console.file.flush()
+    return None

@@ -192,7 +192,10 @@ def render(frame: Frame) -> RenderableType:
     breakers = _pairs("Circuit breakers", frame.breakers)
     lag = _pairs("Consumer lag", frame.lag)
     flight = _pairs("In flight", frame.in_flight)
-    return Group(head, latency, codes, breakers, lag, flight)
+    parts: list[RenderableType] = [head, latency, codes, breakers, lag, flight]
+    if frame.ratings:
+        parts.append(_pairs("Feedback (rating: count)", frame.ratings))
+    return Group(*parts)
 
 
 def _pairs(title: str, values: dict[str, Any]) -> RenderableType:

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from agentstream.streams.app import PipelineWorker
 
 STOP_MARGIN_S = 15.0
-STAGES = ("validation", "generation", "tools", "retry")  # streams.topology.WORKER_STAGES
+# streams.topology.WORKER_STAGES
+STAGES = ("validation", "generation", "tools", "feedback", "retry")
 
 
 async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound_s: float) -> None:

@@ -7,6 +7,10 @@ of an assistant turn in the next user turn). Empty text blocks are dropped (the 
 ``stop_reason: refusal`` raises :class:`LLMContentPolicyError`. Usage counts cache reads and
 writes as input tokens. SDK retries are off; nothing here logs contents or the key, and the SDK's
 DEBUG "Request options" records (they hold the prompt) are filtered out at import.
+
+``stream`` uses the SDK's ``messages.stream`` helper: text deltas go to the sink as they arrive
+and the helper's final message goes through the same mapping as a whole answer. A connection
+that drops mid-stream is an ``LLMConnectionError``, a stalled read an ``LLMTimeoutError``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from agentstream.llm.exceptions import (
 from agentstream.llm.openai_compat import resolve_api_key
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
+from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
 from agentstream.llm.toolnames import ToolNameMap
 from agentstream.observability.logging import get_logger
 
@@ -91,8 +96,7 @@ class AnthropicLLM:
     def name(self) -> str:
         return self._name
 
-    async def complete(self, request: LLMRequest) -> LLMResult:
-        names = ToolNameMap.for_request(request)
+    def _params(self, request: LLMRequest, names: ToolNameMap) -> dict[str, Any]:
         system, messages = _conversation(request.messages, names)
         params: dict[str, Any] = {
             "model": self.model,
@@ -112,6 +116,11 @@ class AnthropicLLM:
             ]
         if self.temperature is not None:
             params["temperature"] = self.temperature
+        return params
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        names = ToolNameMap.for_request(request)
+        params = self._params(request, names)
         started = time.monotonic()
         try:
             response = await self._client.messages.create(**params)
@@ -122,6 +131,41 @@ class AnthropicLLM:
                 f"{self.provider}: response body is not valid JSON", provider=self.provider
             ) from exc
         result = self._result(response, names)
+        self._log_call(result, started)
+        return result
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        """The answer streamed to ``sink`` as the server writes it (one attempt)."""
+        names = ToolNameMap.for_request(request)
+        params = self._params(request, names)
+        started = time.monotonic()
+        async with sink.attempt() as out:
+            try:
+                async with self._client.messages.stream(**params) as events:
+                    async for text in events.text_stream:
+                        if text:
+                            await out.write(text)
+                    response = await events.get_final_message()
+            except anthropic.APIError as exc:
+                raise self._error(exc) from exc
+            except STREAM_TIMEOUTS as exc:
+                raise LLMTimeoutError(
+                    f"{self.provider}: stream stalled", provider=self.provider
+                ) from exc
+            except STREAM_BROKEN as exc:
+                raise LLMConnectionError(
+                    f"{self.provider}: stream broken ({type(exc).__name__})",
+                    provider=self.provider,
+                ) from exc
+            except ValueError as exc:  # an event that is not JSON
+                raise LLMInvalidResponseError(
+                    f"{self.provider}: stream event is not valid JSON", provider=self.provider
+                ) from exc
+            result = self._result(response, names)
+        self._log_call(result, started)
+        return result
+
+    def _log_call(self, result: LLMResult, started: float) -> None:
         log.debug(
             "llm call",
             provider=self.provider,
@@ -130,7 +174,6 @@ class AnthropicLLM:
             completion_tokens=result.usage.completion_tokens,
             latency_ms=round((time.monotonic() - started) * 1000, 1),
         )
-        return result
 
     async def health_check(self) -> bool:
         try:

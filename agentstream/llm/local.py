@@ -24,7 +24,8 @@ answers with them: one call's result verbatim, several as ``<tool>: <result>`` l
 starts with ``call <name>`` followed by other text is not a directive; one followed by invalid
 JSON gets a short reply saying so, and no call.
 
-Optional latency and seeded random failure injection simulate a real provider.
+Optional latency and seeded random failure injection simulate a real provider. Streamed
+(``stream``), the answer is written word by word with the latency spread evenly between words.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 from agentstream.exceptions import ConfigError
 from agentstream.llm.base import ChatMessage, LLMRequest, LLMResult, ToolCall, ToolSpec, Usage
 from agentstream.llm.exceptions import LLMUnavailableError
+from agentstream.llm.streaming import TokenSink, words
 from agentstream.llm.tokens import estimate_message_tokens
 
 MODEL_NAME = "local-rules"
@@ -78,6 +80,24 @@ class LocalRuleModel:
         self.calls += 1
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
+        return self._respond(request)
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        """The same answer as :meth:`complete`, written word by word over ``latency_s``."""
+        self.calls += 1
+        async with sink.attempt() as out:
+            result = self._respond(request)
+            pieces = words(result.content)
+            pause = self.latency_s / max(1, len(pieces))
+            if not pieces and pause > 0:
+                await asyncio.sleep(pause)
+            for piece in pieces:
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                await out.write(piece)
+        return result
+
+    def _respond(self, request: LLMRequest) -> LLMResult:
         if self.failure_rate > 0 and self._random.random() < self.failure_rate:
             raise LLMUnavailableError("local rule model: injected random failure")
         decision = _decide(request)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from agentstream.exceptions import ConfigError
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult
+from agentstream.llm.streaming import TokenSink, stream_or_complete
 from agentstream.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -73,6 +74,9 @@ class ModelRouter:
 
     async def complete(self, request: LLMRequest) -> LLMResult:
         return await self.select(metadata=request.metadata).complete(request)
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        return await stream_or_complete(self.select(metadata=request.metadata), request, sink)
 
     async def health_check(self) -> bool:
         return await self.routes[self.default].health_check()

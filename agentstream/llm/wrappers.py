@@ -12,6 +12,10 @@ errors (bad request, auth, context too long, content policy, malformed answer) a
 request deadline are raised at once (context too long is the generation stage's
 simplified-context strategy, a malformed answer its repair turn).
 
+Every wrapper also streams (``stream(request, sink)``, llm/streaming.py) through its inner
+client with the same rules: each provider call is one attempt of the sink, so a retry or a
+fallback streams as a further attempt whose text replaces the partial one.
+
 A result served by any entry but the first is a :class:`RoutedResult` with ``degraded=True``;
 use :func:`route_of` to read the route information from any ``LLMResult``.
 """
@@ -20,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agentstream.exceptions import AgentStreamError, ConfigError
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult
 from agentstream.llm.exceptions import LLMTimeoutError
+from agentstream.llm.streaming import TokenSink, stream_or_complete
 from agentstream.observability.logging import get_logger
 from agentstream.resilience.breaker import CircuitBreaker
 from agentstream.resilience.exceptions import CircuitOpenError, DeadlineExceededError
@@ -66,6 +71,9 @@ class WrapperLLM:
     async def complete(self, request: LLMRequest) -> LLMResult:
         return await self.inner.complete(request)
 
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        return await stream_or_complete(self.inner, request, sink)
+
     async def health_check(self) -> bool:
         return await self.inner.health_check()
 
@@ -83,9 +91,15 @@ class TimeoutLLM(WrapperLLM):
         self.timeout_s = timeout_s
 
     async def complete(self, request: LLMRequest) -> LLMResult:
+        return await self._timed(self.inner.complete(request))
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        return await self._timed(stream_or_complete(self.inner, request, sink))
+
+    async def _timed(self, call: Awaitable[LLMResult]) -> LLMResult:
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self.inner.complete(request)
+                return await call
         except TimeoutError as exc:
             raise LLMTimeoutError(
                 f"{self.inner.name}: no answer within {self.timeout_s:g}s"
@@ -105,9 +119,15 @@ class RetryingLLM(WrapperLLM):
         self._rng = rng
 
     async def complete(self, request: LLMRequest) -> LLMResult:
+        return await self._retried(lambda: self.inner.complete(request))
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        return await self._retried(lambda: stream_or_complete(self.inner, request, sink))
+
+    async def _retried(self, call: Callable[[], Awaitable[LLMResult]]) -> LLMResult:
         name = self.inner.name
         return await retry_call(
-            lambda: self.inner.complete(request),
+            call,
             self.policy,
             timeout_error=lambda s: LLMTimeoutError(f"{name}: no answer within {s:.3g}s"),
             operation=f"llm {name}",
@@ -124,6 +144,9 @@ class CircuitBreakerLLM(WrapperLLM):
 
     async def complete(self, request: LLMRequest) -> LLMResult:
         return await self.breaker.call(lambda: self.inner.complete(request))
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        return await self.breaker.call(lambda: stream_or_complete(self.inner, request, sink))
 
 
 def falls_through(exc: AgentStreamError) -> bool:
@@ -157,6 +180,12 @@ class FallbackLLM:
         return self.route
 
     async def complete(self, request: LLMRequest) -> LLMResult:
+        return await self._serve(lambda client: client.complete(request))
+
+    async def stream(self, request: LLMRequest, sink: TokenSink) -> LLMResult:
+        return await self._serve(lambda client: stream_or_complete(client, request, sink))
+
+    async def _serve(self, call: Callable[[LLMClient], Awaitable[LLMResult]]) -> LLMResult:
         skipped: list[str] = []
         last = len(self.chain) - 1
         first = 1 if self.force_fallback and last > 0 else 0
@@ -164,7 +193,7 @@ class FallbackLLM:
             skipped.append(f"{self.chain[0].name}: FORCED_FALLBACK")
         for index, client in enumerate(self.chain[first:], start=first):
             try:
-                result = await client.complete(request)
+                result = await call(client)
             except AgentStreamError as exc:
                 if index == last or not self._falls_through(exc):
                     raise

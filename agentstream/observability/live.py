@@ -3,6 +3,9 @@ records of ``agent.metrics``) turned into one :class:`Frame`: throughput, p50/p9
 stage and end to end, outcomes and error codes, tokens and cost; plus what the caller read from
 the workers, Redis and the broker (breaker states, lag, in-flight events).
 
+Feedback (``MetricsEvent`` records with outcome ``FEEDBACK``, processors/feedback.py) is not a
+request: it is counted by rating, apart from the requests.
+
 Nothing here renders or does I/O, so it is tested on its own against a live pipeline's records.
 """
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 
 from agentstream.schemas.contracts import MetricsEvent
 
+FEEDBACK = "FEEDBACK"
 TOTAL = "total"
 """The latency row of whole requests (queueing between stages included)."""
 
@@ -43,6 +47,8 @@ class Frame:
     lag: dict[str, int] = field(default_factory=dict)
     """Stage topic -> records not yet committed by the group."""
     in_flight: dict[str, int] = field(default_factory=dict)
+    ratings: dict[str, int] = field(default_factory=dict)
+    """Feedback in the window: rating (``"1"``..``"5"``) -> count."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -75,7 +81,8 @@ class LiveWindow:
         in_flight: Mapping[str, int] | None = None,
     ) -> Frame:
         self._expire(now)
-        events = [e for _, e in self._events]
+        events = [e for _, e in self._events if e.outcome != FEEDBACK]
+        ratings = Counter(str(e.feedback_rating) for _, e in self._events if e.outcome == FEEDBACK)
         return Frame(
             window_s=self.window_s,
             requests=len(events),
@@ -88,6 +95,7 @@ class LiveWindow:
             breakers=dict(breakers or {}),
             lag=dict(lag or {}),
             in_flight=dict(in_flight or {}),
+            ratings=dict(ratings),
         )
 
     def _expire(self, now: float) -> None:

@@ -64,3 +64,22 @@ def serve(port: int, addr: str = "0.0.0.0") -> MetricsServer:
     from agentstream.observability.http import MetricsServer
 
     return MetricsServer(port, addr).start()
+
+
+# --- user feedback (processors/feedback.py); agent and model labels are bounded ---------------
+FEEDBACK = Counter(
+    "agentstream_feedback",
+    "Ratings users gave responses, by agent, model and rating (1 worst to 5 best).",
+    ["agent", "model", "rating"],
+)
+FEEDBACK_COMMENT_CHARS = Histogram(
+    "agentstream_feedback_comment_chars",
+    "Length of feedback comments in characters (0 without one); the text is never recorded.",
+    ["agent", "model"],
+    buckets=(0, 10, 50, 100, 250, 500, 1000, 4000),
+)
+FEEDBACK_REJECTED = Counter(
+    "agentstream_feedback_rejected",
+    "Feedback records dropped, by reason (rating out of range).",
+    ["reason"],
+)

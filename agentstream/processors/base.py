@@ -18,6 +18,7 @@ from agentstream.tools.base import ToolExecutor
 
 if TYPE_CHECKING:
     from agentstream.admission import Admission
+    from agentstream.processors.streaming import StreamOutput
 
 __all__ = [
     "Handler",
@@ -55,6 +56,7 @@ class StageDeps:
     sessions: SessionStore
     admission: Admission | None = None  # rate limits, budgets, response cache
     load: LoadMonitor | None = None  # load shedding (RESOURCE_EXHAUSTED)
+    stream: StreamOutput | None = None  # token streaming to agent.stream (None: never streams)
 
 
 def utcnow() -> datetime:

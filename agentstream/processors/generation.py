@@ -50,6 +50,7 @@ from agentstream.processors.outcomes import (
 from agentstream.processors.progress import call_result, failed_tools, next_turn
 from agentstream.processors.signals import RetryLater
 from agentstream.processors.stage import Stage
+from agentstream.processors.streaming import TurnStream, call_model
 from agentstream.resilience.deadline import deadline_scope
 from agentstream.resilience.exceptions import AttemptTimeoutError, DeadlineExceededError
 from agentstream.schemas.contracts import (
@@ -285,6 +286,7 @@ class GenerationStage(Stage[GenerationTurn]):
             ],
             progress=turn.progress,
             deadline=turn.deadline,
+            stream=turn.stream,
         )
         topic = self.deps.settings.topics.tool_calls
         return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(batch))
@@ -366,7 +368,11 @@ class GenerationStage(Stage[GenerationTurn]):
         one left in flight by a crashed worker runs again (a model call has no side effects)."""
         if state.status == "done" and state.result is not None:
             log.info("llm step replayed from journal", turn=turn.turn)
-            return _Answer(result=LLMResult.from_json(state.result), fresh=False)
+            replayed = LLMResult.from_json(state.result)
+            sink = self._sink(turn)
+            if sink is not None:  # a consumer may have seen only a partial attempt
+                await sink.replay(replayed.content)
+            return _Answer(result=replayed, fresh=False)
         if state.status == "in_flight":
             log.info("llm step left in flight by another attempt; running again", turn=turn.turn)
         async with admitted_llm_call(
@@ -447,13 +453,19 @@ class GenerationStage(Stage[GenerationTurn]):
                 chat_span(llm.name, **{"agentstream.request_id": turn.request_id}) as span,
             ):
                 async with asyncio.timeout(timeout_s):
-                    result = await llm.complete(request)
+                    result = await call_model(llm, request, self._sink(turn))
                 span.set_attribute("gen_ai.response.model", result.model or llm.name)
                 span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
                 return result
         except TimeoutError as exc:
             raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
+
+    def _sink(self, turn: GenerationTurn) -> TurnStream | None:
+        """Where this turn's text streams to, if the request streams."""
+        if not turn.stream or self.deps.stream is None:
+            return None
+        return TurnStream(self.deps.stream, self.deps.codec, RequestIds.of(turn), turn.turn)
 
     async def _set_state(self, ids: RequestIds, state: AgentState) -> None:
         def change(ctx: AgentContext | None) -> AgentContext | None:

@@ -103,6 +103,9 @@ class ValidationStage(Stage[AgentRequest]):
             progress=progress,
             deadline=request.deadline,
             message=valid.message,
+            stream=self.deps.settings.streaming.default
+            if request.stream is None
+            else request.stream,
         )
         topic = self.deps.settings.topics.generation
         value = self.deps.codec.encode_record(turn)

@@ -160,6 +160,8 @@ TOPIC_OF: Mapping[str, str] = {
     "AgentResponse": "responses",
     "ErrorEvent": "errors",
     "MetricsEvent": "metrics",
+    "StreamDelta": "stream",
+    "Feedback": "feedback",
 }
 
 

@@ -28,10 +28,12 @@ __all__ = [
     "AgentState",
     "Contract",
     "ErrorEvent",
+    "Feedback",
     "GenerationTurn",
     "MetricsEvent",
     "RequestProgress",
     "StageInput",
+    "StreamDelta",
     "ToolCall",
     "ToolCallBatch",
     "ToolCallSummary",
@@ -136,6 +138,8 @@ class _Turn(_OfRequest, frozen=True, kw_only=True):
     metadata: dict[str, str]
     progress: RequestProgress
     deadline: datetime | None = None
+    stream: bool = False
+    """The request streams its answer to ``agent.stream`` (decided at validation)."""
 
 
 class AgentRequest(_OfRequest, frozen=True, kw_only=True):
@@ -149,6 +153,8 @@ class AgentRequest(_OfRequest, frozen=True, kw_only=True):
     previous_response_id: str | None = None
     """The response this request follows in its session; when the session no longer holds
     it (history lost) the request is answered ``CONTEXT_LOST`` instead of running without it."""
+    stream: bool | None = None
+    """Stream the answer to ``agent.stream``; None follows the ``streaming.default`` setting."""
 
 
 class GenerationTurn(_Turn, frozen=True, kw_only=True):
@@ -221,13 +227,55 @@ class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     time: datetime
     tool_details: list[ToolCallSummary] = msgspec.field(default_factory=list)
     model: str | None = None
+    feedback_rating: Int32 | None = None
+    """Outcome ``FEEDBACK``: the rating given (1 to 5)."""
+    feedback_comment_chars: Int32 | None = None
+    """Outcome ``FEEDBACK``: the comment's length (its text is never carried)."""
+
+
+class StreamDelta(Contract, frozen=True, kw_only=True):
+    """A piece of a model answer as it is written (``agent.stream``, keyed by session)."""
+
+    schema: ClassVar[str] = "StreamDelta"
+
+    request_id: str
+    session_id: str
+    tenant_id: str
+    turn: Int32
+    attempt: Int32
+    sequence: Int32
+    text: str
+    final: bool
+    time: datetime
+
+
+class Feedback(_OfRequest, frozen=True, kw_only=True):
+    """A user's rating of one response (``agent.feedback``, keyed by session)."""
+
+    schema: ClassVar[str] = "Feedback"
+
+    response_id: str
+    rating: Int32
+    comment: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    created_at: datetime
 
 
 #: What a stage consumes: a request, or one of its turns.
-StageInput = AgentRequest | GenerationTurn | ToolCallBatch
+StageInput = AgentRequest | GenerationTurn | ToolCallBatch | Feedback
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {
     c.schema: c
-    for c in (AgentRequest, GenerationTurn, ToolCallBatch, AgentResponse, ErrorEvent, MetricsEvent)
+    for c in (
+        AgentRequest,
+        GenerationTurn,
+        ToolCallBatch,
+        AgentResponse,
+        ErrorEvent,
+        MetricsEvent,
+        StreamDelta,
+        Feedback,
+    )
 }

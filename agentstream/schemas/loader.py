@@ -36,6 +36,8 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "AgentResponse",
     "ErrorEvent",
     "MetricsEvent",
+    "StreamDelta",
+    "Feedback",
 )
 
 _NAMED_TYPES = ("record", "enum", "fixed")

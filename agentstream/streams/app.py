@@ -22,8 +22,10 @@ from agentstream.observability.load import LoadMonitor
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps, StageResult
 from agentstream.processors.outcomes import WORKER_ID
+from agentstream.processors.streaming import StreamOutput
 from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.codec import codec_from_settings
+from agentstream.state.attempts import RedisAttempts
 from agentstream.state.keys import Keys
 from agentstream.state.probe import RedisProbe
 from agentstream.state.redis import redis_from_settings, redis_outage
@@ -161,6 +163,14 @@ class PipelineWorker:
         )
         deps = StageDeps(
             settings=s, codec=self._codec, llm=self.llm, tools=self.tools, sessions=sessions
+        )
+        deps.stream = StreamOutput(
+            topic=s.topics.stream,
+            send=self._publisher.enqueue,
+            attempts=RedisAttempts(
+                self._redis, Keys(s.state.key_prefix), ttl_s=s.state.journal_retention_s
+            ),
+            settings=s.streaming,
         )
         if s.admission.enabled:
             deps.admission = Admission(self._redis, s, contexts=sessions, tools=self.tools)

@@ -163,7 +163,13 @@ def _stage_parts(settings: Settings) -> tuple[dict[str, Any], dict[str, Any], di
 _OUTPUTS = (
     ("responses", "AgentResponse", "The answer (or failure) of every request, once."),
     ("errors", "ErrorEvent", "One event per failure, for alerting."),
-    ("metrics", "MetricsEvent", "One event per finished request."),
+    ("metrics", "MetricsEvent", "One event per finished request (and per feedback)."),
+    (
+        "stream",
+        "StreamDelta",
+        "A streaming request's answer as it is written, keyed by session_id; the deltas of a "
+        "turn's highest attempt concatenate to its content.",
+    ),
 )
 
 

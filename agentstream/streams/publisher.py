@@ -45,6 +45,16 @@ class Publisher:
         if self._producer is not None:
             await self._producer.stop()
 
+    async def enqueue(self, record: Outbound) -> asyncio.Future[Any]:
+        """Hand one record to the producer without waiting for the broker; the returned future
+        completes with its acknowledgement (token stream deltas: the model call goes on)."""
+        if self._producer is None:
+            raise RuntimeError("Publisher.enqueue() before start()")
+        future: asyncio.Future[Any] = await self._producer.send(
+            record.topic, value=record.value, key=record.key, headers=record.headers or None
+        )
+        return future
+
     async def publish(self, records: list[Outbound]) -> None:
         """Send all records (in order per partition) and wait for every broker acknowledgement.
 

@@ -14,6 +14,8 @@ The worker, replay, ``tail``, topic creation and the docs read this table. Addin
                                         ^                                  |
                                         +-------------tools----------------+
     generation --> agent.responses (+ agent.metrics, agent.errors on failure)
+    generation --> agent.stream (StreamDelta: answers as they are written, when requested)
+    agent.feedback --feedback--> agent.metrics (a FEEDBACK MetricsEvent) + Prometheus
     every stage --transient--> <topic>.retry.<N>s --retry--> back to <topic>
     every stage --poison--> <topic>.dlq
 """
@@ -29,6 +31,7 @@ from agentstream.schemas.contracts import (
     CONTRACTS,
     AgentRequest,
     Contract,
+    Feedback,
     GenerationTurn,
     StageInput,
     ToolCallBatch,
@@ -82,6 +85,12 @@ def _tools() -> HandlerClass:
     return ToolExecutionStage
 
 
+def _feedback() -> HandlerClass:
+    from agentstream.processors.feedback import FeedbackStage
+
+    return FeedbackStage
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="validation",
@@ -106,6 +115,14 @@ STAGES: tuple[StageSpec, ...] = (
         load_handler=_tools,
         retry_tiers=True,
         releases_session=True,
+    ),
+    StageSpec(
+        name="feedback",
+        topic_field="feedback",
+        contract=Feedback,
+        load_handler=_feedback,
+        retry_tiers=False,
+        releases_session=False,
     ),
 )
 #: Everything a worker can run: the stages and the retry forwarder.
@@ -144,6 +161,7 @@ def pipeline_topics(settings: Settings) -> list[str]:
         t.responses,
         t.errors,
         t.metrics,
+        t.stream,
         *(t.dlq(name) for name in stage_topics),
         *retry_topics(settings),
     ]
@@ -156,6 +174,7 @@ def contract_for_topic(settings: Settings, topic: str) -> type[Contract] | None:
         t.responses: CONTRACTS["AgentResponse"],
         t.errors: CONTRACTS["ErrorEvent"],
         t.metrics: CONTRACTS["MetricsEvent"],
+        t.stream: CONTRACTS["StreamDelta"],
     }
     for s in STAGES:
         name = s.topic(settings)

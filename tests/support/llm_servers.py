@@ -1,6 +1,7 @@
 """A local HTTP server that speaks the OpenAI chat-completions and Anthropic Messages wire formats.
 
-Tests script its replies (status, headers, body, delay, dropped connection, malformed JSON) and
+Tests script its replies (status, headers, body, delay, dropped connection, malformed JSON, or
+a server-sent-event stream with a pause between events and an optional cut mid-stream) and
 read back what arrived: the JSON bodies, the headers, and the arrival times measured by the
 server's own clock (``time.monotonic()``), so timing assertions do not trust the client.
 """
@@ -29,6 +30,12 @@ class Reply:
     delay_s: float = 0.0
     reset: bool = False
     """Drop the connection (TCP abort) instead of answering."""
+    events: list[tuple[str | None, Any]] | None = None
+    """Answer as server-sent events: ``(event name or None, data)``; data dicts go as JSON."""
+    event_gap_s: float = 0.0
+    """Pause before each event after the first."""
+    cut_after: int | None = None
+    """Drop the connection (TCP abort) after sending this many events."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +108,98 @@ def anthropic_message(
         "stop_sequence": None,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
     }
+
+
+def openai_stream(
+    pieces: list[str],
+    *,
+    model: str = "test-model",
+    prompt_tokens: int = 11,
+    completion_tokens: int = 7,
+    usage: bool = True,
+) -> list[tuple[str | None, Any]]:
+    """The chat.completion.chunk events of an answer written in ``pieces``, then usage."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
+    events += [(None, chunk({"content": piece})) for piece in pieces]
+    events.append((None, chunk({}, "stop")))
+    if usage:
+        events.append(
+            (
+                None,
+                {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion.chunk",
+                    "created": 1_700_000_000,
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                },
+            )
+        )
+    events.append((None, "[DONE]"))
+    return events
+
+
+def anthropic_stream(
+    pieces: list[str], *, model: str = "claude-test", input_tokens: int = 13, output_tokens: int = 5
+) -> list[tuple[str | None, Any]]:
+    """The Messages API stream events of a text answer written in ``pieces``."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        },
+    }
+    events: list[tuple[str | None, Any]] = [
+        ("message_start", start),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    for piece in pieces:
+        delta = {"type": "text_delta", "text": piece}
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        )
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": output_tokens},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
 
 
 def openai_error(status: int, message: str, *, type_: str, code: str | None = None) -> Reply:
@@ -184,6 +283,24 @@ class FakeLLMServer:
     async def _models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"object": "list", "data": []})
 
+    async def _stream(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=reply.status, headers={"Content-Type": "text/event-stream", **reply.headers}
+        )
+        await response.prepare(request)
+        for index, (name, data) in enumerate(reply.events or []):
+            if reply.cut_after is not None and index >= reply.cut_after:
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            if index and reply.event_gap_s:
+                await asyncio.sleep(reply.event_gap_s)
+            text = data if isinstance(data, str) else json.dumps(data)
+            head = f"event: {name}\n" if name else ""
+            await response.write(f"{head}data: {text}\n\n".encode())
+        await response.write_eof()
+        return response
+
     async def _answer(self, request: web.Request, wire: Wire) -> web.StreamResponse:
         at = time.monotonic()
         body = await request.json()
@@ -207,6 +324,8 @@ class FakeLLMServer:
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=500)
+        if reply.events is not None:
+            return await self._stream(request, reply)
         if isinstance(reply.body, str | bytes):
             raw = reply.body.encode() if isinstance(reply.body, str) else reply.body
             return web.Response(
