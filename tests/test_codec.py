@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "created_at": NOW,
         "deadline": NOW + timedelta(seconds=30),
         "previous_response_id": "3f0c3a54-6a55-5b0e-9d0e-2f4a0e5b7c11",
+        "agent": "support",
     },
     "GenerationTurn": {
         **_identity(),
@@ -88,6 +89,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "progress": _progress(),
         "deadline": None,
         "message": None,
+        "agent": "support",
     },
     "ToolCallBatch": {
         **_identity(),
@@ -99,6 +101,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         ],
         "progress": _progress(),
         "deadline": NOW + timedelta(minutes=1),
+        "agent": None,
     },
     "AgentResponse": {
         "response_id": "resp-1",
@@ -113,6 +116,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metadata": {"channel": "web"},
         "created_at": NOW,
         "request_metadata": {"trace": "t-1"},
+        "agent": "support",
+        "agent_version": "0123456789ab",
     },
     "ErrorEvent": {
         "event_id": "evt-1",
@@ -155,6 +160,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
             }
         ],
         "model": "local-rules",
+        "agent": "support",
+        "agent_version": "0123456789ab",
     },
 }
 
@@ -185,8 +192,8 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
 
 def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
-    # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids")
-    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [8, 9, 3, 7, 5, 6]
+    # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids"); agents: 10-14
+    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [10, 11, 12, 13, 5, 14]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:
@@ -238,8 +245,10 @@ def test_unknown_schema_id(codec: AvroCodec) -> None:
 
 def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
     data = codec.encode("AgentResponse", SAMPLES["AgentResponse"])
+    response_id = LOCAL_IDS["io.agentstream.AgentResponse"]
     assert _reason(codec, data) == (
-        "schema id 7 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
+        f"schema id {response_id} is io.agentstream.AgentResponse, "
+        "expected io.agentstream.AgentRequest"
     )
 
 
@@ -247,13 +256,17 @@ def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
 def test_truncated_payload(codec: AvroCodec, cut: int) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     reason = _reason(codec, data[:cut])
-    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 8)" in reason
+    request_id = LOCAL_IDS["io.agentstream.AgentRequest"]
+    assert f"truncated or malformed io.agentstream.AgentRequest body (schema id {request_id})" in (
+        reason
+    )
 
 
 def test_trailing_garbage(codec: AvroCodec) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
+    request_id = LOCAL_IDS["io.agentstream.AgentRequest"]
     assert _reason(codec, data + b"junk") == (
-        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 8)"
+        f"4 trailing bytes after io.agentstream.AgentRequest body (schema id {request_id})"
     )
 
 

@@ -35,6 +35,11 @@ RELEASED_IDS = {
     7: "io.agentstream.AgentResponse",  # + request_metadata (the request's, echoed)
     8: "io.agentstream.AgentRequest",  # + previous_response_id (history-loss detection)
     9: "io.agentstream.GenerationTurn",  # + message (the user's message rides with turn 0)
+    10: "io.agentstream.AgentRequest",  # + agent (the catalog agent serving the request)
+    11: "io.agentstream.GenerationTurn",  # + agent
+    12: "io.agentstream.ToolCallBatch",  # + agent
+    13: "io.agentstream.AgentResponse",  # + agent, agent_version
+    14: "io.agentstream.MetricsEvent",  # + agent, agent_version
 }
 Definition = dict[str, Any]
 

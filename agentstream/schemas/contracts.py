@@ -136,6 +136,8 @@ class _Turn(_OfRequest, frozen=True, kw_only=True):
     metadata: dict[str, str]
     progress: RequestProgress
     deadline: datetime | None = None
+    agent: str | None = None
+    """The agent serving this request, resolved at validation (None: the default agent)."""
 
 
 class AgentRequest(_OfRequest, frozen=True, kw_only=True):
@@ -149,6 +151,8 @@ class AgentRequest(_OfRequest, frozen=True, kw_only=True):
     previous_response_id: str | None = None
     """The response this request follows in its session; when the session no longer holds
     it (history lost) the request is answered ``CONTEXT_LOST`` instead of running without it."""
+    agent: str | None = None
+    """The catalog agent that serves this request; None selects the default agent."""
 
 
 class GenerationTurn(_Turn, frozen=True, kw_only=True):
@@ -182,6 +186,9 @@ class AgentResponse(_OfRequest, frozen=True, kw_only=True):
     created_at: datetime
     request_metadata: dict[str, str] = msgspec.field(default_factory=dict)
     """The request's metadata, echoed unchanged."""
+    agent: str | None = None
+    """The agent that produced this answer, and its version (hash of its definition)."""
+    agent_version: str | None = None
 
 
 class ErrorEvent(Contract, frozen=True, kw_only=True):
@@ -221,6 +228,8 @@ class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     time: datetime
     tool_details: list[ToolCallSummary] = msgspec.field(default_factory=list)
     model: str | None = None
+    agent: str | None = None
+    agent_version: str | None = None
 
 
 #: What a stage consumes: a request, or one of its turns.
