@@ -3,7 +3,11 @@ catalog a worker serves them from. See docs/agents.md."""
 
 from agentstream.agents.catalog import AgentCatalog, build_catalog, default_agent
 from agentstream.agents.definition import Agent, CachePolicy
-from agentstream.agents.exceptions import AgentDefinitionError, UnknownAgentError
+from agentstream.agents.exceptions import (
+    AgentDefinitionError,
+    InvalidOutputError,
+    UnknownAgentError,
+)
 from agentstream.agents.output import OutputCheck, check_output
 
 __all__ = [
@@ -11,6 +15,7 @@ __all__ = [
     "AgentCatalog",
     "AgentDefinitionError",
     "CachePolicy",
+    "InvalidOutputError",
     "OutputCheck",
     "UnknownAgentError",
     "build_catalog",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from agentstream.agents.definition import Agent
 from agentstream.agents.exceptions import AgentDefinitionError, UnknownAgentError
-from agentstream.agents.loader import from_entry_points, from_folder, from_modules
+from agentstream.agents.loader import checked, from_entry_points, from_folder, from_modules
 from agentstream.config import Settings
 
 BUILTIN_DEFAULT = "default"
@@ -67,10 +67,12 @@ class AgentCatalog:
         return cls([default_agent(settings)])
 
 
-def build_catalog(settings: Settings) -> AgentCatalog:
-    """Every configured definition, checked against the deployment (see the module docstring)."""
+def build_catalog(settings: Settings, *, extra: Iterable[Agent] = ()) -> AgentCatalog:
+    """Every configured definition, checked against the deployment (see the module docstring);
+    ``extra`` agents are given in code (``TestPipeline(agents=...)``)."""
     config = settings.agents
-    found: list[tuple[str, Agent]] = []
+    found = [(f"agent {a.name!r} (in code)", a) for a in extra]
+    found = [(source, checked(source, a)) for source, a in found]
     if config.dir is not None:
         found.extend(from_folder(config.dir))
     found.extend(from_modules(config.modules))
@@ -96,9 +98,7 @@ def known_routes(settings: Settings) -> set[str]:
     return {*llm.routes, *llm.providers, LOCAL_ROUTE}
 
 
-def _check_against(
-    source: str, agent: Agent, routes: set[str], agents: dict[str, Agent]
-) -> None:
+def _check_against(source: str, agent: Agent, routes: set[str], agents: dict[str, Agent]) -> None:
     if agent.model is not None and agent.model not in routes:
         raise AgentDefinitionError(
             source,

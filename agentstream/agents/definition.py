@@ -59,7 +59,7 @@ class Agent(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     history_budget: int | None = Field(default=None, ge=100)
-    """Tokens of conversation history sent to the model (default ``limits.history_token_budget``)."""
+    """Tokens of history sent to the model (default ``limits.history_token_budget``)."""
     output_schema: dict[str, Any] | None = None
     """A JSON Schema the final answer (JSON text) must satisfy."""
     output_schema_file: Path | None = None

@@ -51,9 +51,9 @@ def from_entry_points() -> list[tuple[str, Agent]]:
         source = f"entry point {ep.name} ({ep.value})"
         try:
             value = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure is the definition's error
+        except Exception as exc:
             raise AgentDefinitionError(source, "", f"cannot load ({exc})") from exc
-        found.extend((source, _checked(source, a)) for a in _agents_in(source, value))
+        found.extend((source, checked(source, a)) for a in _agents_in(source, value))
     return found
 
 
@@ -66,17 +66,19 @@ def resolve(source: str, raw: dict[str, Any], *, base: Path | None) -> Agent:
         field = ".".join(str(p) for p in error["loc"]) or "(definition)"
         reason = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         raise AgentDefinitionError(source, field, reason) from None
-    return _checked(source, agent, base)
+    return checked(source, agent, base)
 
 
-def _checked(source: str, agent: Agent, base: Path | None = None) -> Agent:
+def checked(source: str, agent: Agent, base: Path | None = None) -> Agent:
     update: dict[str, Any] = {}
     if agent.instructions_file is not None:
         if agent.instructions is not None:
             raise AgentDefinitionError(
                 source, "instructions_file", "set instructions or instructions_file, not both"
             )
-        update["instructions"] = _read_text(source, "instructions_file", agent.instructions_file, base)
+        update["instructions"] = _read_text(
+            source, "instructions_file", agent.instructions_file, base
+        )
     elif not (agent.instructions or "").strip():
         raise AgentDefinitionError(source, "instructions", "missing (or use instructions_file)")
     if agent.output_schema_file is not None:
@@ -112,7 +114,9 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         data: Any = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         reason = str(exc).splitlines()[0]
-        raise AgentDefinitionError(str(path), "", f"malformed {path.suffix[1:]} ({reason})") from None
+        raise AgentDefinitionError(
+            str(path), "", f"malformed {path.suffix[1:]} ({reason})"
+        ) from None
     if not isinstance(data, dict):
         raise AgentDefinitionError(str(path), "", "must be a table/mapping of fields")
     return data
@@ -140,16 +144,17 @@ def _module_agents(spec: str) -> list[Agent]:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the definition's error
+    except Exception as exc:
         raise AgentDefinitionError(spec, "", f"cannot import ({exc}); fix agents.modules") from exc
-    base = Path(module.__file__).parent if getattr(module, "__file__", None) else None
+    where = getattr(module, "__file__", None)
+    base = Path(where).parent if where else None
     if attr:
         if not hasattr(module, attr):
             raise AgentDefinitionError(spec, "", f"module has no attribute {attr!r}")
         value: Any = getattr(module, attr)
     else:
         value = [v for v in vars(module).values() if isinstance(v, Agent)]
-    return [_checked(spec, a, base) for a in _agents_in(spec, value)]
+    return [checked(spec, a, base) for a in _agents_in(spec, value)]
 
 
 def _agents_in(source: str, value: Any) -> Iterator[Agent]:

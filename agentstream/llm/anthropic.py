@@ -30,6 +30,12 @@ from agentstream.llm.exceptions import (
 from agentstream.llm.openai_compat import resolve_api_key
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
+from agentstream.llm.structured import (
+    OUTPUT_NAME,
+    anthropic_answer,
+    anthropic_output_tool,
+    anthropic_tool_choice,
+)
 from agentstream.llm.toolnames import ToolNameMap
 from agentstream.observability.logging import get_logger
 
@@ -101,17 +107,22 @@ class AnthropicLLM:
         }
         if system:
             params["system"] = system
-        if request.tools:
-            params["tools"] = [
-                {
-                    "name": names.wire(t.name),
-                    "description": t.description,
-                    "input_schema": t.input_schema,
-                }
-                for t in request.tools
-            ]
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
+        tools = [
+            {
+                "name": names.wire(t.name),
+                "description": t.description,
+                "input_schema": t.input_schema,
+            }
+            for t in request.tools
+        ]
+        if request.output_schema is not None:  # structured output: a forced output tool
+            params["tool_choice"] = anthropic_tool_choice(bool(tools))
+            tools.append(anthropic_output_tool(request.output_schema))
+        if tools:
+            params["tools"] = tools
+        temperature = request.temperature if request.temperature is not None else self.temperature
+        if temperature is not None:
+            params["temperature"] = temperature
         started = time.monotonic()
         try:
             response = await self._client.messages.create(**params)
@@ -121,7 +132,7 @@ class AnthropicLLM:
             raise LLMInvalidResponseError(
                 f"{self.provider}: response body is not valid JSON", provider=self.provider
             ) from exc
-        result = self._result(response, names)
+        result = self._result(response, names, request.output_schema)
         log.debug(
             "llm call",
             provider=self.provider,
@@ -160,7 +171,9 @@ class AnthropicLLM:
             f"{self.provider}: unexpected response ({type(exc).__name__})", provider=self.provider
         )
 
-    def _result(self, response: Any, names: ToolNameMap) -> LLMResult:
+    def _result(
+        self, response: Any, names: ToolNameMap, output_schema: dict[str, Any] | None = None
+    ) -> LLMResult:
         blocks = getattr(response, "content", None)
         if blocks is None:
             raise LLMInvalidResponseError(
@@ -173,10 +186,14 @@ class AnthropicLLM:
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
+        output_given = False
         for block in blocks:
             kind = getattr(block, "type", None)
             if kind == "text":
                 texts.append(str(block.text or ""))
+            elif kind == "tool_use" and output_schema is not None and block.name == OUTPUT_NAME:
+                texts = [anthropic_answer(output_schema, block.input)]
+                output_given = True
             elif kind == "tool_use":
                 arguments = block.input
                 if not isinstance(arguments, dict) or not block.name:
@@ -200,6 +217,8 @@ class AnthropicLLM:
         )
         completion = int(usage.output_tokens or 0)
         model = str(getattr(response, "model", None) or self.model)
+        if output_given:  # the answer is the output tool's input, not the text around it
+            texts = texts[-1:]
         return LLMResult(
             content="".join(texts),
             tool_calls=tuple(calls),

@@ -72,6 +72,7 @@ def next_turn(
         tool_results=results,
         progress=source.progress,
         deadline=source.deadline,
+        agent=source.agent,
     )
 
 
