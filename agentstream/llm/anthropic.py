@@ -171,6 +171,15 @@ class AnthropicLLM:
             f"{self.provider}: unexpected response ({type(exc).__name__})", provider=self.provider
         )
 
+    def _tool_call(self, block: Any, names: ToolNameMap) -> ToolCall:
+        arguments = block.input
+        if not isinstance(arguments, dict) or not block.name:
+            raise LLMInvalidResponseError(
+                f"{self.provider}: tool_use block without a name or object input",
+                provider=self.provider,
+            )
+        return ToolCall(call_id=str(block.id), name=names.original(block.name), arguments=arguments)
+
     def _result(
         self, response: Any, names: ToolNameMap, output_schema: dict[str, Any] | None = None
     ) -> LLMResult:
@@ -186,26 +195,16 @@ class AnthropicLLM:
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
-        output_given = False
+        answer: str | None = None
         for block in blocks:
             kind = getattr(block, "type", None)
             if kind == "text":
                 texts.append(str(block.text or ""))
             elif kind == "tool_use" and output_schema is not None and block.name == OUTPUT_NAME:
-                texts = [anthropic_answer(output_schema, block.input)]
-                output_given = True
+                # structured output: the answer is the output tool's input, not the text
+                answer = anthropic_answer(output_schema, block.input)
             elif kind == "tool_use":
-                arguments = block.input
-                if not isinstance(arguments, dict) or not block.name:
-                    raise LLMInvalidResponseError(
-                        f"{self.provider}: tool_use block without a name or object input",
-                        provider=self.provider,
-                    )
-                calls.append(
-                    ToolCall(
-                        call_id=str(block.id), name=names.original(block.name), arguments=arguments
-                    )
-                )
+                calls.append(self._tool_call(block, names))
         usage = getattr(response, "usage", None)
         if usage is None:
             raise LLMInvalidResponseError(
@@ -217,10 +216,8 @@ class AnthropicLLM:
         )
         completion = int(usage.output_tokens or 0)
         model = str(getattr(response, "model", None) or self.model)
-        if output_given:  # the answer is the output tool's input, not the text around it
-            texts = texts[-1:]
         return LLMResult(
-            content="".join(texts),
+            content="".join(texts) if answer is None else answer,
             tool_calls=tuple(calls),
             usage=Usage(
                 prompt_tokens=prompt,
