@@ -57,6 +57,9 @@ class AgentResponse:
     created_at: datetime | None = None
     request_metadata: dict[str, str] = field(default_factory=dict)
     """The request's metadata, echoed."""
+    agent: str | None = None
+    """The agent that answered, and the version of its definition."""
+    agent_version: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,10 +81,11 @@ def new_request(
     metadata: Mapping[str, str] | None = None,
     deadline: datetime | None = None,
     previous_response_id: str | None = None,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """An AgentRequest record (dict) with a fresh request_id unless one is given. Without
     ``previous_response_id`` the :class:`AgentClient` fills it in from the session's latest
-    response it received."""
+    response it received. ``agent`` names the catalog agent (None: the default agent)."""
     request = {
         "request_id": request_id or uuid.uuid4().hex,
         "session_id": session_id,
@@ -95,6 +99,8 @@ def new_request(
     }
     if previous_response_id is not None:
         request["previous_response_id"] = previous_response_id
+    if agent is not None:
+        request["agent"] = agent
     return request
 
 
