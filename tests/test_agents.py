@@ -118,7 +118,7 @@ def test_two_agents_of_one_name_are_refused(tmp_path: Path) -> None:
 
 
 def test_an_unknown_default_agent_is_refused() -> None:
-    with pytest.raises(AgentDefinitionError, match=r"agents\.default"):
+    with pytest.raises(AgentDefinitionError, match=r"AGENTSTREAM_AGENTS__DEFAULT"):
         build_catalog(_settings(default="nobody", entry_points=False))
 
 
@@ -150,7 +150,7 @@ def test_python_agents_are_found_by_module_path(agents_module: str) -> None:
 
 
 def test_a_module_that_does_not_import_is_refused_naming_the_setting() -> None:
-    with pytest.raises(AgentDefinitionError, match=r"no_such_module_x.*agents.modules"):
+    with pytest.raises(AgentDefinitionError, match=r"no_such_module_x.*AGENTS__MODULES"):
         build_catalog(_settings(modules=["no_such_module_x"], entry_points=False))
 
 

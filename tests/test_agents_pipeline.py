@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from agentstream.streams.admin import ensure_topics
 from agentstream.streams.app import PipelineWorker
 from tests.support.kafka import FAST_KAFKA, TopicReader, produce_raw
 from tests.support.llm_servers import Arrival, FakeLLMServer, Reply, openai_completion
+from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +198,43 @@ async def test_old_requests_are_answered_and_old_consumers_read_new_responses(
     assert as_old["request_id"] == old["request_id"]
     assert as_old["content"] == answer.content
     assert as_old["state"] == "COMPLETED"
+
+
+async def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agentstream.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_cli_lists_shows_and_sends_to_an_agent(settings_factory: Any, tmp_path: Path) -> None:
+    settings: Settings = settings_factory(
+        kafka=FAST_KAFKA, agents={"dir": AGENT_DEFS, "entry_points": False}
+    )
+    await ensure_topics(settings)
+    env = worker_env(settings, {"AGENTSTREAM_AGENTS__DIR": str(AGENT_DEFS)})
+    listed = await _cli(env, "agents", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert sorted(rows) == ["analyst", "default", "support"]
+    assert rows["default"]["default"] is True
+    shown = await _cli(env, "agents", "show", "analyst")
+    assert shown.returncode == 0, shown.stderr
+    definition = json.loads(shown.stdout)
+    assert definition["version"] == rows["analyst"]["version"]
+    assert definition["tools"] == ["calc*", "agent.support"]
+    async with PipelineWorker(settings) as worker:
+        sent = await _cli(env, "send", "add 2 and 3", "--agent", "analyst", "--wait")
+    assert sent.returncode == 0, sent.stderr
+    assert "The answer is 5." in sent.stdout
+    assert f"agent: analyst@{worker.agents.get('analyst').version}" in sent.stdout
+    # a worker whose catalog holds a broken definition does not start: one line, exit 2
+    (tmp_path / "broken.toml").write_text('instructions = "x"\nmax_turns = 0\n')
+    broken = await _cli({**env, "AGENTSTREAM_AGENTS__DIR": str(tmp_path)}, "worker")
+    assert broken.returncode == 2
+    assert broken.stderr.strip().count("\n") == 0, broken.stderr
+    assert "broken.toml: max_turns: " in broken.stderr

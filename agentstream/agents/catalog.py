@@ -16,6 +16,7 @@ from agentstream.agents.definition import Agent
 from agentstream.agents.exceptions import AgentDefinitionError, UnknownAgentError
 from agentstream.agents.loader import checked, from_entry_points, from_folder, from_modules
 from agentstream.config import Settings
+from agentstream.settings_source import describe_setting
 
 BUILTIN_DEFAULT = "default"
 LOCAL_ROUTE = "local"
@@ -25,7 +26,7 @@ def default_agent(settings: Settings) -> Agent:
     """Today's single agent, from the settings."""
     return Agent(
         name=BUILTIN_DEFAULT,
-        description="The deployment's default agent (llm.system_prompt, every tool).",
+        description="Today's behaviour: llm.system_prompt, every tool.",
         instructions=settings.llm.system_prompt,
         tools=("*",),
     )
@@ -38,7 +39,9 @@ class AgentCatalog:
         self._agents = {a.name: a for a in agents}
         if default not in self._agents:
             raise AgentDefinitionError(
-                "agents.default", "default", f"names no agent ({', '.join(self.names())})"
+                describe_setting(("agents", "default")),
+                "",
+                f"names no agent ({', '.join(self.names())})",
             )
         self.default = default
 

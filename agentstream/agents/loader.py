@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from agentstream.agents.definition import Agent
 from agentstream.agents.exceptions import AgentDefinitionError
+from agentstream.settings_source import describe_setting
 
 ENTRY_POINT_GROUP = "agentstream.agents"
 SUFFIXES = (".toml", ".yaml", ".yml")
@@ -26,7 +27,8 @@ SUFFIXES = (".toml", ".yaml", ".yml")
 def from_folder(folder: Path) -> list[tuple[str, Agent]]:
     """Every ``*.toml`` / ``*.yaml`` / ``*.yml`` file of ``folder`` (sorted), one agent each."""
     if not folder.is_dir():
-        raise AgentDefinitionError(str(folder), "", "no such folder; fix agents.dir")
+        where = describe_setting(("agents", "dir"))
+        raise AgentDefinitionError(str(folder), "", f"no such folder; fix {where}")
     files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
     return [(str(p), from_file(p)) for p in files]
 
@@ -157,7 +159,8 @@ def _module_agents(spec: str) -> list[Agent]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise AgentDefinitionError(spec, "", f"cannot import ({exc}); fix agents.modules") from exc
+        where = describe_setting(("agents", "modules"))
+        raise AgentDefinitionError(spec, "", f"cannot import ({exc}); fix {where}") from exc
     where = getattr(module, "__file__", None)
     base = Path(where).parent if where else None
     if attr:

@@ -22,6 +22,9 @@ def send(
     tool: Annotated[
         list[str] | None, typer.Option("--tool", help="Allow only this tool (repeatable).")
     ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="The agent that answers (default: the default agent).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the answer.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
 ) -> None:
@@ -36,6 +39,7 @@ def send(
         user_id=user,
         tenant_id=tenant,
         allowed_tools=tool or (),
+        agent=agent,
     )
 
     async def run() -> AgentResponse | None:
@@ -62,9 +66,10 @@ def send(
     if response.error_code:
         console.print(f"error code: {response.error_code}")
     tools = ", ".join(c["name"] for c in response.tool_calls) or "none"
+    served = f"{response.agent}@{response.agent_version}" if response.agent else "-"
     console.print(
         f"[dim]request {response.request_id} · session {response.session_id} · "
-        f"{response.execution_time_ms} ms · tools: {tools}[/dim]"
+        f"{response.execution_time_ms} ms · tools: {tools} · agent: {served}[/dim]"
     )
     if not response.ok:
         raise typer.Exit(1)
