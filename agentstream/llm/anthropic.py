@@ -122,7 +122,8 @@ class AnthropicLLM:
             params["tools"] = tools
         temperature = request.temperature if request.temperature is not None else self.temperature
         if temperature is not None:
-            params["temperature"] = temperature
+            # in the body, not as an argument: recent SDKs no longer take ``temperature``
+            params["extra_body"] = {"temperature": temperature}
         started = time.monotonic()
         try:
             response = await self._client.messages.create(**params)
