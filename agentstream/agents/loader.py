@@ -161,8 +161,8 @@ def _module_agents(spec: str) -> list[Agent]:
     except Exception as exc:
         where = describe_setting(("agents", "modules"))
         raise AgentDefinitionError(spec, "", f"cannot import ({exc}); fix {where}") from exc
-    where = getattr(module, "__file__", None)
-    base = Path(where).parent if where else None
+    module_file = getattr(module, "__file__", None)
+    base = Path(module_file).parent if module_file else None
     if attr:
         if not hasattr(module, attr):
             raise AgentDefinitionError(spec, "", f"module has no attribute {attr!r}")
