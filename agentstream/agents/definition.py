@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,8 +76,15 @@ class Agent(BaseModel):
         )
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-    @property
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose version is computed again (it may differ)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("version", None)
+        return copy
+
+    @cached_property
     def version(self) -> str:
+        """Computed once per definition object (it is frozen)."""
         return hashlib.sha256(self.canonical().encode()).hexdigest()[:VERSION_CHARS]
 
     @property
