@@ -5,6 +5,7 @@ The public API (everything else is internal and may change)::
     from agentstream import AgentClient, Settings                  # publish, wait, follow
     from agentstream import AgentRequest, AgentResponse, AgentState  # the typed contracts
     from agentstream import TestPipeline, FunctionModel            # test agents in memory
+    from agentstream import Agent                                  # define a named agent
 
 Names are imported on first use, so ``import agentstream`` stays cheap for the CLI.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    "Agent": "agentstream.agents",
     "AgentClient": "agentstream.client",
     "new_request": "agentstream.client",
     "Settings": "agentstream.config",
@@ -31,6 +33,7 @@ _EXPORTS = {
     "tool_call": "agentstream.testing",
 }
 __all__ = [
+    "Agent",
     "AgentClient",
     "AgentRequest",
     "AgentResponse",
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from agentstream.agents import Agent
     from agentstream.client import AgentClient, new_request
     from agentstream.config import Settings
     from agentstream.exceptions import AgentStreamError
