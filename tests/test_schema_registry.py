@@ -44,6 +44,7 @@ REQUEST = {
     "created_at": NOW,
     "deadline": None,
     "previous_response_id": None,
+    "agent": None,
 }
 
 
