@@ -296,3 +296,22 @@ async def test_a_second_invalid_structured_answer_is_invalid_output() -> None:
     assert len(llm.requests) == 4  # two per request: the answer and one repair
     assert follow.error_code == "INVALID_OUTPUT"
     assert [e.code for e in pipeline.errors] == ["INVALID_OUTPUT", "INVALID_OUTPUT"]
+
+
+def test_agents_are_found_through_the_entry_point_group(
+    agents_module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from agentstream.agents import loader
+
+    points = [
+        EntryPoint(name="acme", value=f"{agents_module}:triage", group=loader.ENTRY_POINT_GROUP),
+        EntryPoint(name="bad", value="no_such_module_y:x", group=loader.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(loader, "entry_points", lambda group: points[:1])
+    assert build_catalog(_settings()).names() == ["default", "triage"]
+    monkeypatch.setattr(loader, "entry_points", lambda group: points)
+    with pytest.raises(AgentDefinitionError, match=r"entry point bad .*cannot load"):
+        build_catalog(_settings())
+    assert build_catalog(_settings(entry_points=False)).names() == ["default"]
