@@ -7,6 +7,7 @@ The public API (everything else is internal and may change)::
     from agentstream import TestPipeline, FunctionModel            # test agents in memory
     from agentstream import tool                                   # a Python function as a tool
     from agentstream import StreamDelta, StreamedText, Feedback    # streaming and feedback
+    from agentstream import Agent                                  # define a named agent
 
 Names are imported on first use, so ``import agentstream`` stays cheap for the CLI.
 """
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    "Agent": "agentstream.agents",
     "AgentClient": "agentstream.client",
     "new_request": "agentstream.client",
     "Settings": "agentstream.config",
@@ -37,6 +39,7 @@ _EXPORTS = {
     "tool": "agentstream.tools.python.function",
 }
 __all__ = [
+    "Agent",
     "AgentClient",
     "AgentRequest",
     "AgentResponse",
@@ -57,6 +60,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from agentstream.agents import Agent
     from agentstream.client import AgentClient, new_request
     from agentstream.client_stream import StreamedText
     from agentstream.config import Settings

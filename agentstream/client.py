@@ -70,6 +70,9 @@ class AgentResponse:
     created_at: datetime | None = None
     request_metadata: dict[str, str] = field(default_factory=dict)
     """The request's metadata, echoed."""
+    agent: str | None = None
+    """The agent that answered, and the version of its definition."""
+    agent_version: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,10 +95,11 @@ def new_request(
     deadline: datetime | None = None,
     previous_response_id: str | None = None,
     stream: bool | None = None,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """An AgentRequest record (dict) with a fresh request_id unless one is given. Without
     ``previous_response_id`` the :class:`AgentClient` fills it in from the session's latest
-    response it received."""
+    response it received. ``agent`` names the catalog agent (None: the default agent)."""
     request = {
         "request_id": request_id or uuid.uuid4().hex,
         "session_id": session_id,
@@ -111,6 +115,8 @@ def new_request(
         request["previous_response_id"] = previous_response_id
     if stream is not None:
         request["stream"] = stream
+    if agent is not None:
+        request["agent"] = agent
     return request
 
 
@@ -324,7 +330,7 @@ class AgentClient:
             tenant_id=rated.tenant_id,
             rating=rating,
             comment=comment,
-            agent=meta.get("agent"),
+            agent=rated.agent or meta.get("agent"),
             model=meta.get("served_by") or meta.get("model"),
             created_at=datetime.now(UTC),
         )

@@ -348,6 +348,21 @@ class StartupSettings(BaseModel):
     require_mcp_servers: bool = False
 
 
+class AgentSettings(BaseModel):
+    """The agent catalog (``agentstream.agents``; docs/agents.md). Agents come from ``dir`` (one
+    ``.toml``, ``.yaml`` or ``.yml`` file per agent), from ``modules`` (``pkg.mod`` takes every
+    ``Agent`` at the module's top level, ``pkg.mod:attr`` one ``Agent`` or a list of them) and,
+    with ``entry_points``, from the ``agentstream.agents`` entry point group. ``default`` names
+    the agent of requests that name none; ``default`` itself is today's behaviour built from
+    these settings (``llm.system_prompt``, every tool, the ``limits``) unless the catalog
+    defines an agent of that name."""
+
+    dir: Path | None = None
+    modules: list[str] = Field(default_factory=list)
+    entry_points: bool = True
+    default: str = "default"
+
+
 class Settings(BaseSettings):
     """All agentstream settings."""
 
@@ -401,6 +416,7 @@ class Settings(BaseSettings):
     tools: ToolSettings = ToolSettings()
     startup: StartupSettings = StartupSettings()
     streaming: StreamingSettings = StreamingSettings()
+    agents: AgentSettings = AgentSettings()
 
     @classmethod
     def settings_customise_sources(

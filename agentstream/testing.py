@@ -32,10 +32,11 @@ import asyncio
 import inspect
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from agentstream.agents import Agent, build_catalog
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.local import LocalRuleModel
@@ -113,6 +114,7 @@ class TestPipeline:
         llm: LLMClient | None = None,
         tools: ToolExecutor | None = None,
         timeout_s: float = 30.0,
+        agents: Iterable[Agent] = (),
     ) -> None:
         self.settings = settings or Settings(redis_url=None, kafka_bootstrap_servers=None)
         self.llm = llm or LocalRuleModel()
@@ -137,6 +139,7 @@ class TestPipeline:
                 attempts=MemoryAttempts(),
                 settings=self.settings.streaming,
             ),
+            agents=build_catalog(self.settings, extra=agents),
         )
         self._runners = self._build_runners()
         self._retry_topics = set(retry_topics(self.settings))
@@ -188,6 +191,7 @@ class TestPipeline:
         allowed_tools: list[str] | None = None,
         metadata: dict[str, str] | None = None,
         request_id: str | None = None,
+        agent: str | None = None,
     ) -> AgentResponse:
         request = AgentRequest(
             request_id=request_id or uuid.uuid4().hex,
@@ -198,6 +202,7 @@ class TestPipeline:
             allowed_tools=list(allowed_tools or []),
             metadata=dict(metadata or {}),
             created_at=datetime.now(UTC),
+            agent=agent,
         )
         return await self.send(request)
 

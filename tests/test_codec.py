@@ -70,6 +70,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "deadline": NOW + timedelta(seconds=30),
         "previous_response_id": "3f0c3a54-6a55-5b0e-9d0e-2f4a0e5b7c11",
         "stream": True,
+        "agent": "support",
     },
     "GenerationTurn": {
         **_identity(),
@@ -90,6 +91,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "deadline": None,
         "message": None,
         "stream": False,
+        "agent": "support",
     },
     "ToolCallBatch": {
         **_identity(),
@@ -102,6 +104,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "progress": _progress(),
         "deadline": NOW + timedelta(minutes=1),
         "stream": True,
+        "agent": None,
     },
     "AgentResponse": {
         "response_id": "resp-1",
@@ -116,6 +119,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metadata": {"channel": "web"},
         "created_at": NOW,
         "request_metadata": {"trace": "t-1"},
+        "agent": "support",
+        "agent_version": "0123456789ab",
     },
     "ErrorEvent": {
         "event_id": "evt-1",
@@ -160,6 +165,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "model": "local-rules",
         "feedback_rating": None,
         "feedback_comment_chars": None,
+        "agent": "support",
+        "agent_version": "0123456789ab",
     },
     "StreamDelta": {
         "request_id": "req-7f3a",
@@ -210,11 +217,9 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
 
 def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
-    # GenerationTurn 2 -> 9: message; AgentRequest -> 10, GenerationTurn -> 11,
-    # ToolCallBatch -> 12: stream; MetricsEvent -> 13: feedback_*; StreamDelta 14, Feedback 15
-    # (docs/contract.md, "Schema ids")
+    # ids: docs/contract.md, "Schema ids"
     ids = [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES]
-    assert ids == [10, 11, 12, 7, 5, 13, 14, 15]
+    assert ids == [10, 11, 12, 13, 5, 14, 15, 16]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:
@@ -266,8 +271,10 @@ def test_unknown_schema_id(codec: AvroCodec) -> None:
 
 def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
     data = codec.encode("AgentResponse", SAMPLES["AgentResponse"])
+    response_id = LOCAL_IDS["io.agentstream.AgentResponse"]
     assert _reason(codec, data) == (
-        "schema id 7 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
+        f"schema id {response_id} is io.agentstream.AgentResponse, "
+        "expected io.agentstream.AgentRequest"
     )
 
 
@@ -275,13 +282,17 @@ def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
 def test_truncated_payload(codec: AvroCodec, cut: int) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     reason = _reason(codec, data[:cut])
-    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 10)" in reason
+    request_id = LOCAL_IDS["io.agentstream.AgentRequest"]
+    assert f"truncated or malformed io.agentstream.AgentRequest body (schema id {request_id})" in (
+        reason
+    )
 
 
 def test_trailing_garbage(codec: AvroCodec) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
+    request_id = LOCAL_IDS["io.agentstream.AgentRequest"]
     assert _reason(codec, data + b"junk") == (
-        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 10)"
+        f"4 trailing bytes after io.agentstream.AgentRequest body (schema id {request_id})"
     )
 
 

@@ -39,6 +39,7 @@ async def test_agent_request_round_trip(kafka_bootstrap: str) -> None:
         "deadline": now + timedelta(seconds=30),
         "previous_response_id": str(uuid.uuid4()),
         "stream": None,
+        "agent": "support",
     }
     payload = codec.encode("AgentRequest", request)
 

@@ -3,7 +3,7 @@
     cli, client, testing, embedded (the dev stack: brokers, Redis, topic creation), the root
     streams
     processors
-    admission, llm, tools
+    admission, llm, tools, agents (the agent catalog: definitions the stages serve)
     state, resilience, schemas, observability
     config, exceptions, settings_source  (and tools/settings.py: a settings model that depends
     on nothing)
@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"cli", "client", "client_stream", "testing", "embedded", "", "__main__"},
     {"streams"},
     {"processors"},
-    {"admission", "llm", "tools"},
+    {"admission", "llm", "tools", "agents"},
     {"state", "resilience", "schemas", "observability"},
     {"config", "exceptions", "tools.settings", "settings_source"},
 ]

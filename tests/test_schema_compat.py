@@ -35,12 +35,13 @@ RELEASED_IDS = {
     7: "io.agentstream.AgentResponse",  # + request_metadata (the request's, echoed)
     8: "io.agentstream.AgentRequest",  # + previous_response_id (history-loss detection)
     9: "io.agentstream.GenerationTurn",  # + message (the user's message rides with turn 0)
-    10: "io.agentstream.AgentRequest",  # + stream (token streaming, issue 12)
-    11: "io.agentstream.GenerationTurn",  # + stream
-    12: "io.agentstream.ToolCallBatch",  # + stream
-    13: "io.agentstream.MetricsEvent",  # + feedback_rating, feedback_comment_chars
-    14: "io.agentstream.StreamDelta",
-    15: "io.agentstream.Feedback",
+    10: "io.agentstream.AgentRequest",  # + stream (issue 12), agent (issue 17)
+    11: "io.agentstream.GenerationTurn",  # + stream, agent
+    12: "io.agentstream.ToolCallBatch",  # + stream, agent
+    13: "io.agentstream.AgentResponse",  # + agent, agent_version
+    14: "io.agentstream.MetricsEvent",  # + feedback_*, agent, agent_version
+    15: "io.agentstream.StreamDelta",
+    16: "io.agentstream.Feedback",
 }
 Definition = dict[str, Any]
 

@@ -45,6 +45,7 @@ REQUEST = {
     "deadline": None,
     "previous_response_id": None,
     "stream": None,
+    "agent": None,
 }
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from agentstream.agents import Agent
 from agentstream.client_stream import StreamedText
 from agentstream.config import Settings
 from agentstream.schemas.contracts import AgentRequest, StreamDelta
 from agentstream.testing import TestPipeline
 
 
-def _request(message: str, *, stream: bool | None) -> AgentRequest:
+def _request(message: str, *, stream: bool | None, agent: str | None = None) -> AgentRequest:
     return AgentRequest(
         request_id=uuid.uuid4().hex,
         session_id="s1",
@@ -21,6 +22,7 @@ def _request(message: str, *, stream: bool | None) -> AgentRequest:
         message=message,
         created_at=datetime.now(UTC),
         stream=stream,
+        agent=agent,
     )
 
 
@@ -49,6 +51,17 @@ async def test_requests_follow_the_default_unless_they_say() -> None:
     async with TestPipeline(_settings()) as pipeline:
         await pipeline.send(_request("hello", stream=None))
         assert pipeline.stream_deltas() == []
+
+
+async def test_an_agent_default_comes_between_the_request_and_the_setting() -> None:
+    chatty = Agent(name="chatty", instructions="Be brief.", stream=True)
+    async with TestPipeline(_settings(), agents=[chatty]) as pipeline:
+        await pipeline.send(_request("hello", stream=None, agent="chatty"))
+        streamed = len(pipeline.stream_deltas())
+        assert streamed > 0
+        await pipeline.send(_request("hello again", stream=False, agent="chatty"))
+        await pipeline.send(_request("hello", stream=None))  # the default agent: setting off
+        assert len(pipeline.stream_deltas()) == streamed
 
 
 async def test_a_redelivered_turn_streams_its_journaled_answer_as_a_new_attempt() -> None:

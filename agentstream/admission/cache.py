@@ -127,6 +127,7 @@ class ResponseCache:
             return None
         return answer
 
-    async def put(self, key: str, answer: CachedAnswer) -> None:
+    async def put(self, key: str, answer: CachedAnswer, *, ttl_s: int | None = None) -> None:
+        """Store ``answer`` for ``ttl_s`` seconds (None: the configured ``cache_ttl_s``)."""
         value = json.dumps(asdict(answer), separators=(",", ":"))
-        await self._redis.set(key, value, ex=self.ttl_s)
+        await self._redis.set(key, value, ex=ttl_s or self.ttl_s)

@@ -51,6 +51,7 @@ from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.limits import (
     TenantLimits,
     Window,
+    agent_windows,
     has_budget,
     request_windows,
     token_windows,
@@ -58,6 +59,7 @@ from agentstream.admission.limits import (
 from agentstream.admission.rate_limit import Settlement, SlidingWindowLimiter, Verdict
 from agentstream.admission.usage import TenantUsage, read_usage, tenants_with_usage
 from agentstream.admission.usage_writer import UsageWriter
+from agentstream.agents import Agent
 from agentstream.config import AdmissionLimits, Settings
 from agentstream.llm.base import Usage
 from agentstream.observability.logging import get_logger
@@ -105,6 +107,7 @@ async def admitted_llm_call(
     user_id: str,
     call_id: str,
     history: Sequence[Mapping[str, Any]],
+    agent: Agent | None = None,
 ) -> AsyncIterator[TokenGrant]:
     """Reserve an LLM call's estimated tokens on entry (raise :class:`AdmissionDenied` when a
     token window or the daily budget says no) and settle the usage given to
@@ -114,7 +117,7 @@ async def admitted_llm_call(
         yield TokenGrant()
         return
     grant = await admission.reserve_tokens(
-        tenant_id=tenant_id, user_id=user_id, call_id=call_id, history=history
+        tenant_id=tenant_id, user_id=user_id, call_id=call_id, history=history, agent=agent
     )
     if grant.denial is not None:
         raise AdmissionDenied(grant.denial)
@@ -157,12 +160,23 @@ class Admission:
     # -- requests (validation) -----------------------------------------------------------------
 
     async def admit_request(
-        self, *, tenant_id: str, user_id: str, request_id: str, now_ms: int | None = None
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        request_id: str,
+        now_ms: int | None = None,
+        agent: Agent | None = None,
     ) -> Denial | None:
-        """Charge one request to the user's and the tenant's request windows, and check the
-        tenant's daily budget is not used up. ``None`` = admitted."""
+        """Charge one request to the user's and the tenant's request windows (and those of the
+        agent's own limits), and check the tenant's daily budget is not used up. ``None`` =
+        admitted."""
         limits = self.limits.for_tenant(tenant_id)
         windows = request_windows(self.keys, limits, tenant_id, user_id)
+        if agent is not None:
+            windows += agent_windows(
+                self.keys, agent.limits, agent.name, tenant_id, user_id, tokens=False
+            )
         budget = self._budget_check(limits, tenant_id, 0, now_ms)
         if not windows and budget is None:
             return None
@@ -184,10 +198,11 @@ class Admission:
         message: str,
         allowed_tools: Sequence[str],
         metadata: Mapping[str, str],
+        agent: Agent | None = None,
     ) -> tuple[Denial | None, CachedAnswer | None]:
         """The validation step: the request check, then (if admitted) the cache lookup."""
         denial = await self.admit_request(
-            tenant_id=tenant_id, user_id=user_id, request_id=request_id
+            tenant_id=tenant_id, user_id=user_id, request_id=request_id, agent=agent
         )
         if denial is not None:
             return denial, None
@@ -199,6 +214,7 @@ class Admission:
             message=message,
             allowed_tools=allowed_tools,
             metadata=metadata,
+            agent=agent,
         )
         return None, cached
 
@@ -212,12 +228,17 @@ class Admission:
         call_id: str,
         history: Sequence[Mapping[str, Any]],
         now_ms: int | None = None,
+        agent: Agent | None = None,
     ) -> TokenGrant:
         """Reserve the estimated tokens of one LLM call (``call_id``: unique per request and
         turn, so a redelivered call replaces its reservation); settle the grant after it."""
         limits = self.limits.for_tenant(tenant_id)
         estimate = estimate_call_tokens(self.settings, history)
         windows = token_windows(self.keys, limits, tenant_id, user_id)
+        if agent is not None:
+            windows += agent_windows(
+                self.keys, agent.limits, agent.name, tenant_id, user_id, tokens=True
+            )
         budget = self._budget_check(limits, tenant_id, estimate, now_ms)
         grant = TokenGrant(
             member=call_id,
@@ -275,9 +296,10 @@ class Admission:
         message: str,
         allowed_tools: Sequence[str],
         metadata: Mapping[str, str],
+        agent: Agent | None = None,
     ) -> CachedAnswer | None:
         """A stored answer for this exact single-turn question, if there is one."""
-        if not self.config.cache_enabled:
+        if not self._cache_on(agent):
             return None
         if bypassed(metadata):
             metrics.CACHE.labels(result="bypass").inc()
@@ -287,7 +309,7 @@ class Admission:
             user_id=user_id,
             message=message,
             allowed_tools=allowed_tools,
-            model=model_route(metadata, self.settings.llm.model),
+            model=self._cache_model(metadata, agent),
         )
         try:
             answer = await self._store(self.cache.get(key, tenant_id=tenant_id, user_id=user_id))
@@ -310,9 +332,10 @@ class Admission:
         metadata: Mapping[str, str],
         degraded: bool,
         response: AgentResponse,
+        agent: Agent | None = None,
     ) -> bool:
         """Store the final answer when it is cacheable."""
-        if not self.config.cache_enabled or bypassed(metadata):
+        if not self._cache_on(agent) or bypassed(metadata):
             return False
         request_id = response.request_id
         message = next(
@@ -338,7 +361,7 @@ class Admission:
             user_id=ctx.user_id,
             message=message,
             allowed_tools=allowed_tools,
-            model=model_route(metadata, self.settings.llm.model),
+            model=self._cache_model(metadata, agent),
         )
         answer = CachedAnswer(
             tenant_id=ctx.tenant_id,
@@ -350,7 +373,8 @@ class Admission:
             stored_at=time.time(),
         )
         try:
-            await self._store(self.cache.put(key, answer))
+            ttl_s = agent.cache.ttl_s if agent is not None else None
+            await self._store(self.cache.put(key, answer, ttl_s=ttl_s))
         except AdmissionStoreUnavailable as exc:
             metrics.CACHE.labels(result="error").inc()
             log.warning("response cache unavailable", error=str(exc))
@@ -370,6 +394,18 @@ class Admission:
         return await tenants_with_usage(self._redis, self.keys, self.config.tenants)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _cache_on(self, agent: Agent | None) -> bool:
+        """The agent's cache policy, else ``admission.cache_enabled``."""
+        if agent is not None and agent.cache.enabled is not None:
+            return agent.cache.enabled
+        return self.config.cache_enabled
+
+    def _cache_model(self, metadata: Mapping[str, str], agent: Agent | None) -> str:
+        """What the key knows of the answering side: the route, and the agent at its version
+        (an answer is never served for another agent, nor after its definition changed)."""
+        route = model_route(metadata, (agent.model if agent else None) or self.settings.llm.model)
+        return route if agent is None else f"{route}|agent:{agent.name}@{agent.version}"
 
     def _day_key(self, tenant_id: str, now_ms: int | None) -> str:
         now_s = time.time() if now_ms is None else now_ms / 1000

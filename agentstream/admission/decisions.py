@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from agentstream.admission.budget import seconds_until_next_day
-from agentstream.admission.limits import Window
+from agentstream.admission.limits import AGENT_WINDOW_PREFIX, Window
 from agentstream.config import AdmissionLimits
 from agentstream.exceptions import ErrorCode
 
@@ -59,7 +59,10 @@ _WHAT = {
 
 
 def rate_denial(window: Window, retry_after_s: float) -> Denial:
-    unit, whom = _WHAT.get(window.name, ("units", ""))
+    agent_window = window.name.startswith(AGENT_WINDOW_PREFIX)
+    unit, whom = _WHAT.get(window.name.removeprefix(AGENT_WINDOW_PREFIX), ("units", ""))
+    if agent_window:
+        whom = f"{whom} with this agent".strip()
     text = (
         f"Rate limit reached: at most {window.limit} {unit} per {_per(window.window_ms)} "
         f"{whom}. Please try again in {max(1, math.ceil(retry_after_s))} seconds."

@@ -12,6 +12,7 @@ make two tenants' or users' keys collide nor move the hash tag.
 ``{prefix}:adm:{tenant}:tk:t`` (+ ``:c``)  LLM tokens of the whole tenant
 ``{prefix}:adm:{tenant}:day:{YYYYMMDD}``  daily usage: tokens, cost_micro (hash)
 ``{prefix}:adm:{tenant}:cache:{sha256}``   one cached response (string, JSON)
+``{prefix}:adm:{tenant}:ag:{agent}:rq:u:{user}`` ... the same windows of one agent (its limits)
 """
 
 from __future__ import annotations
@@ -59,8 +60,22 @@ class AdmissionKeys:
         end = key.find("}", len(head))
         return key_part_decode(key[len(head) : end]) if end > 0 else None
 
+    def of_agent(self, agent: str) -> AgentKeys:
+        """The window keys of one agent's own limits (same tenant hash tag)."""
+        return AgentKeys(self.prefix, agent)
+
     def cache(self, tenant_id: str, digest: str) -> str:
         return f"{self.tenant_base(tenant_id)}:cache:{digest}"
+
+
+@dataclass(frozen=True)
+class AgentKeys(AdmissionKeys):
+    """:class:`AdmissionKeys` whose windows count one agent's requests and tokens."""
+
+    agent: str
+
+    def tenant_base(self, tenant_id: str) -> str:
+        return f"{super().tenant_base(tenant_id)}:ag:{key_part(self.agent)}"
 
 
 def _glob_escape(text: str) -> str:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from agentstream.admission.keys import COSTS_SUFFIX, AdmissionKeys
 from agentstream.config import AdmissionLimits, AdmissionSettings
 
+#: Names of the windows of an agent's own limits start with this.
+AGENT_WINDOW_PREFIX = "agent:"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Window:
@@ -90,3 +93,25 @@ def has_budget(limits: AdmissionLimits) -> bool:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def agent_windows(
+    keys: AdmissionKeys,
+    limits: AdmissionLimits | None,
+    agent: str,
+    tenant_id: str,
+    user_id: str,
+    *,
+    tokens: bool,
+) -> list[Window]:
+    """The request (or token) windows of one agent's own ``limits`` (None: no limits)."""
+    if limits is None:
+        return []
+    of_agent = keys.of_agent(agent)
+    build = token_windows if tokens else request_windows
+    return [
+        Window(
+            name=f"{AGENT_WINDOW_PREFIX}{w.name}", key=w.key, limit=w.limit, window_ms=w.window_ms
+        )
+        for w in build(of_agent, limits, tenant_id, user_id)
+    ]

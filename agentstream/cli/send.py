@@ -22,6 +22,9 @@ def send(
     tool: Annotated[
         list[str] | None, typer.Option("--tool", help="Allow only this tool (repeatable).")
     ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="The agent that answers (default: the default agent).")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the answer.")] = False,
     stream: Annotated[
         bool, typer.Option("--stream", help="Print the answer as it is written (implies --wait).")
@@ -50,6 +53,7 @@ def send(
         allowed_tools=tool or (),
         metadata={CACHE_METADATA_KEY: BYPASS} if no_cache else None,
         stream=True if stream else None,
+        agent=agent,
     )
     wait = wait or stream
 
@@ -81,9 +85,10 @@ def send(
     if response.error_code:
         console.print(f"error code: {response.error_code}")
     tools = ", ".join(c["name"] for c in response.tool_calls) or "none"
+    served = f"{response.agent}@{response.agent_version}" if response.agent else "-"
     console.print(
         f"[dim]request {response.request_id} · session {response.session_id} · "
-        f"{response.execution_time_ms} ms · tools: {tools}[/dim]"
+        f"{response.execution_time_ms} ms · tools: {tools} · agent: {served}[/dim]"
     )
     if not response.ok:
         raise typer.Exit(1)

@@ -35,6 +35,12 @@ from agentstream.llm.openai_compat import resolve_api_key
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
 from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
+from agentstream.llm.structured import (
+    OUTPUT_NAME,
+    anthropic_answer,
+    anthropic_output_tool,
+    anthropic_tool_choice,
+)
 from agentstream.llm.toolnames import ToolNameMap
 from agentstream.observability.logging import get_logger
 
@@ -105,17 +111,23 @@ class AnthropicLLM:
         }
         if system:
             params["system"] = system
-        if request.tools:
-            params["tools"] = [
-                {
-                    "name": names.wire(t.name),
-                    "description": t.description,
-                    "input_schema": t.input_schema,
-                }
-                for t in request.tools
-            ]
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
+        tools = [
+            {
+                "name": names.wire(t.name),
+                "description": t.description,
+                "input_schema": t.input_schema,
+            }
+            for t in request.tools
+        ]
+        if request.output_schema is not None:  # structured output: a forced output tool
+            params["tool_choice"] = anthropic_tool_choice(bool(tools))
+            tools.append(anthropic_output_tool(request.output_schema))
+        if tools:
+            params["tools"] = tools
+        temperature = request.temperature if request.temperature is not None else self.temperature
+        if temperature is not None:
+            # in the body, not as an argument: recent SDKs no longer take ``temperature``
+            params["extra_body"] = {"temperature": temperature}
         return params
 
     async def complete(self, request: LLMRequest) -> LLMResult:
@@ -130,7 +142,7 @@ class AnthropicLLM:
             raise LLMInvalidResponseError(
                 f"{self.provider}: response body is not valid JSON", provider=self.provider
             ) from exc
-        result = self._result(response, names)
+        result = self._result(response, names, request.output_schema)
         self._log_call(result, started)
         return result
 
@@ -161,7 +173,7 @@ class AnthropicLLM:
                 raise LLMInvalidResponseError(
                     f"{self.provider}: stream event is not valid JSON", provider=self.provider
                 ) from exc
-            result = self._result(response, names)
+            result = self._result(response, names, request.output_schema)
         self._log_call(result, started)
         return result
 
@@ -203,7 +215,18 @@ class AnthropicLLM:
             f"{self.provider}: unexpected response ({type(exc).__name__})", provider=self.provider
         )
 
-    def _result(self, response: Any, names: ToolNameMap) -> LLMResult:
+    def _tool_call(self, block: Any, names: ToolNameMap) -> ToolCall:
+        arguments = block.input
+        if not isinstance(arguments, dict) or not block.name:
+            raise LLMInvalidResponseError(
+                f"{self.provider}: tool_use block without a name or object input",
+                provider=self.provider,
+            )
+        return ToolCall(call_id=str(block.id), name=names.original(block.name), arguments=arguments)
+
+    def _result(
+        self, response: Any, names: ToolNameMap, output_schema: dict[str, Any] | None = None
+    ) -> LLMResult:
         blocks = getattr(response, "content", None)
         if blocks is None:
             raise LLMInvalidResponseError(
@@ -216,22 +239,16 @@ class AnthropicLLM:
             )
         texts: list[str] = []
         calls: list[ToolCall] = []
+        answer: str | None = None
         for block in blocks:
             kind = getattr(block, "type", None)
             if kind == "text":
                 texts.append(str(block.text or ""))
+            elif kind == "tool_use" and output_schema is not None and block.name == OUTPUT_NAME:
+                # structured output: the answer is the output tool's input, not the text
+                answer = anthropic_answer(output_schema, block.input)
             elif kind == "tool_use":
-                arguments = block.input
-                if not isinstance(arguments, dict) or not block.name:
-                    raise LLMInvalidResponseError(
-                        f"{self.provider}: tool_use block without a name or object input",
-                        provider=self.provider,
-                    )
-                calls.append(
-                    ToolCall(
-                        call_id=str(block.id), name=names.original(block.name), arguments=arguments
-                    )
-                )
+                calls.append(self._tool_call(block, names))
         usage = getattr(response, "usage", None)
         if usage is None:
             raise LLMInvalidResponseError(
@@ -244,7 +261,7 @@ class AnthropicLLM:
         completion = int(usage.output_tokens or 0)
         model = str(getattr(response, "model", None) or self.model)
         return LLMResult(
-            content="".join(texts),
+            content="".join(texts) if answer is None else answer,
             tool_calls=tuple(calls),
             usage=Usage(
                 prompt_tokens=prompt,

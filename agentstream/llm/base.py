@@ -66,6 +66,11 @@ class LLMRequest:
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int = 1024
     metadata: dict[str, str] = field(default_factory=dict)
+    temperature: float | None = None
+    """The agent's temperature; None: the provider's configured one (or the model's default)."""
+    output_schema: dict[str, Any] | None = None
+    """A JSON Schema the final answer must satisfy: providers use their native structured-output
+    mode (OpenAI ``response_format``, Anthropic a forced output tool); the answer is JSON text."""
 
 
 @dataclass(frozen=True, kw_only=True)

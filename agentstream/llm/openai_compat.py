@@ -40,6 +40,7 @@ from agentstream.llm.openai_stream import ChunkAccumulator
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
 from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
+from agentstream.llm.structured import openai_response_format
 from agentstream.llm.tokens import estimate_message_tokens, estimate_tokens
 from agentstream.llm.toolnames import ToolNameMap
 from agentstream.observability.logging import get_logger
@@ -117,8 +118,11 @@ class OpenAICompatLLM:
                 }
                 for t in request.tools
             ]
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
+        temperature = request.temperature if request.temperature is not None else self.temperature
+        if temperature is not None:
+            params["temperature"] = temperature
+        if request.output_schema is not None:
+            params["response_format"] = openai_response_format(request.output_schema)
         return params
 
     async def complete(self, request: LLMRequest) -> LLMResult:

@@ -5,8 +5,9 @@ request is, first match wins:
 
 1. the request metadata's ``model`` entry, if it names a configured route and request routing is
    allowed (an unknown name is ignored with a warning, it does not fail the request);
-2. the tenant's route from ``tenant_routes``;
-3. the default route.
+2. the serving agent's route (its definition's ``model``; checked against the routes at start-up);
+3. the tenant's route from ``tenant_routes``;
+4. the default route.
 
 :meth:`ModelRouter.select` takes the tenant explicitly (the generation stage knows it);
 :meth:`ModelRouter.complete` alone sees only the request metadata.
@@ -54,7 +55,11 @@ class ModelRouter:
         return self.default
 
     def route_name(
-        self, *, tenant_id: str | None = None, metadata: Mapping[str, str] | None = None
+        self,
+        *,
+        tenant_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        agent_route: str | None = None,
     ) -> str:
         wanted = (metadata or {}).get(ROUTE_METADATA_KEY)
         if wanted and self.request_routes:
@@ -62,15 +67,23 @@ class ModelRouter:
                 return wanted
             # the requested value is client input: not logged (it could carry anything)
             log.warning("unknown model route requested; using the default", default=self.default)
+        if agent_route is not None and agent_route in self.routes:
+            return agent_route
         if tenant_id is not None and tenant_id in self.tenant_routes:
             return self.tenant_routes[tenant_id]
         return self.default
 
     def select(
-        self, *, tenant_id: str | None = None, metadata: Mapping[str, str] | None = None
+        self,
+        *,
+        tenant_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        agent_route: str | None = None,
     ) -> LLMClient:
-        """The route client for a request of ``tenant_id`` carrying ``metadata``."""
-        return self.routes[self.route_name(tenant_id=tenant_id, metadata=metadata)]
+        """The route client for a request of ``tenant_id`` carrying ``metadata``, served by an
+        agent whose definition names ``agent_route``."""
+        name = self.route_name(tenant_id=tenant_id, metadata=metadata, agent_route=agent_route)
+        return self.routes[name]
 
     async def complete(self, request: LLMRequest) -> LLMResult:
         return await self.select(metadata=request.metadata).complete(request)

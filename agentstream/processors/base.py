@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from agentstream.agents import AgentCatalog
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.observability.load import LoadMonitor
@@ -57,6 +58,14 @@ class StageDeps:
     admission: Admission | None = None  # rate limits, budgets, response cache
     load: LoadMonitor | None = None  # load shedding (RESOURCE_EXHAUSTED)
     stream: StreamOutput | None = None  # token streaming to agent.stream (None: never streams)
+    agents: AgentCatalog | None = None  # None: only the built-in default agent
+
+    @property
+    def catalog(self) -> AgentCatalog:
+        """The agents this worker serves (built from the settings when none was given)."""
+        if self.agents is None:
+            self.agents = AgentCatalog.of_settings(self.settings)
+        return self.agents
 
 
 def utcnow() -> datetime:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from agentstream.admission import AdmissionDenied, admitted_llm_call
+from agentstream.agents import Agent, InvalidOutputError, UnknownAgentError, check_output
 from agentstream.exceptions import AgentStreamError, ErrorCode, cause_code
 from agentstream.llm.base import ChatMessage, LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.exceptions import (
@@ -76,6 +77,11 @@ REPAIR_NOTE = (
     "conversation above. If you call a tool, its arguments must be one JSON object that "
     "matches the tool's parameters."
 )
+# The repair turn after a final answer that fails the agent's output schema.
+OUTPUT_REPAIR_NOTE = (
+    "[agentstream] Your previous answer does not satisfy the required output JSON Schema "
+    "({reason}). Reply again with only the JSON value, satisfying the schema."
+)
 log = get_logger(__name__)
 
 
@@ -97,6 +103,7 @@ class _Ending:
     msg: Inbound
     ids: RequestIds
     turn: GenerationTurn
+    agent: Agent | None
 
     def fail(
         self, code: str, text: str, *, retriable: bool = False, meta: dict[str, str] | None = None
@@ -120,6 +127,7 @@ class _Ending:
             metadata=meta,
             request_metadata=self.turn.metadata,
             origin=self.msg,
+            agent=self.agent,
         )
 
 
@@ -131,8 +139,12 @@ class GenerationStage(Stage[GenerationTurn]):
         self, msg: Inbound, turn: GenerationTurn, ids: RequestIds, started: datetime
     ) -> StageResult:
         turn.progress.turn = turn.turn
-        end = _Ending(deps=self.deps, msg=msg, ids=ids, turn=turn)
-        limit = self.deps.settings.limits.max_turns
+        agent = self._agent(turn)
+        end = _Ending(deps=self.deps, msg=msg, ids=ids, turn=turn, agent=agent)
+        if agent is None:  # the catalog lost the agent since validation (a changed deployment)
+            await self._set_state(ids, AgentState.ERROR)
+            return end.fail(ErrorCode.UNKNOWN_AGENT, f"unknown agent {turn.agent!r}")
+        limit = agent.max_turns or self.deps.settings.limits.max_turns
         if turn.turn >= limit:
             await self._set_state(ids, AgentState.ERROR)
             text = f"stopped after {limit} model turns without a final answer"
@@ -141,7 +153,7 @@ class GenerationStage(Stage[GenerationTurn]):
         if isinstance(loaded, StageResult):
             return loaded
         ctx, step_state = loaded
-        answer = await self._answer(ctx, turn, ids, step_state, end)
+        answer = await self._answer(ctx, turn, ids, step_state, end, agent)
         if isinstance(answer, StageResult):
             return answer
         turn.progress.add_usage(
@@ -163,7 +175,13 @@ class GenerationStage(Stage[GenerationTurn]):
             return StageResult(records=[self._refused_calls(turn, ids, calls, asked, metadata)])
         if calls:
             return StageResult(records=[self._tool_batch(turn, ids, calls, metadata)])
-        return await self._final(recorded, turn, ids, answer, metadata, end)
+        return await self._final(recorded, turn, ids, answer, metadata, agent)
+
+    def _agent(self, turn: GenerationTurn) -> Agent | None:
+        try:
+            return self.deps.catalog.get(turn.agent)
+        except UnknownAgentError:
+            return None
 
     async def _load(
         self, ids: RequestIds, turn: GenerationTurn, end: _Ending
@@ -186,11 +204,12 @@ class GenerationStage(Stage[GenerationTurn]):
         ids: RequestIds,
         step_state: StepState,
         end: _Ending,
+        agent: Agent,
     ) -> _Answer | StageResult:
         """The model's answer, or the request's end when the model cannot answer now (a
         transient failure raises RetryLater: the retry tiers take the turn)."""
         try:
-            return await self._journaled_step(ctx, turn, ids, step_state)
+            return await self._journaled_step(ctx, turn, ids, step_state, agent)
         except AdmissionDenied as denied:  # token rate limit or daily budget
             await self._set_state(ids, AgentState.ERROR)
             return end.fail(
@@ -204,6 +223,13 @@ class GenerationStage(Stage[GenerationTurn]):
     ) -> StageResult:
         cause = cause_code(exc)
         log.warning("llm call failed", code=exc.code, cause=cause, error=type(exc).__name__)
+        if isinstance(exc, InvalidOutputError):
+            await self._set_state(ids, AgentState.ERROR)
+            return end.fail(
+                exc.code,
+                f"The answer did not satisfy the agent's output schema ({exc.log_reason}), "
+                "also after a repair turn.",
+            )
         if isinstance(exc, DeadlineExceededError) or _past(turn.deadline):
             await self._set_state(ids, AgentState.ERROR)
             return end.fail(
@@ -287,6 +313,7 @@ class GenerationStage(Stage[GenerationTurn]):
             progress=turn.progress,
             deadline=turn.deadline,
             stream=turn.stream,
+            agent=turn.agent,
         )
         topic = self.deps.settings.topics.tool_calls
         return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(batch))
@@ -298,7 +325,7 @@ class GenerationStage(Stage[GenerationTurn]):
         ids: RequestIds,
         answer: _Answer,
         metadata: dict[str, str],
-        end: _Ending,
+        agent: Agent,
     ) -> StageResult:
         """The final response; remembered by the response cache when cacheable."""
         progress = turn.progress
@@ -322,6 +349,7 @@ class GenerationStage(Stage[GenerationTurn]):
             metadata=meta,
             request_metadata=turn.metadata,
             settle=False,  # settled by the write that recorded the answer (_record)
+            agent=agent,
         )
         if self.deps.admission is not None and done.finished is not None:
             await self.deps.admission.remember_answer(
@@ -330,6 +358,7 @@ class GenerationStage(Stage[GenerationTurn]):
                 metadata=metadata,
                 degraded=progress.degraded,
                 response=done.finished,
+                agent=agent,
             )
         return done
 
@@ -362,7 +391,12 @@ class GenerationStage(Stage[GenerationTurn]):
         return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(following))
 
     async def _journaled_step(
-        self, ctx: AgentContext, turn: GenerationTurn, ids: RequestIds, state: StepState
+        self,
+        ctx: AgentContext,
+        turn: GenerationTurn,
+        ids: RequestIds,
+        state: StepState,
+        agent: Agent,
     ) -> _Answer:
         """Run the LLM step once: a step already completed (redelivery, replay) is not re-run;
         one left in flight by a crashed worker runs again (a model call has no side effects)."""
@@ -381,12 +415,45 @@ class GenerationStage(Stage[GenerationTurn]):
             user_id=ids.user_id,
             call_id=llm_step_id(ids.request_id, turn.turn),
             history=ctx.history,
+            agent=agent,
         ) as grant:
-            answer = await self._call_with_recovery(ctx, turn)
+            answer = await self._call_with_recovery(ctx, turn, agent)
             grant.record(answer.result.usage)
+            if agent.output_schema is not None and not answer.result.tool_calls:
+                answer = await self._structured(ctx, turn, agent, answer)
+                grant.record(answer.result.usage)
         return answer
 
-    async def _call_with_recovery(self, ctx: AgentContext, turn: GenerationTurn) -> _Answer:
+    async def _structured(
+        self, ctx: AgentContext, turn: GenerationTurn, agent: Agent, answer: _Answer
+    ) -> _Answer:
+        """A final answer checked against the agent's output schema: one repair turn (the
+        answer and what is wrong with it), then INVALID_OUTPUT. The usage of both calls counts."""
+        assert agent.output_schema is not None
+        problem = check_output(agent.output_schema, answer.result.content)
+        if problem is None:
+            return answer
+        log.warning("answer fails the output schema; one repair turn", reason=problem.log_reason)
+        repair = (
+            ChatMessage(role="assistant", content=answer.result.content),
+            ChatMessage(role="user", content=OUTPUT_REPAIR_NOTE.format(reason=problem.reason)),
+        )
+        repaired = await self._call_model(ctx, turn, agent, repair=repair)
+        result = replace(repaired, usage=answer.result.usage + repaired.usage)
+        if not result.tool_calls:
+            problem = check_output(agent.output_schema, result.content)
+            if problem is not None:
+                turn.progress.add_usage(
+                    result.usage.prompt_tokens,
+                    result.usage.completion_tokens,
+                    result.usage.cost_usd,
+                )
+                raise InvalidOutputError(problem.log_reason)
+        return _Answer(result=result, fresh=True, degraded_reason=answer.degraded_reason)
+
+    async def _call_with_recovery(
+        self, ctx: AgentContext, turn: GenerationTurn, agent: Agent
+    ) -> _Answer:
         """LLM_TIMEOUT and context-too-long: try once more with a simplified context (a quarter
         of the history budget, a quarter of the output tokens); the answer is degraded.
 
@@ -395,56 +462,68 @@ class GenerationStage(Stage[GenerationTurn]):
         malformed answer is this request's error (it was neither retried as transient nor
         counted against the provider's breaker)."""
         try:
-            return _Answer(result=await self._call_model(ctx, turn), fresh=True)
+            return _Answer(result=await self._call_model(ctx, turn, agent), fresh=True)
         except LLMInvalidResponseError as exc:
             log.warning("model answer unusable; one repair turn", code=exc.code)
-            repair = REPAIR_NOTE.format(reason=exc)
-            return _Answer(result=await self._call_model(ctx, turn, repair=repair), fresh=True)
+            repair = (ChatMessage(role="user", content=REPAIR_NOTE.format(reason=exc)),)
+            result = await self._call_model(ctx, turn, agent, repair=repair)
+            return _Answer(result=result, fresh=True)
         except (LLMTimeoutError, LLMContextTooLongError, AttemptTimeoutError) as exc:
             log.warning("retrying with a simplified context", code=exc.code)
-            result = await self._call_model(ctx, turn, simplified=True)
+            result = await self._call_model(ctx, turn, agent, simplified=True)
             turn.progress.degraded = True
             reason = f"simplified-context:{exc.code}"
             return _Answer(result=result, fresh=True, degraded_reason=reason)
 
     def _model_request(
-        self, ctx: AgentContext, turn: GenerationTurn, *, simplified: bool, repair: str | None
+        self,
+        ctx: AgentContext,
+        turn: GenerationTurn,
+        agent: Agent,
+        *,
+        simplified: bool,
+        repair: tuple[ChatMessage, ...],
     ) -> LLMRequest:
+        """The agent's instructions, history within its budget, and the tools it offers (of
+        those the request and the caller's permissions allow)."""
         deps = self.deps
-        budget = deps.settings.limits.history_token_budget
-        max_tokens = DEFAULT_MAX_TOKENS
+        budget = agent.history_budget or deps.settings.limits.history_token_budget
+        max_tokens = agent.max_output_tokens or DEFAULT_MAX_TOKENS
         if simplified:
             budget, max_tokens = budget // 4, max(64, max_tokens // 4)
         history = history_for_request(ctx.history, turn.request_id)
-        messages = build_messages(deps.settings.llm.system_prompt, history, budget)
-        if repair is not None:
-            messages = (*messages, ChatMessage(role="user", content=repair))
+        messages = (*build_messages(agent.system_prompt, history, budget), *repair)
         offered = (
-            ()
+            []
             if deps.settings.degradation.disable_tools
             else deps.tools.specs(turn.allowed_tools or None, call=_caller(turn))
         )
         return LLMRequest(
             messages=messages,
-            tools=tuple(offered),
+            tools=tuple(spec for spec in offered if agent.offers(spec.name)),
             max_tokens=max_tokens,
             metadata=dict(turn.metadata),
+            temperature=agent.temperature,
+            output_schema=agent.output_schema,
         )
 
     async def _call_model(
         self,
         ctx: AgentContext,
         turn: GenerationTurn,
+        agent: Agent,
         *,
         simplified: bool = False,
-        repair: str | None = None,
+        repair: tuple[ChatMessage, ...] = (),
     ) -> LLMResult:
         deps = self.deps
-        request = self._model_request(ctx, turn, simplified=simplified, repair=repair)
+        request = self._model_request(ctx, turn, agent, simplified=simplified, repair=repair)
         llm: LLMClient = deps.llm
         timeout_s = deps.settings.timeouts.llm_call_s
         if isinstance(llm, ModelRouter):  # the router picks the route per request
-            llm = llm.select(tenant_id=turn.tenant_id, metadata=turn.metadata)
+            llm = llm.select(
+                tenant_id=turn.tenant_id, metadata=turn.metadata, agent_route=agent.model
+            )
             # routes time each attempt themselves; this only caps the whole retry budget
             timeout_s += deps.settings.llm.retry.max_total_s
         try:

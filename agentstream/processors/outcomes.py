@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from agentstream.agents import Agent
 from agentstream.processors.base import (
     Inbound,
     Outbound,
@@ -138,14 +139,17 @@ def finish(
     request_metadata: Mapping[str, str] | None = None,
     origin: Inbound | None = None,
     settle: bool = True,
+    agent: Agent | None = None,
 ) -> StageResult:
     """The terminal records of a request: its response, metrics and (on failure) error event.
     Once they are published the session is *settled*: freed if this request holds it, and the
     response recorded as one it knows (a later request may name it as the one it follows).
     ``settle=False`` for a request that may not touch the session (another user's, bad ids).
     ``metadata`` is the pipeline's (model, cache, limits); ``request_metadata`` the request's,
-    echoed."""
+    echoed. ``agent`` is the agent that served the request (None: it named an unknown one)."""
     response = _response(deps, ids, progress, content, failure, confidence, metadata)
+    if agent is not None:
+        response = msgspec.structs.replace(response, agent=agent.name, agent_version=agent.version)
     if request_metadata:
         echo = {k: v for k, v in request_metadata.items() if k not in PIPELINE_KEYS}
         response = msgspec.structs.replace(response, request_metadata=echo)
@@ -224,4 +228,6 @@ def _metrics(
         time=response.created_at,
         tool_details=list(tool_calls),
         model=meta.get("served_by") or meta.get("model"),
+        agent=response.agent,
+        agent_version=response.agent_version,
     )

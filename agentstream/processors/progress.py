@@ -73,6 +73,7 @@ def next_turn(
         progress=source.progress,
         deadline=source.deadline,
         stream=source.stream,
+        agent=source.agent,
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from agentstream.admission.cache import bypassed
+from agentstream.agents import Agent
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
@@ -82,6 +83,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 failure=failure,
                 request_metadata=batch.metadata,
                 origin=msg,
+                agent=self._agent(batch),
             )
         maybe = await asyncio.gather(
             *(
@@ -118,6 +120,10 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 )
                 out.append(request_error_event(deps, ids, denied, msg))
         return StageResult(records=out)
+
+    def _agent(self, batch: ToolCallBatch) -> Agent | None:
+        catalog = self.deps.catalog
+        return catalog.get(batch.agent) if catalog.has(batch.agent) else None
 
     @staticmethod
     def _results(batch: ToolCallBatch, outcomes: list[ToolOutcome]) -> list[ToolResult]:
@@ -235,6 +241,11 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 call.name, arguments, timeout_s=timeout_s, call=context
             )
 
+    def _offers(self, batch: ToolCallBatch, name: str) -> bool:
+        """Whether the batch's agent offers the tool (an agent gone from the catalog: none)."""
+        catalog = self.deps.catalog
+        return catalog.has(batch.agent) and catalog.get(batch.agent).offers(name)
+
     def _refusal(self, call: ToolCall, batch: ToolCallBatch) -> ToolOutcome | None:
         """Why this call must not run (degraded mode, not allowed for the request), as the
         call's error result; None = it may run."""
@@ -244,7 +255,9 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 is_error=True,
                 error_code=ErrorCode.TOOLS_DISABLED,
             )
-        if batch.allowed_tools and call.name not in batch.allowed_tools:
+        if (batch.allowed_tools and call.name not in batch.allowed_tools) or not self._offers(
+            batch, call.name
+        ):
             return ToolOutcome(
                 content=f"Error: tool access denied: {call.name}",
                 is_error=True,

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agentstream.agents import Agent
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
@@ -63,6 +64,7 @@ class _Valid:
 
     message: str
     allowed: list[str]
+    agent: Agent
 
 
 class ValidationStage(Stage[AgentRequest]):
@@ -73,8 +75,10 @@ class ValidationStage(Stage[AgentRequest]):
         self, msg: Inbound, request: AgentRequest, ids: RequestIds, started: datetime
     ) -> StageResult:
         progress = new_progress(started, len(request.message.encode()))
+        agent: Agent | None = None
         try:
-            valid = self._validate(request)
+            agent = self._agent(request)
+            valid = self._validate(request, agent)
             claim = Claim(
                 stale_s=self.deps.settings.limits.session_busy_timeout_s,
                 follows=request.previous_response_id,
@@ -90,7 +94,7 @@ class ValidationStage(Stage[AgentRequest]):
                 await self._wait_for_session(ids, claim)
         except RequestRejected as rej:
             log.info("request refused", code=rej.code)
-            return self._refuse(msg, ids, progress, rej, request.metadata)
+            return self._refuse(msg, ids, progress, rej, request.metadata, agent)
         progress.add_stage_time(STAGE, ms_since(started))
         turn = GenerationTurn(
             request_id=ids.request_id,
@@ -103,9 +107,8 @@ class ValidationStage(Stage[AgentRequest]):
             progress=progress,
             deadline=request.deadline,
             message=valid.message,
-            stream=self.deps.settings.streaming.default
-            if request.stream is None
-            else request.stream,
+            stream=_streams(request, valid.agent, self.deps.settings.streaming.default),
+            agent=valid.agent.name,
         )
         topic = self.deps.settings.topics.generation
         value = self.deps.codec.encode_record(turn)
@@ -118,6 +121,7 @@ class ValidationStage(Stage[AgentRequest]):
         progress: RequestProgress,
         rej: RequestRejected,
         request_metadata: dict[str, str],
+        agent: Agent | None,
     ) -> StageResult:
         """Answer the request now with an ERROR response (plus its ErrorEvent and metrics)."""
         failure = Failure(code=rej.code, message=rej.message, stage=STAGE, retriable=rej.retriable)
@@ -131,6 +135,7 @@ class ValidationStage(Stage[AgentRequest]):
             request_metadata=request_metadata,
             origin=msg,
             settle=rej.settle,
+            agent=agent,
         )
 
     def _duplicate(self, msg: Inbound, ids: RequestIds) -> StageResult:
@@ -172,6 +177,7 @@ class ValidationStage(Stage[AgentRequest]):
                 message=valid.message,
                 allowed_tools=valid.allowed,
                 metadata=request.metadata,
+                agent=valid.agent,
             )
             if denial is not None:
                 log.info("request not admitted", code=denial.code, limit=denial.limit)
@@ -191,6 +197,7 @@ class ValidationStage(Stage[AgentRequest]):
                     confidence=cached.confidence,
                     metadata=cached.metadata(),
                     request_metadata=request.metadata,
+                    agent=valid.agent,
                 )
         if deps.settings.degradation.cached_only:  # no cached answer above: refuse
             raise RequestRejected(
@@ -200,7 +207,15 @@ class ValidationStage(Stage[AgentRequest]):
             )
         return None
 
-    def _validate(self, request: AgentRequest) -> _Valid:
+    def _agent(self, request: AgentRequest) -> Agent:
+        """The agent the request names (None: the default); UNKNOWN_AGENT when there is none."""
+        catalog = self.deps.catalog
+        if not catalog.has(request.agent):
+            name = (request.agent or "")[:64]
+            raise RequestRejected(code=ErrorCode.UNKNOWN_AGENT, message=f"unknown agent {name!r}")
+        return catalog.get(request.agent)
+
+    def _validate(self, request: AgentRequest, agent: Agent) -> _Valid:
         limits = self.deps.settings.limits
         ids = RequestIds.of(request)
         for name, value in (
@@ -230,15 +245,15 @@ class ValidationStage(Stage[AgentRequest]):
             raise RequestRejected(
                 code=ErrorCode.INVALID_REQUEST, message="metadata has too many or too large entries"
             )
-        allowed = self._allowed_tools(request)
+        allowed = self._allowed_tools(request, agent)
         if request.deadline is not None and request.deadline <= utcnow():
             raise RequestRejected(
                 code=ErrorCode.DEADLINE_EXCEEDED,
                 message="the request's deadline has already passed",
             )
-        return _Valid(message=message, allowed=allowed)
+        return _Valid(message=message, allowed=allowed, agent=agent)
 
-    def _allowed_tools(self, request: AgentRequest) -> list[str]:
+    def _allowed_tools(self, request: AgentRequest, agent: Agent) -> list[str]:
         allowed = list(dict.fromkeys(request.allowed_tools))
         if len(allowed) > self.deps.settings.limits.max_allowed_tools:
             raise RequestRejected(code=ErrorCode.INVALID_REQUEST, message="too many allowed_tools")
@@ -246,6 +261,12 @@ class ValidationStage(Stage[AgentRequest]):
         if unknown:
             raise RequestRejected(
                 code=ErrorCode.UNKNOWN_TOOL, message=f"unknown tool(s): {', '.join(unknown)}"
+            )
+        foreign = [t for t in allowed if not agent.offers(t)]
+        if foreign:
+            raise RequestRejected(
+                code=ErrorCode.UNKNOWN_TOOL,
+                message=f"agent {agent.name!r} does not offer tool(s): {', '.join(foreign)}",
             )
         return allowed
 
@@ -284,3 +305,10 @@ def _claimed(outcome: ClaimOutcome, double_text: str) -> bool:
             "has finished",
         )
     return True
+
+
+def _streams(request: AgentRequest, agent: Agent, default: bool) -> bool:
+    """The request's choice, else its agent's, else the ``streaming.default`` setting."""
+    if request.stream is not None:
+        return request.stream
+    return default if agent.stream is None else agent.stream

@@ -140,6 +140,8 @@ class _Turn(_OfRequest, frozen=True, kw_only=True):
     deadline: datetime | None = None
     stream: bool = False
     """The request streams its answer to ``agent.stream`` (decided at validation)."""
+    agent: str | None = None
+    """The agent serving this request, resolved at validation (None: the default agent)."""
 
 
 class AgentRequest(_OfRequest, frozen=True, kw_only=True):
@@ -155,6 +157,8 @@ class AgentRequest(_OfRequest, frozen=True, kw_only=True):
     it (history lost) the request is answered ``CONTEXT_LOST`` instead of running without it."""
     stream: bool | None = None
     """Stream the answer to ``agent.stream``; None follows the ``streaming.default`` setting."""
+    agent: str | None = None
+    """The catalog agent that serves this request; None selects the default agent."""
 
 
 class GenerationTurn(_Turn, frozen=True, kw_only=True):
@@ -188,6 +192,9 @@ class AgentResponse(_OfRequest, frozen=True, kw_only=True):
     created_at: datetime
     request_metadata: dict[str, str] = msgspec.field(default_factory=dict)
     """The request's metadata, echoed unchanged."""
+    agent: str | None = None
+    """The agent that produced this answer, and its version (hash of its definition)."""
+    agent_version: str | None = None
 
 
 class ErrorEvent(Contract, frozen=True, kw_only=True):
@@ -231,6 +238,8 @@ class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     """Outcome ``FEEDBACK``: the rating given (1 to 5)."""
     feedback_comment_chars: Int32 | None = None
     """Outcome ``FEEDBACK``: the comment's length (its text is never carried)."""
+    agent: str | None = None
+    agent_version: str | None = None
 
 
 class StreamDelta(Contract, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from agentstream.admission import Admission
+from agentstream.agents import AgentCatalog, build_catalog
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.llm.factory import build_llm
@@ -81,12 +82,15 @@ class PipelineWorker:
         stages: tuple[str, ...] = WORKER_STAGES,
         llm: LLMClient | None = None,
         tools: ToolExecutor | None = None,
+        agents: AgentCatalog | None = None,
     ) -> None:
         unknown = set(stages) - set(WORKER_STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s): {', '.join(sorted(unknown))}")
         self.settings = settings
         self.stages = stages
+        # A broken agent definition stops the worker here, before it opens anything.
+        self.agents = agents or build_catalog(settings)
         self._redis = redis_from_settings(settings)
         # Closed while Redis is unreachable: the stages take no new work until it answers.
         self.redis_gate = OutageGate("redis", self._redis.ping, is_outage=redis_outage)
@@ -162,7 +166,12 @@ class PipelineWorker:
             autopipeline=s.state.redis_autopipeline,
         )
         deps = StageDeps(
-            settings=s, codec=self._codec, llm=self.llm, tools=self.tools, sessions=sessions
+            settings=s,
+            codec=self._codec,
+            llm=self.llm,
+            tools=self.tools,
+            sessions=sessions,
+            agents=self.agents,
         )
         deps.stream = StreamOutput(
             topic=s.topics.stream,
