@@ -156,6 +156,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         ],
         "model": "local-rules",
     },
+    "CancelRequest": {
+        "cancel_id": "c-5e1f",
+        "request_id": "req-7f3a",
+        "tenant_id": "acme",
+        "requested_by": "u-42",
+        "reason": "user pressed stop",
+        "session_id": "sess-19",
+        "created_at": NOW,
+    },
 }
 
 
@@ -166,7 +175,7 @@ def codec() -> AvroCodec:
 
 def test_samples_cover_every_contract() -> None:
     assert set(SAMPLES) == set(SCHEMA_NAMES)
-    assert len(SCHEMA_NAMES) == 6
+    assert len(SCHEMA_NAMES) == 7
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -185,8 +194,10 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
 
 def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
-    # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids")
-    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [8, 9, 3, 7, 5, 6]
+    # GenerationTurn 2 -> 9: message; AgentResponse 7 -> 10: AgentState CANCELLED; CancelRequest
+    # 11 (docs/contract.md, "Schema ids")
+    ids = [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES]
+    assert ids == [8, 9, 3, 10, 5, 6, 11]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:
@@ -239,7 +250,7 @@ def test_unknown_schema_id(codec: AvroCodec) -> None:
 def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
     data = codec.encode("AgentResponse", SAMPLES["AgentResponse"])
     assert _reason(codec, data) == (
-        "schema id 7 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
+        "schema id 10 is io.agentstream.AgentResponse, expected io.agentstream.AgentRequest"
     )
 
 

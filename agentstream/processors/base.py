@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.observability.load import LoadMonitor
+from agentstream.processors.cancellation import Cancellations
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.schemas.records import Headers, Inbound, Outbound
@@ -55,6 +56,8 @@ class StageDeps:
     sessions: SessionStore
     admission: Admission | None = None  # rate limits, budgets, response cache
     load: LoadMonitor | None = None  # load shedding (RESOURCE_EXHAUSTED)
+    # the requests cancelled, and their work that can stop (processors/cancellation.py)
+    cancellations: Cancellations = field(default_factory=Cancellations)
 
 
 def utcnow() -> datetime:

@@ -160,6 +160,7 @@ TOPIC_OF: Mapping[str, str] = {
     "AgentResponse": "responses",
     "ErrorEvent": "errors",
     "MetricsEvent": "metrics",
+    "CancelRequest": "control",
 }
 
 

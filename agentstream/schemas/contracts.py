@@ -26,6 +26,7 @@ __all__ = [
     "AgentRequest",
     "AgentResponse",
     "AgentState",
+    "CancelRequest",
     "Contract",
     "ErrorEvent",
     "GenerationTurn",
@@ -55,6 +56,10 @@ class AgentState(StrEnum):
     EXECUTING = "EXECUTING"
     ERROR = "ERROR"
     COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    """Stopped by a cancel request (``CancelRequest``); the response's ``error_code`` is
+    ``CANCELLED``, so a reader whose schema predates the symbol (and reads the enum's default,
+    ERROR) still sees why."""
 
 
 class Contract(msgspec.Struct, frozen=True, kw_only=True):
@@ -223,11 +228,33 @@ class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     model: str | None = None
 
 
+class CancelRequest(Contract, frozen=True, kw_only=True):
+    """A request to stop an agent request (topic ``agent.control``, keyed by request id)."""
+
+    schema: ClassVar[str] = "CancelRequest"
+
+    cancel_id: str
+    request_id: str
+    tenant_id: str
+    requested_by: str
+    reason: str | None = None
+    session_id: str | None = None
+    created_at: datetime
+
+
 #: What a stage consumes: a request, or one of its turns.
 StageInput = AgentRequest | GenerationTurn | ToolCallBatch
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {
     c.schema: c
-    for c in (AgentRequest, GenerationTurn, ToolCallBatch, AgentResponse, ErrorEvent, MetricsEvent)
+    for c in (
+        AgentRequest,
+        GenerationTurn,
+        ToolCallBatch,
+        AgentResponse,
+        ErrorEvent,
+        MetricsEvent,
+        CancelRequest,
+    )
 }

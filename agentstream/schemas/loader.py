@@ -36,6 +36,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "AgentResponse",
     "ErrorEvent",
     "MetricsEvent",
+    "CancelRequest",
 )
 
 _NAMED_TYPES = ("record", "enum", "fixed")

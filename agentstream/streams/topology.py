@@ -144,6 +144,7 @@ def pipeline_topics(settings: Settings) -> list[str]:
         t.responses,
         t.errors,
         t.metrics,
+        t.control,
         *(t.dlq(name) for name in stage_topics),
         *retry_topics(settings),
     ]
@@ -156,6 +157,7 @@ def contract_for_topic(settings: Settings, topic: str) -> type[Contract] | None:
         t.responses: CONTRACTS["AgentResponse"],
         t.errors: CONTRACTS["ErrorEvent"],
         t.metrics: CONTRACTS["MetricsEvent"],
+        t.control: CONTRACTS["CancelRequest"],
     }
     for s in STAGES:
         name = s.topic(settings)
