@@ -20,7 +20,7 @@ import agentstream
 
 ROOT = Path(agentstream.__file__).parent
 LAYERS: list[set[str]] = [
-    {"cli", "client", "testing", "embedded", "", "__main__"},
+    {"cli", "client", "cancel_client", "testing", "embedded", "", "__main__"},
     {"streams"},
     {"processors"},
     {"admission", "llm", "tools"},

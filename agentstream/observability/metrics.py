@@ -64,3 +64,11 @@ def serve(port: int, addr: str = "0.0.0.0") -> MetricsServer:
     from agentstream.observability.http import MetricsServer
 
     return MetricsServer(port, addr).start()
+
+
+CANCEL_REQUESTS = Counter(
+    "agentstream_cancel_requests",
+    "Cancel requests by what they found (pending: stopped; finished / unknown: nothing to stop),"
+    " counted once, by the worker that decided.",
+    ["finding"],
+)
