@@ -123,9 +123,7 @@ async def test_cancel_of_a_finished_or_unknown_request_is_a_reported_no_op(
     settings_factory: Any,
 ) -> None:
     settings = await _settings(settings_factory)
-    before = {
-        f: metrics.CANCEL_REQUESTS.labels(f)._value.get() for f in ("finished", "unknown")
-    }
+    before = {f: metrics.CANCEL_REQUESTS.labels(f)._value.get() for f in ("finished", "unknown")}
     async with PipelineWorker(settings, llm=SlowModel()), AgentClient(settings) as client:
         done = await client.ask("hello", session_id="s2", user_id="u", tenant_id="t")
         assert done.state == "COMPLETED"
@@ -183,7 +181,8 @@ async def test_running_side_effecting_call_finishes_and_is_journaled_others_skip
         assert result.outcome is CancelOutcome.CANCELLED, result
         response = await asyncio.wait_for(answer, 5)
     assert response.state == "CANCELLED"
-    assert tool.started == [0] and tool.finished == [0]  # ran to its end; 1 and 2 never began
+    assert tool.started == [0]  # calls 1 and 2 never began
+    assert tool.finished == [0]  # call 0 ran to its end
     calls = {c["call_id"]: c for c in response.tool_calls}
     assert calls["c0"]["is_error"] is False
     assert calls["c1"]["error_code"] == calls["c2"]["error_code"] == "CANCELLED"

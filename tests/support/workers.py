@@ -24,7 +24,15 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
         }
     )
     env["AGENTSTREAM_TOPICS__PARTITIONS"] = str(settings.topics.partitions)
-    for name in ("requests", "generation", "tool_calls", "responses", "errors", "metrics", "control"):
+    for name in (
+        "requests",
+        "generation",
+        "tool_calls",
+        "responses",
+        "errors",
+        "metrics",
+        "control",
+    ):
         env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
     for key, value in FAST_KAFKA.items():
         env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
