@@ -144,6 +144,7 @@ TOPIC_SUBJECTS = {
     "agent.responses-value": "io.agentstream.AgentResponse",
     "agent.errors-value": "io.agentstream.ErrorEvent",
     "agent.metrics-value": "io.agentstream.MetricsEvent",
+    "agent.control-value": "io.agentstream.CancelRequest",
 }
 
 

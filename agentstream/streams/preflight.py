@@ -62,7 +62,15 @@ LUA_SCRIPTS = (
     ADMISSION_ACQUIRE,
     ADMISSION_SETTLE,
 )
-_TOPIC_FIELDS = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
+_TOPIC_FIELDS = (
+    "requests",
+    "generation",
+    "tool_calls",
+    "responses",
+    "errors",
+    "metrics",
+    "control",
+)
 _SHOWN = 3
 
 
