@@ -194,3 +194,32 @@ async def test_running_side_effecting_call_finishes_and_is_journaled_others_skip
         assert await redis.hget(step, "status") in (b"done", "done")
     finally:
         await redis.aclose()
+
+
+async def test_cancel_of_a_request_queued_behind_another_leaves_the_other_running(
+    settings_factory: Any,
+) -> None:
+    settings = await _settings(settings_factory)
+    model = SlowModel()
+    worker = PipelineWorker(settings, llm=model)
+    async with worker, AgentClient(settings) as client:
+        first = new_request("slow first", session_id="s5", user_id="u", tenant_id="t")
+        first_answer = client.expect(first["request_id"])
+        await client.submit(first)
+        await wait_until(lambda: model.slow_calls == 1, what="the first request's model call")
+        queued = new_request("hello", session_id="s5", user_id="u", tenant_id="t")
+        queued_answer = client.expect(queued["request_id"])
+        await client.submit(queued)
+        validation = worker.runners["validation"]
+        await wait_until(lambda: validation.in_flight == 1, what="the queued request waiting")
+        result = await client.cancel(queued["request_id"], tenant_id="t", wait=10)
+        assert result.outcome is CancelOutcome.CANCELLED, result
+        assert (await asyncio.wait_for(queued_answer, 5)).state == "CANCELLED"
+        # the first request still holds the session and its model call still runs
+        assert model.aborted == 0
+        assert not first_answer.done()
+        result = await client.cancel(first["request_id"], tenant_id="t", wait=10)
+        assert result.outcome is CancelOutcome.CANCELLED, result
+        assert (await asyncio.wait_for(first_answer, 5)).state == "CANCELLED"
+        following = await client.ask("hello", session_id="s5", user_id="u", tenant_id="t")
+        assert following.state == "COMPLETED"
