@@ -223,3 +223,28 @@ async def test_cancel_of_a_request_queued_behind_another_leaves_the_other_runnin
         assert (await asyncio.wait_for(first_answer, 5)).state == "CANCELLED"
         following = await client.ask("hello", session_id="s5", user_id="u", tenant_id="t")
         assert following.state == "COMPLETED"
+
+
+async def test_a_worker_started_after_the_cancel_ends_the_request_it_is_redelivered(
+    settings_factory: Any,
+) -> None:
+    # the cancel is sent while no worker runs; the next worker reads it at start and does not
+    # hold the request's redelivered retry record for its 60 s
+    settings = await _settings(settings_factory, topics={"retry_tiers_s": [60.0]})
+    model = SlowModel()
+    async with AgentClient(settings) as client:
+        request = new_request("down again", session_id="s6", user_id="u", tenant_id="t")
+        answer = client.expect(request["request_id"])
+        first = PipelineWorker(settings, llm=model)
+        async with first:
+            await client.submit(request)
+            retry = first.runners["retry"]
+            await wait_until(lambda: retry.in_flight == 1, what="a held retry record")
+        sent = await client.cancel(request["request_id"], tenant_id="t", wait=0)
+        assert sent.outcome is CancelOutcome.NOT_SEEN
+        started = asyncio.get_running_loop().time()
+        async with PipelineWorker(settings, llm=model):
+            response = await asyncio.wait_for(answer, 30)
+        assert response.state == "CANCELLED"
+        assert asyncio.get_running_loop().time() - started < 30
+        assert model.down_calls == 1

@@ -38,6 +38,7 @@ class CancelNotice:
     cancel_id: str
     requested_by: str
     reason: str | None = None
+    session_id: str | None = None
 
 
 class RequestCancelled(ControlSignal):
@@ -72,14 +73,19 @@ class Cancellations:
         self._max = max_remembered
         self._cancelled: OrderedDict[str, tuple[CancelNotice, float]] = OrderedDict()
         self._scopes: dict[str, set[_Scope]] = {}
+        self._sessions: dict[str, str] = {}  # session -> its latest cancelled request
 
     def cancel(self, notice: CancelNotice) -> int:
         """Remember ``notice``'s request as cancelled and stop its running work on this worker;
         returns how many running scopes were stopped."""
         self._cancelled[notice.request_id] = (notice, time.monotonic() + self._window_s)
         self._cancelled.move_to_end(notice.request_id)
+        if notice.session_id is not None:
+            self._sessions[notice.session_id] = notice.request_id
         while len(self._cancelled) > self._max:
-            self._cancelled.popitem(last=False)
+            _, (old, _) = self._cancelled.popitem(last=False)
+            if old.session_id is not None and self._sessions.get(old.session_id) == old.request_id:
+                del self._sessions[old.session_id]
         return sum(scope.abort(notice) for scope in list(self._scopes.get(notice.request_id, ())))
 
     def notice(self, request_id: str) -> CancelNotice | None:
@@ -92,6 +98,15 @@ class Cancellations:
             del self._cancelled[request_id]
             return None
         return notice
+
+    def session_cancelled(self, session_id: str) -> bool:
+        """A request of ``session_id`` is cancelled (within the window): the retry forwarder
+        sends a record of the session back at once instead of holding it."""
+        request_id = self._sessions.get(session_id)
+        if request_id is not None and self.notice(request_id) is None:
+            self._sessions.pop(session_id, None)
+            return False
+        return request_id is not None
 
     def check(self, request_id: str) -> None:
         """Raise :class:`RequestCancelled` when ``request_id`` is cancelled."""

@@ -180,7 +180,10 @@ class PipelineWorker:
             in_flight=self._in_flight,
         )
         deps.load = load if load.enabled else None
-        self.retry_forwarder = RetryForwarder(max_wait_s=max(s.topics.retry_tiers_s, default=0.0))
+        self.retry_forwarder = RetryForwarder(
+            max_wait_s=max(s.topics.retry_tiers_s, default=0.0),
+            released=lambda key: deps.cancellations.session_cancelled(key.decode(errors="replace")),
+        )
         for name in self.stages:
             if name == RETRY:
                 self.runners[name] = self._retry_runner()

@@ -100,7 +100,28 @@ class CancelListener:
                 await self._consumer.seek_to_end(tp)
             else:
                 self._consumer.seek(tp, at.offset)
+        await self._catch_up(tps)
         self._task = asyncio.get_running_loop().create_task(self._consume())
+
+    async def _catch_up(self, tps: list[TopicPartition]) -> None:
+        """Handle the window's cancels before the stages start taking records (bounded by
+        ``startup.check_timeout_s``), so a record redelivered to this new worker finds its
+        request's cancel known. The fetch high-water mark says where the end is (Tansu's
+        ``end_offsets`` is wrong)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.startup.check_timeout_s
+        while loop.time() < deadline:
+            batches = await self._consumer.getmany(*tps, timeout_ms=200, max_records=500)
+            for records in batches.values():
+                for record in records:
+                    await self._handle_record(record)
+            if all([await self._at_end(tp) for tp in tps]):
+                return
+        log.warning("control topic not read to its end at start; continuing in the background")
+
+    async def _at_end(self, tp: TopicPartition) -> bool:
+        highwater = self._consumer.highwater(tp)
+        return highwater is not None and await self._consumer.position(tp) >= highwater
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -165,6 +186,7 @@ class CancelListener:
             cancel_id=cancel.cancel_id,
             requested_by=cancel.requested_by,
             reason=cancel.reason,
+            session_id=decision.session_id,
         )
         stopped = self._deps.cancellations.cancel(notice)
         woken = 0

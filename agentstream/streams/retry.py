@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 
 from agentstream.config import TopicSettings
 from agentstream.processors.base import Inbound, Outbound, StageResult
@@ -58,10 +59,18 @@ _MAX_DUE_DIGITS = 15  # epoch milliseconds for the next 30,000 years
 class RetryForwarder:
     """Handler for retry topics: wait until due, then send the record back to its origin."""
 
-    def __init__(self, max_wait_s: float = float("inf")) -> None:
+    def __init__(
+        self,
+        max_wait_s: float = float("inf"),
+        *,
+        released: Callable[[bytes], bool] | None = None,
+    ) -> None:
         """``max_wait_s``: the longest tier; a due time further away (a broken or hostile
-        header) is not waited for longer, so a record never holds its key's chain for ever."""
+        header) is not waited for longer, so a record never holds its key's chain for ever.
+        ``released(key)``: true when the key's request was cancelled: its record is not held
+        (it arrived after the cancel, e.g. redelivered to a worker that started later)."""
         self._max_wait_s = max_wait_s
+        self._released = released or (lambda key: False)
         # the latest forwards' lateness (bench/retry_delay.py reads it); bounded
         self.lateness_ms: deque[float] = deque(maxlen=10_000)
         self._held: dict[bytes, set[asyncio.Event]] = {}
@@ -96,7 +105,7 @@ class RetryForwarder:
         plain = due.isascii() and due.isdigit() and len(due) <= _MAX_DUE_DIGITS
         due_ms = int(due) if plain else 0
         wait_s = min(due_ms / 1000 - time.time(), self._max_wait_s)
-        if wait_s > 0:
+        if wait_s > 0 and not self._released(msg.key or b""):
             await self._hold(msg.key or b"", wait_s)
         self.lateness_ms.append(time.time() * 1000 - due_ms)
         return StageResult(
