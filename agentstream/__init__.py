@@ -2,7 +2,7 @@
 
 The public API (everything else is internal and may change)::
 
-    from agentstream import AgentClient, Settings                  # publish, wait, follow
+    from agentstream import AgentClient, Settings                  # publish, wait, follow, cancel
     from agentstream import AgentRequest, AgentResponse, AgentState  # the typed contracts
     from agentstream import TestPipeline, FunctionModel            # test agents in memory
 
@@ -25,6 +25,9 @@ _EXPORTS = {
     "AgentState": "agentstream.schemas.contracts",
     "ErrorEvent": "agentstream.schemas.contracts",
     "MetricsEvent": "agentstream.schemas.contracts",
+    "CancelRequest": "agentstream.schemas.contracts",
+    "CancelOutcome": "agentstream.cancel_client",
+    "CancelResult": "agentstream.cancel_client",
     "AgentStreamError": "agentstream.exceptions",
     "TestPipeline": "agentstream.testing",
     "FunctionModel": "agentstream.testing",
@@ -36,6 +39,9 @@ __all__ = [
     "AgentResponse",
     "AgentState",
     "AgentStreamError",
+    "CancelOutcome",
+    "CancelRequest",
+    "CancelResult",
     "ErrorEvent",
     "FunctionModel",
     "MetricsEvent",
@@ -47,6 +53,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from agentstream.cancel_client import CancelOutcome, CancelResult
     from agentstream.client import AgentClient, new_request
     from agentstream.config import Settings
     from agentstream.exceptions import AgentStreamError
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
         AgentRequest,
         AgentResponse,
         AgentState,
+        CancelRequest,
         ErrorEvent,
         MetricsEvent,
     )

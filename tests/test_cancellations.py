@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
+from agentstream.llm.base import LLMRequest, LLMResult
 from agentstream.processors.cancellation import Cancellations, CancelNotice, RequestCancelled
+from agentstream.schemas.contracts import AgentState
+from agentstream.testing import FunctionModel, TestPipeline
 
 
 def _notice(request_id: str = "r1") -> CancelNotice:
@@ -68,3 +71,21 @@ def test_the_memory_is_bounded() -> None:
         cancels.cancel(_notice(f"r{n}"))
     assert cancels.notice("r0") is None
     assert cancels.notice("r2") is not None
+
+
+async def test_test_pipeline_cancel_stops_a_slow_model_call() -> None:
+    started = asyncio.Event()
+
+    async def slow(request: LLMRequest) -> LLMResult:
+        started.set()
+        await asyncio.sleep(60)
+        return LLMResult(content="too late")
+
+    async with TestPipeline(llm=FunctionModel(slow)) as pipeline:
+        answer = asyncio.create_task(pipeline.ask("hello", request_id="r-slow"))
+        await asyncio.wait_for(started.wait(), 10)
+        assert pipeline.cancel("r-slow", reason="stop") == 1
+        response = await asyncio.wait_for(answer, 10)
+    assert response.state is AgentState.CANCELLED
+    assert response.error_code == "CANCELLED"
+    assert response.metadata["cancel_reason"] == "stop"
