@@ -148,7 +148,7 @@ async def _response_of(responses: AsyncIterator[AgentResponse], request_id: str)
 async def _noop_report(
     codec: AvroCodec, errors: AIOKafkaConsumer, cancel: CancelRequest
 ) -> CancelOutcome:
-    prefix = f"cancel {cancel.cancel_id[:64]}:"
+    prefix = f"cancel {cancel.cancel_id}:"
     while True:
         batches = await errors.getmany(timeout_ms=200)
         for records in batches.values():

@@ -40,6 +40,7 @@ from agentstream.observability.logging import get_logger, log_safe_id
 from agentstream.processors.base import Outbound, StageDeps
 from agentstream.processors.cancellation import CancelNotice
 from agentstream.processors.outcomes import Failure, error_event, response_id_for
+from agentstream.processors.sanitize import valid_id
 from agentstream.schemas.contracts import CancelRequest
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.cancels import CancelDecision, CancelFinding, CancelStore
@@ -142,7 +143,13 @@ class CancelListener:
         try:
             cancel = self._deps.codec.decode_record(CancelRequest, record.value or b"")
         except SerializationError as exc:
-            log.warning("undecodable cancel request skipped", **_where(msg), error=str(exc))
+            log.warning(
+                "undecodable cancel request skipped", **_where(msg), error=type(exc).__name__
+            )
+            return
+        ids = (cancel.cancel_id, cancel.request_id, cancel.tenant_id, cancel.session_id or "x")
+        if not all(valid_id(i) for i in ids):  # no request has such ids: nothing to decide
+            log.warning("cancel request with invalid ids skipped", **_where(msg))
             return
         pause = 0.05
         while True:  # a Redis outage delays the cancel; it is not dropped
@@ -204,7 +211,7 @@ class CancelListener:
         code, text = _NOOP[decision.finding]
         failure = Failure(
             code=code,
-            message=f"cancel {cancel.cancel_id[:64]}: {text}",
+            message=f"cancel {cancel.cancel_id}: {text}",
             stage=STAGE,
             retriable=decision.finding is CancelFinding.UNKNOWN,
         )
