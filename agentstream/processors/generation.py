@@ -376,7 +376,10 @@ class GenerationStage(Stage[GenerationTurn]):
             call_id=llm_step_id(ids.request_id, turn.turn),
             history=ctx.history,
         ) as grant:
-            answer = await self._call_with_recovery(ctx, turn)
+            # a cancel of the request stops the model call (RequestCancelled; see
+            # processors/cancellation.py): outside the recovery, which must not retry it
+            async with self.deps.cancellations.abortable(ids.request_id):
+                answer = await self._call_with_recovery(ctx, turn)
             grant.record(answer.result.usage)
         return answer
 
@@ -441,21 +444,19 @@ class GenerationStage(Stage[GenerationTurn]):
             llm = llm.select(tenant_id=turn.tenant_id, metadata=turn.metadata)
             # routes time each attempt themselves; this only caps the whole retry budget
             timeout_s += deps.settings.llm.retry.max_total_s
-        # a cancel of the request stops the call (RequestCancelled, outside the timeout's except)
-        async with deps.cancellations.abortable(turn.request_id):
-            try:
-                with (
-                    deadline_scope(turn.deadline),
-                    chat_span(llm.name, **{"agentstream.request_id": turn.request_id}) as span,
-                ):
-                    async with asyncio.timeout(timeout_s):
-                        result = await llm.complete(request)
-                    span.set_attribute("gen_ai.response.model", result.model or llm.name)
-                    span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
-                    span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
-                    return result
-            except TimeoutError as exc:
-                raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
+        try:
+            with (
+                deadline_scope(turn.deadline),
+                chat_span(llm.name, **{"agentstream.request_id": turn.request_id}) as span,
+            ):
+                async with asyncio.timeout(timeout_s):
+                    result = await llm.complete(request)
+                span.set_attribute("gen_ai.response.model", result.model or llm.name)
+                span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+                return result
+        except TimeoutError as exc:
+            raise LLMTimeoutError(f"no answer within {timeout_s}s") from exc
 
     async def _set_state(self, ids: RequestIds, state: AgentState) -> None:
         def change(ctx: AgentContext | None) -> AgentContext | None:
