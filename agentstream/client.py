@@ -229,7 +229,7 @@ class AgentClient:
         self,
         request_id: str,
         *,
-        tenant_id: str,
+        tenant_id: str | None = None,
         requested_by: str = "agent-client",
         reason: str | None = None,
         session_id: str | None = None,
@@ -238,10 +238,16 @@ class AgentClient:
         """Ask the pipeline to stop ``request_id`` and, for up to ``wait`` s, watch what
         happened (agentstream/cancel_client.py): ``CANCELLED`` (its response is in the result),
         ``FINISHED`` / ``UNKNOWN`` (nothing to stop: reported by the pipeline), or ``NOT_SEEN``.
-        A request this client sent is cancelled with its session named."""
+        A request this client sent (and has no answer for yet) needs no ``tenant_id``: its
+        tenant and session are known."""
         if self._producer is None:
             raise RuntimeError("AgentClient.cancel() before start()")
         sent = self._sent.get(request_id)
+        tenant_id = tenant_id or (sent[0] if sent else None)
+        if tenant_id is None:
+            raise ValueError(
+                f"cancel({request_id!r}): pass tenant_id (not a request in flight here)"
+            )
         cancel = new_cancel(
             request_id,
             tenant_id=tenant_id,
