@@ -2,7 +2,7 @@
 
 The public API (everything else is internal and may change)::
 
-    from agentstream import AgentClient, Settings                  # publish, wait, follow
+    from agentstream import AgentClient, Settings                  # publish, wait, follow, cancel
     from agentstream import AgentRequest, AgentResponse, AgentState  # the typed contracts
     from agentstream import TestPipeline, FunctionModel            # test agents in memory
     from agentstream import tool                                   # a Python function as a tool
@@ -32,6 +32,9 @@ _EXPORTS = {
     "StreamDelta": "agentstream.schemas.contracts",
     "Feedback": "agentstream.schemas.contracts",
     "StreamedText": "agentstream.client_stream",
+    "CancelRequest": "agentstream.schemas.contracts",
+    "CancelOutcome": "agentstream.cancel_client",
+    "CancelResult": "agentstream.cancel_client",
     "AgentStreamError": "agentstream.exceptions",
     "TestPipeline": "agentstream.testing",
     "FunctionModel": "agentstream.testing",
@@ -45,6 +48,9 @@ __all__ = [
     "AgentResponse",
     "AgentState",
     "AgentStreamError",
+    "CancelOutcome",
+    "CancelRequest",
+    "CancelResult",
     "ErrorEvent",
     "Feedback",
     "FunctionModel",
@@ -61,6 +67,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from agentstream.agents import Agent
+    from agentstream.cancel_client import CancelOutcome, CancelResult
     from agentstream.client import AgentClient, new_request
     from agentstream.client_stream import StreamedText
     from agentstream.config import Settings
@@ -69,6 +76,7 @@ if TYPE_CHECKING:
         AgentRequest,
         AgentResponse,
         AgentState,
+        CancelRequest,
         ErrorEvent,
         Feedback,
         MetricsEvent,

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agentstream.cancel_client import CancelResult, new_cancel, send_cancel
 from agentstream.client_stream import StreamReader
 from agentstream.config import Settings
 from agentstream.observability.tracing import receive_span, send_span
@@ -340,6 +341,45 @@ class AgentClient:
             key=rated.session_id.encode(),
         )
 
+    async def cancel(
+        self,
+        request_id: str,
+        *,
+        tenant_id: str | None = None,
+        requested_by: str = "agent-client",
+        reason: str | None = None,
+        session_id: str | None = None,
+        wait: float = 10.0,
+    ) -> CancelResult:
+        """Ask the pipeline to stop ``request_id`` and, for up to ``wait`` s, watch what
+        happened (agentstream/cancel_client.py): ``CANCELLED`` (its response is in the result),
+        ``FINISHED`` / ``UNKNOWN`` (nothing to stop: reported by the pipeline), or ``NOT_SEEN``.
+        A request this client sent (and has no answer for yet) needs no ``tenant_id``: its
+        tenant and session are known."""
+        if self._producer is None:
+            raise RuntimeError("AgentClient.cancel() before start()")
+        sent = self._sent.get(request_id)
+        tenant_id = tenant_id or (sent[0] if sent else None)
+        if tenant_id is None:
+            raise ValueError(
+                f"cancel({request_id!r}): pass tenant_id (not a request in flight here)"
+            )
+        cancel = new_cancel(
+            request_id,
+            tenant_id=tenant_id,
+            requested_by=requested_by,
+            reason=reason,
+            session_id=session_id or (sent[1] if sent else None),
+        )
+        queue: asyncio.Queue[AgentResponse] = asyncio.Queue()
+        self._subscribers.append(queue)  # before sending: no response is missed
+        try:
+            return await send_cancel(
+                self.settings, self._codec, self._producer, cancel, _drain(queue), wait_s=wait
+            )
+        finally:
+            self._subscribers.remove(queue)
+
     def expect(self, request_id: str) -> asyncio.Future[AgentResponse]:
         """A future for the response to ``request_id`` (register before submitting)."""
         future: asyncio.Future[AgentResponse] = asyncio.get_running_loop().create_future()
@@ -392,6 +432,11 @@ class AgentClient:
             waiter.set_result(response)
         for queue in self._subscribers:
             queue.put_nowait(response)
+
+
+async def _drain(queue: asyncio.Queue[AgentResponse]) -> AsyncIterator[AgentResponse]:
+    while True:
+        yield await queue.get()
 
 
 def _remember(

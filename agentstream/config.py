@@ -45,6 +45,9 @@ class TopicSettings(BaseModel):
     # Answers as they are written (StreamDelta, keyed by session) and user ratings (Feedback).
     stream: str = "agent.stream"
     feedback: str = "agent.feedback"
+    # Cancel requests (CancelRequest, keyed by request id): every worker reads every partition
+    # of it (streams/control.py).
+    control: str = "agent.control"
     dlq_suffix: str = ".dlq"
     # Non-blocking retry tiers of the stages that have them (streams/topology.py):
     # <topic>.retry.<N>s, then the DLQ. Which topics the pipeline uses: topology.pipeline_topics.
@@ -158,6 +161,15 @@ class StateSettings(BaseModel):
     # The session scripts of concurrent requests issued in one event-loop turn share one
     # pipeline: one write and one read instead of one per call (state/autopipe.py).
     redis_autopipeline: bool = True
+
+
+class CancelSettings(BaseModel):
+    """Cancellation (streams/control.py): how long a cancel request is remembered."""
+
+    # A cancel stops its request if the request comes back within this window: from a retry
+    # tier, a redelivery, a worker that started after the cancel (it reads the control topic
+    # from this far back). Must exceed the longest retry tier (topics.retry_tiers_s).
+    window_s: int = Field(default=3600, ge=1)
 
 
 class ModelPriceSettings(BaseModel):
@@ -417,6 +429,7 @@ class Settings(BaseSettings):
     startup: StartupSettings = StartupSettings()
     streaming: StreamingSettings = StreamingSettings()
     agents: AgentSettings = AgentSettings()
+    cancel: CancelSettings = CancelSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -41,6 +41,7 @@ from agentstream.config import Settings
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult, ToolCall
 from agentstream.llm.local import LocalRuleModel
 from agentstream.processors.base import Inbound, Outbound, StageDeps
+from agentstream.processors.cancellation import CancelNotice
 from agentstream.processors.streaming import StreamOutput
 from agentstream.schemas import dead_letter as dl
 from agentstream.schemas.codec import AvroCodec
@@ -212,6 +213,21 @@ class TestPipeline:
             self.settings.topics.requests, self.codec.encode_record(request), request.session_id
         )
         return await self.wait_for_response(request.request_id)
+
+    def cancel(
+        self, request_id: str, *, requested_by: str = "test", reason: str | None = None
+    ) -> int:
+        """Cancel ``request_id`` as a cancel request on the control topic would (its running
+        model call or session wait stops, later stage events end it ``CANCELLED``); returns how
+        many running pieces of work were stopped. No Redis decision and no no-op report: those
+        need the control topic (see tests/test_cancel.py for the whole path)."""
+        notice = CancelNotice(
+            request_id=request_id,
+            cancel_id=uuid.uuid4().hex,
+            requested_by=requested_by,
+            reason=reason,
+        )
+        return self.deps.cancellations.cancel(notice)
 
     def publish_raw(
         self,

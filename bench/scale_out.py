@@ -34,6 +34,7 @@ NAMES = (
     "metrics",
     "stream",
     "feedback",
+    "control",
 )
 
 

@@ -57,6 +57,7 @@ _TOPIC_NAME_FIELDS = (
     "metrics",
     "stream",
     "feedback",
+    "control",
 )
 
 SettingsFactory = Callable[..., Settings]

@@ -64,3 +64,18 @@ async def test_send_stream_prints_the_answer_as_it_is_written(settings_factory: 
     deltas = [json.loads(line)["value"] for line in tail.stdout.strip().splitlines()]
     assert len({d["request_id"] for d in deltas}) == 1
     assert all(d["attempt"] == 1 for d in deltas)
+
+
+async def test_cancel_command_reports_nothing_to_cancel(settings_factory: Any) -> None:
+    settings: Settings = settings_factory(kafka=FAST_KAFKA)
+    await ensure_topics(settings)
+    async with PipelineWorker(settings):
+        sent = await run_cli(settings, "send", "add 2 and 3", "--session", "cli-c", "--wait")
+        assert sent.returncode == 0, sent.stderr
+        request_id = sent.stdout.split("request ")[1].split()[0]
+        finished = await run_cli(settings, "cancel", request_id, "--reason", "too late")
+        unknown = await run_cli(settings, "cancel", "no-such-request")
+    assert finished.returncode == 1, finished.stderr
+    assert f"nothing to cancel: request {request_id} had finished" in finished.stdout
+    assert unknown.returncode == 1, unknown.stderr
+    assert "nothing to cancel: no request no-such-request" in unknown.stdout

@@ -188,6 +188,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "model": "local-rules",
         "created_at": NOW,
     },
+    "CancelRequest": {
+        "cancel_id": "c-5e1f",
+        "request_id": "req-7f3a",
+        "tenant_id": "acme",
+        "requested_by": "u-42",
+        "reason": "user pressed stop",
+        "session_id": "sess-19",
+        "created_at": NOW,
+    },
 }
 
 
@@ -198,7 +207,7 @@ def codec() -> AvroCodec:
 
 def test_samples_cover_every_contract() -> None:
     assert set(SAMPLES) == set(SCHEMA_NAMES)
-    assert len(SCHEMA_NAMES) == 8
+    assert len(SCHEMA_NAMES) == 9
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -219,7 +228,7 @@ def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
     # ids: docs/contract.md, "Schema ids"
     ids = [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES]
-    assert ids == [10, 11, 12, 13, 5, 14, 15, 16]
+    assert ids == [10, 11, 12, 13, 5, 14, 15, 16, 17]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:

@@ -20,7 +20,7 @@ import agentstream
 
 ROOT = Path(agentstream.__file__).parent
 LAYERS: list[set[str]] = [
-    {"cli", "client", "client_stream", "testing", "embedded", "", "__main__"},
+    {"cli", "client", "client_stream", "cancel_client", "testing", "embedded", "", "__main__"},
     {"streams"},
     {"processors"},
     {"admission", "llm", "tools", "agents"},

@@ -38,10 +38,11 @@ RELEASED_IDS = {
     10: "io.agentstream.AgentRequest",  # + stream (issue 12), agent (issue 17)
     11: "io.agentstream.GenerationTurn",  # + stream, agent
     12: "io.agentstream.ToolCallBatch",  # + stream, agent
-    13: "io.agentstream.AgentResponse",  # + agent, agent_version
+    13: "io.agentstream.AgentResponse",  # + agent, agent_version; AgentState + CANCELLED
     14: "io.agentstream.MetricsEvent",  # + feedback_*, agent, agent_version
     15: "io.agentstream.StreamDelta",
     16: "io.agentstream.Feedback",
+    17: "io.agentstream.CancelRequest",  # first release (issue 12: cancellation)
 }
 Definition = dict[str, Any]
 
@@ -111,9 +112,11 @@ def _narrow_union(d: Definition) -> None:
 
 
 def _drop_enum_symbol(d: Definition) -> None:
+    # the default goes too: with it, a reader maps the dropped symbol to ERROR and no read fails
     for f in d["fields"]:
         if f["name"] == "state":
-            f["type"]["symbols"] = [s for s in f["type"]["symbols"] if s != "ERROR"]
+            f["type"]["symbols"] = [s for s in f["type"]["symbols"] if s != "COMPLETED"]
+            f["type"].pop("default")
 
 
 @pytest.mark.parametrize(
@@ -174,3 +177,30 @@ def _value(field: dict[str, Any]) -> Any:
         "created_at": 1_700_000_000_000,
     }
     return samples.get(field["name"], "x")
+
+
+def test_cancelled_is_the_one_accepted_break_and_later_symbols_read_as_the_default() -> None:
+    """CANCELLED cannot be read by AgentResponse versions 4 and 7 (their enum has no default):
+    accepted on purpose (compat.ACCEPTED_NEW_SYMBOLS). Nothing else breaks them, and from
+    version 13 on a symbol the reader does not know reads as ERROR."""
+    from agentstream.schemas import compat
+
+    current = builtin_schemas()["io.agentstream.AgentResponse"]
+    for old_id in (4, 7):
+        old = released_schemas()[old_id]
+        assert compat.unreadable(current, old) is not None  # CANCELLED: an old reader fails
+        assert incompatibilities(old, current) == []  # with the accepted symbol left out
+
+    def add_symbol(d: Definition) -> None:
+        state = next(f for f in d["fields"] if f["name"] == "state")
+        state["type"]["symbols"].append("PAUSED")
+
+    newer = _changed("AgentResponse", add_symbol)["io.agentstream.AgentResponse"]
+    assert compat.unreadable(newer, current) is None  # PAUSED reads as the default
+    buffer = io.BytesIO()
+    record = next(iter(compat._generated(newer, 1)))
+    record["state"] = "PAUSED"  # type: ignore[index]
+    fastavro.schemaless_writer(buffer, newer.parsed, record)
+    buffer.seek(0)
+    read = fastavro.schemaless_reader(buffer, newer.parsed, current.parsed)
+    assert read["state"] == "ERROR"  # type: ignore[index]

@@ -148,6 +148,7 @@ TOPIC_SUBJECTS = {
     "agent.metrics-value": "io.agentstream.MetricsEvent",
     "agent.stream-value": "io.agentstream.StreamDelta",
     "agent.feedback-value": "io.agentstream.Feedback",
+    "agent.control-value": "io.agentstream.CancelRequest",
 }
 
 

@@ -14,6 +14,7 @@ import typer
 from agentstream import __version__
 from agentstream.cli.agents import agents_app
 from agentstream.cli.asyncapi import asyncapi
+from agentstream.cli.cancel import cancel
 from agentstream.cli.dev import dev
 from agentstream.cli.dlq import dlq_app
 from agentstream.cli.errors import exit_with, set_debug
@@ -76,6 +77,7 @@ app.add_typer(agents_app, name="agents")
 app.command("dev")(dev)
 app.command("worker")(worker)
 app.command("send")(send)
+app.command("cancel")(cancel)
 app.command("tail")(tail)
 app.command("usage")(usage)
 app.command("health")(health)

@@ -83,3 +83,11 @@ FEEDBACK_REJECTED = Counter(
     "Feedback records dropped, by reason (rating out of range).",
     ["reason"],
 )
+
+
+CANCEL_REQUESTS = Counter(
+    "agentstream_cancel_requests",
+    "Cancel requests by what they found (pending: stopped; finished / unknown: nothing to stop),"
+    " counted once, by the worker that decided.",
+    ["finding"],
+)

@@ -11,6 +11,7 @@ from agentstream.agents import AgentCatalog
 from agentstream.config import Settings
 from agentstream.llm.base import LLMClient
 from agentstream.observability.load import LoadMonitor
+from agentstream.processors.cancellation import Cancellations
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.schemas.records import Headers, Inbound, Outbound
@@ -66,6 +67,9 @@ class StageDeps:
         if self.agents is None:
             self.agents = AgentCatalog.of_settings(self.settings)
         return self.agents
+
+    # the requests cancelled, and their work that can stop (processors/cancellation.py)
+    cancellations: Cancellations = field(default_factory=Cancellations)
 
 
 def utcnow() -> datetime:

@@ -52,6 +52,7 @@ class BoundedLabel:
 class FeedbackStage(Stage[Feedback]):
     stage = STAGE
     contract = Feedback
+    cancellable = False  # a rating of a cancelled request's answer is still a rating
 
     agents = BoundedLabel()
     models = BoundedLabel()

@@ -417,7 +417,10 @@ class GenerationStage(Stage[GenerationTurn]):
             history=ctx.history,
             agent=agent,
         ) as grant:
-            answer = await self._call_with_recovery(ctx, turn, agent)
+            # a cancel of the request stops the model call (RequestCancelled; see
+            # processors/cancellation.py): outside the recovery, which must not retry it
+            async with self.deps.cancellations.abortable(ids.request_id):
+                answer = await self._call_with_recovery(ctx, turn, agent)
             grant.record(answer.result.usage)
             if agent.output_schema is not None and not answer.result.tool_calls:
                 answer = await self._structured(ctx, turn, agent, answer)

@@ -24,6 +24,7 @@ from agentstream.processors.base import (
     StageResult,
     ms_since,
 )
+from agentstream.processors.cancellation import RequestCancelled
 from agentstream.processors.outcomes import (
     CONTEXT_LOST_TEXT,
     FORBIDDEN_TEXT,
@@ -57,6 +58,10 @@ MAX_RESULT_CHARS = 16 * 1024
 # Marks a call that an earlier delivery already dead-lettered as outcome unknown.
 _ALREADY_DEAD_LETTERED = ToolOutcome(
     content="", is_error=True, error_code=ErrorCode.TOOL_OUTCOME_UNKNOWN
+)
+# The result of a call skipped (or a read-only call stopped) because its request was cancelled.
+_NOT_RUN = ToolOutcome(
+    content="Not run: the request was cancelled.", is_error=True, error_code=ErrorCode.CANCELLED
 )
 log = get_logger(__name__)
 
@@ -106,6 +111,8 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             self._outcome_unknown(ids, batch.turn, unknown)
         outcomes = [o for o in maybe if o is not None]
         results = self._results(batch, outcomes)
+        # cancelled meanwhile: the calls that ran are journaled; the request ends here
+        deps.cancellations.check(ids.request_id)
         log.info("tool batch done", calls=len(results), errors=sum(r.is_error for r in results))
         batch.progress.add_stage_time(STAGE, ms_since(started))
         turn = next_turn(batch, results)
@@ -235,11 +242,27 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             idempotency_key=tool_step_id(ids.request_id, batch.turn, index),
             bypass_cache=bypassed(batch.metadata),
         )
-        timeout_s = self.deps.settings.timeouts.tool_call_s
         async with self._limit:
-            return await self.deps.tools.execute(
-                call.name, arguments, timeout_s=timeout_s, call=context
-            )
+            return await self._execute(call.name, arguments, context)
+
+    async def _execute(
+        self, name: str, arguments: dict[str, Any], call: CallContext
+    ) -> ToolOutcome:
+        """Run the call, unless its request was cancelled before it started (it is skipped). A
+        cancel stops a running read-only call; a side-effecting one always finishes."""
+        cancels = self.deps.cancellations
+        if cancels.notice(call.request_id) is not None:
+            return _NOT_RUN
+        timeout_s = self.deps.settings.timeouts.tool_call_s
+        if not self.deps.tools.policy(name).read_only:
+            return await self.deps.tools.execute(name, arguments, timeout_s=timeout_s, call=call)
+        try:
+            async with cancels.abortable(call.request_id):
+                return await self.deps.tools.execute(
+                    name, arguments, timeout_s=timeout_s, call=call
+                )
+        except RequestCancelled:
+            return _NOT_RUN
 
     def _offers(self, batch: ToolCallBatch, name: str) -> bool:
         """Whether the batch's agent offers the tool (an agent gone from the catalog: none)."""

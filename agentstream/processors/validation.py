@@ -91,7 +91,8 @@ class ValidationStage(Stage[AgentRequest]):
             if cached is not None:
                 return cached
             if busy:
-                await self._wait_for_session(ids, claim)
+                async with self.deps.cancellations.abortable(ids.request_id):
+                    await self._wait_for_session(ids, claim)
         except RequestRejected as rej:
             log.info("request refused", code=rej.code)
             return self._refuse(msg, ids, progress, rej, request.metadata, agent)

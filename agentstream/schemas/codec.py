@@ -162,6 +162,7 @@ TOPIC_OF: Mapping[str, str] = {
     "MetricsEvent": "metrics",
     "StreamDelta": "stream",
     "Feedback": "feedback",
+    "CancelRequest": "control",
 }
 
 

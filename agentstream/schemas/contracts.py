@@ -26,6 +26,7 @@ __all__ = [
     "AgentRequest",
     "AgentResponse",
     "AgentState",
+    "CancelRequest",
     "Contract",
     "ErrorEvent",
     "Feedback",
@@ -57,6 +58,10 @@ class AgentState(StrEnum):
     EXECUTING = "EXECUTING"
     ERROR = "ERROR"
     COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    """Stopped by a cancel request (``CancelRequest``); the response's ``error_code`` is
+    ``CANCELLED``, so a reader whose schema predates the symbol (and reads the enum's default,
+    ERROR) still sees why."""
 
 
 class Contract(msgspec.Struct, frozen=True, kw_only=True):
@@ -271,6 +276,20 @@ class Feedback(_OfRequest, frozen=True, kw_only=True):
     created_at: datetime
 
 
+class CancelRequest(Contract, frozen=True, kw_only=True):
+    """A request to stop an agent request (topic ``agent.control``, keyed by request id)."""
+
+    schema: ClassVar[str] = "CancelRequest"
+
+    cancel_id: str
+    request_id: str
+    tenant_id: str
+    requested_by: str
+    reason: str | None = None
+    session_id: str | None = None
+    created_at: datetime
+
+
 #: What a stage consumes: a request, or one of its turns.
 StageInput = AgentRequest | GenerationTurn | ToolCallBatch | Feedback
 
@@ -286,5 +305,6 @@ CONTRACTS: dict[str, type[Contract]] = {
         MetricsEvent,
         StreamDelta,
         Feedback,
+        CancelRequest,
     )
 }

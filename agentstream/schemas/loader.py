@@ -38,6 +38,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "MetricsEvent",
     "StreamDelta",
     "Feedback",
+    "CancelRequest",
 )
 
 _NAMED_TYPES = ("record", "enum", "fixed")

@@ -13,7 +13,8 @@ one tenant's sessions spread over many slots. Request dedupe markers are tagged 
 
 ``{prefix}:ctx:{T:S}``          AgentContext of session S of tenant T (hash: v, data, a)
 ``{prefix}:step:{T:S}:STEP``    step-journal entry of a step of that session
-``{prefix}:req:{T:R}``          request dedupe marker (first sighting's position)
+``{prefix}:req:{T:R}``          request dedupe marker (first sighting's position, session)
+``{prefix}:cancel:{T:R}:C``     what cancel request C of request R found (state/cancels.py)
 
 Admission, cache and breaker keys are built in their own modules from :func:`key_part` and
 :func:`hash_tag` (``admission/keys.py``, ``tools/cache.py``, ``resilience/breaker.py``).
@@ -65,3 +66,7 @@ class Keys:
 
     def request(self, tenant_id: str, request_id: str) -> str:
         return f"{self.prefix}:req:{hash_tag(tenant_id, request_id)}"
+
+    def cancel(self, tenant_id: str, request_id: str, cancel_id: str) -> str:
+        tag = hash_tag(tenant_id, request_id)
+        return f"{self.prefix}:cancel:{tag}:{key_part(cancel_id)}"

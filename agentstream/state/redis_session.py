@@ -69,13 +69,14 @@ class RedisSessionStore:
             follows=claim.follows,
             trusted=False,
         )
+        marker = RequestDedupe.marker(position, ids.session_id)
         if self._open is not None:
             dedupe_key = self.dedupe.key(ids.tenant_id, ids.request_id)
             stored, code = await self._open(
-                keys=[dedupe_key, key], args=[*args, position, self.dedupe.ttl_s]
+                keys=[dedupe_key, key], args=[*args, marker, self.dedupe.ttl_s]
             )
         else:
-            stored, code = await self._open_on_cluster(ids, position, key, args)
+            stored, code = await self._open_on_cluster(ids, marker, key, args)
         first = RequestDedupe.parse(stored, position)
         outcome = await self._outcome(ids, claim, int(code))
         if not first and outcome is ClaimOutcome.CLAIMED:
@@ -83,11 +84,11 @@ class RedisSessionStore:
         return Opening(first_sighting=first, claim=outcome)
 
     async def _open_on_cluster(
-        self, ids: RequestIds, position: str, key: str, args: list[str | int]
+        self, ids: RequestIds, marker: str, key: str, args: list[str | int]
     ) -> tuple[Any, Any]:
         script = self.contexts.claim_script
         pipe = self.contexts.pipeline()
-        self.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, position)
+        self.dedupe.queue_first_sighting(pipe, ids.tenant_id, ids.request_id, marker)
         pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
         _, stored, code = await pipe.execute(raise_on_error=False)
         if isinstance(stored, Exception):

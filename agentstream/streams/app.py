@@ -22,16 +22,19 @@ from agentstream.llm.factory import build_llm
 from agentstream.observability.load import LoadMonitor
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps, StageResult
+from agentstream.processors.cancellation import Cancellations
 from agentstream.processors.outcomes import WORKER_ID
 from agentstream.processors.streaming import StreamOutput
 from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.state.attempts import RedisAttempts
+from agentstream.state.cancels import CancelStore
 from agentstream.state.keys import Keys
 from agentstream.state.probe import RedisProbe
 from agentstream.state.redis import redis_from_settings, redis_outage
 from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
+from agentstream.streams.control import CancelListener
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.health import WorkerHealth
@@ -107,6 +110,7 @@ class PipelineWorker:
         self._retry_consumer: RetryConsumer | None = None
         self._started = asyncio.Event()
         self._admission: Admission | None = None
+        self._control: CancelListener | None = None
         # Redis reachability for readiness (and anything that must react to an outage)
         self.redis_probe = RedisProbe(
             self._redis,
@@ -172,6 +176,7 @@ class PipelineWorker:
             tools=self.tools,
             sessions=sessions,
             agents=self.agents,
+            cancellations=Cancellations(window_s=s.cancel.window_s),
         )
         deps.stream = StreamOutput(
             topic=s.topics.stream,
@@ -190,13 +195,25 @@ class PipelineWorker:
             in_flight=self._in_flight,
         )
         deps.load = load if load.enabled else None
-        self.retry_forwarder = RetryForwarder(max_wait_s=max(s.topics.retry_tiers_s, default=0.0))
+        self.retry_forwarder = RetryForwarder(
+            max_wait_s=max(s.topics.retry_tiers_s, default=0.0),
+            released=lambda key: deps.cancellations.session_cancelled(key.decode(errors="replace")),
+        )
         for name in self.stages:
             if name == RETRY:
                 self.runners[name] = self._retry_runner()
             else:
                 spec = topology.stage(name)
                 self.runners[name] = self._runner(spec, spec.load_handler()(deps), deps)
+        # cancel requests reach every worker (streams/control.py)
+        self._control = CancelListener(
+            s,
+            deps=deps,
+            store=CancelStore(self._redis, Keys(s.state.key_prefix), ttl_s=s.cancel.window_s),
+            publish=self._publisher.publish,
+            forwarder=self.retry_forwarder if RETRY in self.runners else None,
+        )
+        await self._control.start()
         self._app = self._build_app()
         await self._app.start()
         if RETRY in self.runners and s.topics.retry_tiers_s:
@@ -339,6 +356,8 @@ class PipelineWorker:
         """Stop and close everything :meth:`start` opened, as far as it got."""
         if self._retry_consumer is not None:
             await self._retry_consumer.stop()
+        if self._control is not None:
+            await self._control.stop()
         if self._app is not None:
             await self._app.stop()
         for runner in self.runners.values():

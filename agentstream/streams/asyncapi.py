@@ -180,6 +180,11 @@ def document(settings: Settings) -> dict[str, Any]:
         messages[name] = _message(name)
         channels[field] = _channel(getattr(settings.topics, field), name, settings, about)
         operations[f"{field}Send"] = _operation("send", field, about)
+    # cancel requests: clients send them, every worker reads the whole topic (streams/control.py)
+    messages["CancelRequest"] = _message("CancelRequest")
+    about = "Cancel requests, keyed by request_id; every worker reads all of them."
+    channels["control"] = _channel(settings.topics.control, "CancelRequest", settings, about)
+    operations["controlReceive"] = _operation("receive", "control", about)
     for spec in STAGES[1:]:  # stage topics other stages write to
         operations[f"{spec.name}Send"] = _operation(
             "send", spec.name, f"A {spec.contract.schema} for the {spec.name} stage."

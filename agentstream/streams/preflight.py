@@ -50,7 +50,15 @@ LUA_SCRIPTS = (
     *breaker.SCRIPTS,
     *admission_scripts.SCRIPTS,
 )
-_TOPIC_FIELDS = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
+_TOPIC_FIELDS = (
+    "requests",
+    "generation",
+    "tool_calls",
+    "responses",
+    "errors",
+    "metrics",
+    "control",
+)
 _SHOWN = 3
 
 

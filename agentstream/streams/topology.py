@@ -162,6 +162,7 @@ def pipeline_topics(settings: Settings) -> list[str]:
         t.errors,
         t.metrics,
         t.stream,
+        t.control,
         *(t.dlq(name) for name in stage_topics),
         *retry_topics(settings),
     ]
@@ -175,6 +176,7 @@ def contract_for_topic(settings: Settings, topic: str) -> type[Contract] | None:
         t.errors: CONTRACTS["ErrorEvent"],
         t.metrics: CONTRACTS["MetricsEvent"],
         t.stream: CONTRACTS["StreamDelta"],
+        t.control: CONTRACTS["CancelRequest"],
     }
     for s in STAGES:
         name = s.topic(settings)
