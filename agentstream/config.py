@@ -58,6 +58,15 @@ class TopicSettings(BaseModel):
     def dlq(self, topic: str) -> str:
         return f"{topic}{self.dlq_suffix}"
 
+    @classmethod
+    def name_fields(cls) -> tuple[str, ...]:
+        """The settings that name a topic (``requests``, ``generation``, ...), in order."""
+        return tuple(
+            name
+            for name, field in cls.model_fields.items()
+            if field.annotation is str and name != "dlq_suffix"
+        )
+
     def retry_topic(self, topic: str, tier: int) -> str:
         seconds = self.retry_tiers_s[tier]
         label = f"{seconds:g}".replace(".", "_")

@@ -20,22 +20,12 @@ from dataclasses import dataclass
 from _harness import bench_settings, start_worker, worker_cpu_s
 
 from agentstream.client import AgentClient, new_request
-from agentstream.config import Settings
+from agentstream.config import Settings, TopicSettings
 from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.status import group_members
 
-NAMES = (
-    "requests",
-    "generation",
-    "tool_calls",
-    "responses",
-    "errors",
-    "metrics",
-    "stream",
-    "feedback",
-    "control",
-)
+NAMES = TopicSettings.name_fields()
 
 
 @dataclass(frozen=True)

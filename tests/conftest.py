@@ -48,17 +48,6 @@ from tests.support.redis import RedisClient, connect
 __all__ = ["kafka_bootstrap", "kafka_cluster", "kafka_kind", "kafka_replication_factor"]
 
 REDIS_IMAGE = "redis:7-alpine"
-_TOPIC_NAME_FIELDS = (
-    "requests",
-    "generation",
-    "tool_calls",
-    "responses",
-    "errors",
-    "metrics",
-    "stream",
-    "feedback",
-    "control",
-)
 
 SettingsFactory = Callable[..., Settings]
 
@@ -197,7 +186,8 @@ def settings_factory(
     def make(**overrides: Any) -> Settings:
         defaults = TopicSettings()
         topics: dict[str, Any] = {
-            field: f"{unique_prefix}.{getattr(defaults, field)}" for field in _TOPIC_NAME_FIELDS
+            field: f"{unique_prefix}.{getattr(defaults, field)}"
+            for field in TopicSettings.name_fields()
         }
         topics["partitions"] = 4
         topics["replication_factor"] = kafka_replication_factor

@@ -16,8 +16,9 @@ from agentstream.config import Settings
 from agentstream.embedded.process import free_port
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA
+from tests.support.wait import wait_until
 from tests.support.workers import start_worker, stop_worker
-from tests.test_health import FAST_HEALTH, until
+from tests.test_health import FAST_HEALTH
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "agentstream.json"
@@ -101,7 +102,7 @@ async def test_every_metric_used_is_exported_by_a_live_worker(settings_factory: 
                     return False
                 return "agentstream_consumer_lag{" in page
 
-            await until(lag_exported, 60, "the worker's lag gauge")
+            await wait_until(lag_exported, "the worker's lag gauge", deadline_s=60)
             page = (await http.get("/metrics")).text
     finally:
         stop_worker(proc)

@@ -34,7 +34,7 @@ from agentstream.llm.exceptions import (
 from agentstream.llm.openai_compat import resolve_api_key
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
-from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
+from agentstream.llm.streaming import TokenSink, stream_errors
 from agentstream.llm.structured import (
     OUTPUT_NAME,
     anthropic_answer,
@@ -153,26 +153,14 @@ class AnthropicLLM:
         started = time.monotonic()
         async with sink.attempt() as out:
             try:
-                async with self._client.messages.stream(**params) as events:
-                    async for text in events.text_stream:
-                        if text:
-                            await out.write(text)
-                    response = await events.get_final_message()
+                with stream_errors(self.provider, "event"):
+                    async with self._client.messages.stream(**params) as events:
+                        async for text in events.text_stream:
+                            if text:
+                                await out.write(text)
+                        response = await events.get_final_message()
             except anthropic.APIError as exc:
                 raise self._error(exc) from exc
-            except STREAM_TIMEOUTS as exc:
-                raise LLMTimeoutError(
-                    f"{self.provider}: stream stalled", provider=self.provider
-                ) from exc
-            except STREAM_BROKEN as exc:
-                raise LLMConnectionError(
-                    f"{self.provider}: stream broken ({type(exc).__name__})",
-                    provider=self.provider,
-                ) from exc
-            except ValueError as exc:  # an event that is not JSON
-                raise LLMInvalidResponseError(
-                    f"{self.provider}: stream event is not valid JSON", provider=self.provider
-                ) from exc
             result = self._result(response, names, request.output_schema)
         self._log_call(result, started)
         return result

@@ -39,7 +39,7 @@ from agentstream.llm.exceptions import (
 from agentstream.llm.openai_stream import ChunkAccumulator
 from agentstream.llm.pricing import PriceTable
 from agentstream.llm.provider_errors import classify_status
-from agentstream.llm.streaming import STREAM_BROKEN, STREAM_TIMEOUTS, TokenSink
+from agentstream.llm.streaming import TokenSink, stream_errors
 from agentstream.llm.structured import openai_response_format
 from agentstream.llm.tokens import estimate_message_tokens, estimate_tokens
 from agentstream.llm.toolnames import ToolNameMap
@@ -149,28 +149,16 @@ class OpenAICompatLLM:
         started = time.monotonic()
         async with sink.attempt() as out:
             try:
-                events = await self._client.chat.completions.create(
-                    **params, stream=True, stream_options={"include_usage": True}
-                )
-                async for chunk in events:
-                    text = chunks.add(chunk)
-                    if text:
-                        await out.write(text)
+                with stream_errors(self.provider, "chunk"):
+                    events = await self._client.chat.completions.create(
+                        **params, stream=True, stream_options={"include_usage": True}
+                    )
+                    async for chunk in events:
+                        text = chunks.add(chunk)
+                        if text:
+                            await out.write(text)
             except openai.APIError as exc:
                 raise self._error(exc) from exc
-            except STREAM_TIMEOUTS as exc:
-                raise LLMTimeoutError(
-                    f"{self.provider}: stream stalled", provider=self.provider
-                ) from exc
-            except STREAM_BROKEN as exc:
-                raise LLMConnectionError(
-                    f"{self.provider}: stream broken ({type(exc).__name__})",
-                    provider=self.provider,
-                ) from exc
-            except ValueError as exc:  # a chunk that is not JSON
-                raise LLMInvalidResponseError(
-                    f"{self.provider}: stream chunk is not valid JSON", provider=self.provider
-                ) from exc
             completion = chunks.completion()
             if completion is None:
                 raise LLMInvalidResponseError(

@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import importlib
 import re
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from agentstream.llm.base import LLMClient, LLMRequest, LLMResult
+from agentstream.llm.exceptions import (
+    LLMConnectionError,
+    LLMInvalidResponseError,
+    LLMTimeoutError,
+)
 
 
 class AttemptWriter(Protocol):
@@ -87,3 +93,23 @@ _HTTP = _http_modules()
 STREAM_TIMEOUTS: tuple[type[Exception], ...] = tuple(m.TimeoutException for m in _HTTP)
 #: A connection that broke mid-stream (retriable, an ``LLMConnectionError``).
 STREAM_BROKEN: tuple[type[Exception], ...] = tuple(m.TransportError for m in _HTTP)
+
+
+@contextmanager
+def stream_errors(provider: str, unit: str) -> Iterator[None]:
+    """Map what breaks a stream below the provider's SDK (``unit``: what the server sends, for
+    the message) to the LLM error classes: a stalled read is an ``LLMTimeoutError``, a broken
+    connection an ``LLMConnectionError`` (both retriable), a piece that is not JSON an
+    ``LLMInvalidResponseError``. The SDK's own errors pass through for its provider to map."""
+    try:
+        yield
+    except STREAM_TIMEOUTS as exc:
+        raise LLMTimeoutError(f"{provider}: stream stalled", provider=provider) from exc
+    except STREAM_BROKEN as exc:
+        raise LLMConnectionError(
+            f"{provider}: stream broken ({type(exc).__name__})", provider=provider
+        ) from exc
+    except ValueError as exc:
+        raise LLMInvalidResponseError(
+            f"{provider}: stream {unit} is not valid JSON", provider=provider
+        ) from exc

@@ -29,7 +29,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from agentstream.admission import scripts as admission_scripts
-from agentstream.config import Settings, mask_url
+from agentstream.config import Settings, TopicSettings, mask_url
 from agentstream.exceptions import AgentStreamError, ErrorCode
 from agentstream.llm.factory import build_provider
 from agentstream.observability.logging import get_logger
@@ -49,15 +49,6 @@ LUA_SCRIPTS = (
     *journal.SCRIPTS,
     *breaker.SCRIPTS,
     *admission_scripts.SCRIPTS,
-)
-_TOPIC_FIELDS = (
-    "requests",
-    "generation",
-    "tool_calls",
-    "responses",
-    "errors",
-    "metrics",
-    "control",
 )
 _SHOWN = 3
 
@@ -128,7 +119,7 @@ async def kafka_topics(settings: Settings) -> dict[str, int]:
 
 
 def _topic_setting(settings: Settings, topic: str) -> str:
-    for field in _TOPIC_FIELDS:
+    for field in TopicSettings.name_fields():
         base = getattr(settings.topics, field)
         if topic == base or topic.startswith(f"{base}."):
             return describe_setting(("topics", field))

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from agentstream.config import Settings
+from agentstream.config import Settings, TopicSettings
 from tests.support.kafka import FAST_KAFKA
 
 
@@ -24,8 +24,7 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
         }
     )
     env["AGENTSTREAM_TOPICS__PARTITIONS"] = str(settings.topics.partitions)
-    names = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
-    for name in (*names, "stream", "feedback", "control"):
+    for name in TopicSettings.name_fields():
         env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
     for key, value in FAST_KAFKA.items():
         env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
