@@ -42,6 +42,11 @@ class TopicSettings(BaseModel):
     responses: str = "agent.responses"
     errors: str = "agent.errors"
     metrics: str = "agent.metrics"
+    # Human approval of tool calls (tools.approvals): parked calls for approvers (they carry the
+    # arguments), the approvers' decisions, and one audit event per decision.
+    approvals: str = "agent.approvals"
+    approval_decisions: str = "agent.approval-decisions"
+    approval_audit: str = "agent.approval-audit"
     dlq_suffix: str = ".dlq"
     # Non-blocking retry tiers of the stages that have them (streams/topology.py):
     # <topic>.retry.<N>s, then the DLQ. Which topics the pipeline uses: topology.pipeline_topics.

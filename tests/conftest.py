@@ -46,7 +46,17 @@ from tests.support.kafka_matrix import (  # fixtures of the Kafka matrix
 __all__ = ["kafka_bootstrap", "kafka_cluster", "kafka_kind", "kafka_replication_factor"]
 
 REDIS_IMAGE = "redis:7-alpine"
-_TOPIC_NAME_FIELDS = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
+_TOPIC_NAME_FIELDS = (
+    "requests",
+    "generation",
+    "tool_calls",
+    "responses",
+    "errors",
+    "metrics",
+    "approvals",
+    "approval_decisions",
+    "approval_audit",
+)
 
 SettingsFactory = Callable[..., Settings]
 

@@ -156,6 +156,37 @@ SAMPLES: dict[str, dict[str, Any]] = {
         ],
         "model": "local-rules",
     },
+    "ApprovalRequest": {
+        "approval_id": "req-7f3a:t0:c1",
+        **_identity(),
+        "turn": 0,
+        "call_id": "call-2",
+        "tool": "fs.write_file",
+        "arguments_json": '{"path": "/tmp/x"}',
+        "requested_at": NOW,
+        "expires_at": NOW + timedelta(minutes=10),
+        "agent": None,
+    },
+    "ApprovalDecision": {
+        "approval_id": "req-7f3a:t0:c1",
+        **_identity(),
+        "decision": "APPROVE",
+        "approver_id": "ops@acme",
+        "reason": None,
+        "decided_at": NOW,
+    },
+    "ApprovalAudit": {
+        "event_id": "evt-2",
+        "approval_id": "req-7f3a:t0:c1",
+        **_identity(),
+        "decision": "DENY",
+        "approver_id": "ops@acme",
+        "reason": "not today",
+        "decided_at": NOW,
+        "outcome": "APPLIED",
+        "effective_decision": "DENY",
+        "recorded_at": NOW,
+    },
 }
 
 
@@ -166,7 +197,7 @@ def codec() -> AvroCodec:
 
 def test_samples_cover_every_contract() -> None:
     assert set(SAMPLES) == set(SCHEMA_NAMES)
-    assert len(SCHEMA_NAMES) == 6
+    assert len(SCHEMA_NAMES) == 9
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -186,7 +217,17 @@ async def test_decode_async_and_prepare_local(codec: AvroCodec) -> None:
 def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
     # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids")
-    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [8, 9, 3, 7, 5, 6]
+    assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [
+        8,
+        9,
+        3,
+        7,
+        5,
+        6,
+        10,
+        11,
+        12,
+    ]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:

@@ -35,6 +35,9 @@ RELEASED_IDS = {
     7: "io.agentstream.AgentResponse",  # + request_metadata (the request's, echoed)
     8: "io.agentstream.AgentRequest",  # + previous_response_id (history-loss detection)
     9: "io.agentstream.GenerationTurn",  # + message (the user's message rides with turn 0)
+    10: "io.agentstream.ApprovalRequest",  # human approval (first release)
+    11: "io.agentstream.ApprovalDecision",
+    12: "io.agentstream.ApprovalAudit",
 }
 Definition = dict[str, Any]
 

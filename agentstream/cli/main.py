@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from agentstream import __version__
+from agentstream.cli.approvals import approvals_app
 from agentstream.cli.asyncapi import asyncapi
 from agentstream.cli.dev import dev
 from agentstream.cli.dlq import dlq_app
@@ -71,6 +72,7 @@ def main(
 app.add_typer(topics_app, name="topics")
 app.add_typer(tools_app, name="tools")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(approvals_app, name="approvals")
 app.command("dev")(dev)
 app.command("worker")(worker)
 app.command("send")(send)

@@ -13,6 +13,7 @@ from agentstream.observability.load import LoadMonitor
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.schemas.records import Headers, Inbound, Outbound
+from agentstream.state.parking import ParkingLot
 from agentstream.state.session import RequestIds, SessionStore
 from agentstream.tools.base import ToolExecutor
 
@@ -55,6 +56,7 @@ class StageDeps:
     sessions: SessionStore
     admission: Admission | None = None  # rate limits, budgets, response cache
     load: LoadMonitor | None = None  # load shedding (RESOURCE_EXHAUSTED)
+    parking: ParkingLot | None = None  # parked tool batches (human approval)
 
 
 def utcnow() -> datetime:

@@ -15,7 +15,7 @@ from agentstream.exceptions import ErrorCode
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
 from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import new_progress
-from agentstream.schemas.contracts import AgentRequest, StageInput
+from agentstream.schemas.contracts import AgentRequest, ApprovalDecision, StageInput
 from agentstream.schemas.exceptions import SerializationError
 
 CODE = ErrorCode.OUTPUT_TOO_LARGE
@@ -33,6 +33,8 @@ def output_too_large(
     try:
         event = deps.codec.decode_record(contract, msg.value)
     except SerializationError:
+        return None
+    if isinstance(event, ApprovalDecision):  # not a request's turn: dead-lettered instead
         return None
     ids = RequestIds.of(event)
     if isinstance(event, AgentRequest):  # nothing accumulated yet

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
+from agentstream.processors.approval_gate import ApprovalGate, GateResult
 from agentstream.processors.base import (
     Inbound,
     Outbound,
@@ -66,6 +67,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
     def __init__(self, deps: StageDeps) -> None:
         super().__init__(deps)
         self._limit = asyncio.Semaphore(deps.settings.limits.tool_concurrency)
+        self._gate = ApprovalGate(deps)
 
     async def _run(
         self, msg: Inbound, batch: ToolCallBatch, ids: RequestIds, started: datetime
@@ -82,9 +84,14 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 request_metadata=batch.metadata,
                 origin=msg,
             )
+        gate = await self._gate.check(
+            msg, batch, ids, runnable=lambda call: self._refusal(call, batch) is None
+        )
+        if gate.parked is not None:  # waits for approvers, held in Redis: nothing runs now
+            return StageResult(records=gate.parked)
         maybe = await asyncio.gather(
             *(
-                self._journaled_call(msg, call, index, batch, ids)
+                self._journaled_call(msg, call, index, batch, ids, gate)
                 for index, call in enumerate(batch.calls)
             )
         )
@@ -152,6 +159,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         index: int,
         batch: ToolCallBatch,
         ids: RequestIds,
+        gate: GateResult,
     ) -> ToolOutcome | None:
         """Run one call at most once (step journal). None means: outcome unknown."""
         sessions = self.deps.sessions
@@ -168,7 +176,8 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 await sessions.mark_step_unknown(ids, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
-        outcome = await self._run_call(call, index, batch, ids)
+        timeout_s = self.deps.settings.tools.approval_timeout_s
+        outcome = gate.outcome(index, timeout_s) or await self._run_call(call, index, batch, ids)
         await sessions.complete_step(ids, step, outcome.to_json())
         return outcome
 

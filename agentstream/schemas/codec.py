@@ -160,6 +160,9 @@ TOPIC_OF: Mapping[str, str] = {
     "AgentResponse": "responses",
     "ErrorEvent": "errors",
     "MetricsEvent": "metrics",
+    "ApprovalRequest": "approvals",
+    "ApprovalDecision": "approval_decisions",
+    "ApprovalAudit": "approval_audit",
 }
 
 

@@ -26,6 +26,9 @@ __all__ = [
     "AgentRequest",
     "AgentResponse",
     "AgentState",
+    "ApprovalAudit",
+    "ApprovalDecision",
+    "ApprovalRequest",
     "Contract",
     "ErrorEvent",
     "GenerationTurn",
@@ -223,11 +226,65 @@ class MetricsEvent(_OfRequest, frozen=True, kw_only=True):
     model: str | None = None
 
 
-#: What a stage consumes: a request, or one of its turns.
-StageInput = AgentRequest | GenerationTurn | ToolCallBatch
+class ApprovalRequest(_OfRequest, frozen=True, kw_only=True):
+    """A tool call parked for a person's approval (``agent.approvals``). Its arguments are for
+    approvers only: never logged."""
+
+    schema: ClassVar[str] = "ApprovalRequest"
+
+    approval_id: str
+    turn: Int32
+    call_id: str
+    tool: str
+    arguments_json: str
+    requested_at: datetime
+    expires_at: datetime
+    agent: str | None = None
+
+
+class ApprovalDecision(_OfRequest, frozen=True, kw_only=True):
+    """A decision on a parked call (``agent.approval-decisions``): APPROVE, DENY or TIMEOUT."""
+
+    schema: ClassVar[str] = "ApprovalDecision"
+
+    approval_id: str
+    decision: str
+    approver_id: str
+    reason: str | None = None
+    decided_at: datetime
+
+
+class ApprovalAudit(_OfRequest, frozen=True, kw_only=True):
+    """One per decision received (``agent.approval-audit``), whether it counted or not."""
+
+    schema: ClassVar[str] = "ApprovalAudit"
+
+    event_id: str
+    approval_id: str
+    decision: str
+    approver_id: str
+    reason: str | None = None
+    decided_at: datetime
+    outcome: str
+    effective_decision: str
+    recorded_at: datetime
+
+
+#: What a stage consumes: a request, one of its turns, or a decision on a parked call.
+StageInput = AgentRequest | GenerationTurn | ToolCallBatch | ApprovalDecision
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {
     c.schema: c
-    for c in (AgentRequest, GenerationTurn, ToolCallBatch, AgentResponse, ErrorEvent, MetricsEvent)
+    for c in (
+        AgentRequest,
+        GenerationTurn,
+        ToolCallBatch,
+        AgentResponse,
+        ErrorEvent,
+        MetricsEvent,
+        ApprovalRequest,
+        ApprovalDecision,
+        ApprovalAudit,
+    )
 }

@@ -36,6 +36,9 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "AgentResponse",
     "ErrorEvent",
     "MetricsEvent",
+    "ApprovalRequest",
+    "ApprovalDecision",
+    "ApprovalAudit",
 )
 
 _NAMED_TYPES = ("record", "enum", "fixed")

@@ -25,10 +25,12 @@ from agentstream.processors.outcomes import WORKER_ID
 from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.codec import codec_from_settings
 from agentstream.state.keys import Keys
+from agentstream.state.parking import ParkingLot
 from agentstream.state.probe import RedisProbe
 from agentstream.state.redis import redis_from_settings, redis_outage
 from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
+from agentstream.streams.approval_timer import ApprovalTimer
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
 from agentstream.streams.health import WorkerHealth
@@ -99,6 +101,7 @@ class PipelineWorker:
         self.size_limit: SizeLimit | None = None
         self._app: faust.App | None = None
         self._retry_consumer: RetryConsumer | None = None
+        self._approval_timer: ApprovalTimer | None = None
         self._started = asyncio.Event()
         self._admission: Admission | None = None
         # Redis reachability for readiness (and anything that must react to an outage)
@@ -159,8 +162,19 @@ class PipelineWorker:
             owner=WORKER_ID,
             autopipeline=s.state.redis_autopipeline,
         )
+        parking = ParkingLot(
+            self._redis,
+            Keys(s.state.key_prefix),
+            retention_s=s.state.journal_retention_s,
+            context_ttl_s=s.state.context_ttl_s,
+        )
         deps = StageDeps(
-            settings=s, codec=self._codec, llm=self.llm, tools=self.tools, sessions=sessions
+            settings=s,
+            codec=self._codec,
+            llm=self.llm,
+            tools=self.tools,
+            sessions=sessions,
+            parking=parking,
         )
         if s.admission.enabled:
             deps.admission = Admission(self._redis, s, contexts=sessions, tools=self.tools)
@@ -183,6 +197,9 @@ class PipelineWorker:
         if RETRY in self.runners and s.topics.retry_tiers_s:
             self._retry_consumer = RetryConsumer(s, self.runners[RETRY])
             await self._retry_consumer.start()
+        if "approvals" in self.runners:  # parked calls past their time are denied
+            self._approval_timer = ApprovalTimer(s, parking, self._codec, self._publisher.publish)
+            self._approval_timer.start()
         self.health.start()
         log.info("worker started", stages=",".join(self.stages), group=s.consumer_group)
 
@@ -318,6 +335,8 @@ class PipelineWorker:
 
     async def _release(self) -> None:
         """Stop and close everything :meth:`start` opened, as far as it got."""
+        if self._approval_timer is not None:
+            await self._approval_timer.stop()
         if self._retry_consumer is not None:
             await self._retry_consumer.stop()
         if self._app is not None:

@@ -164,16 +164,26 @@ _OUTPUTS = (
     ("responses", "AgentResponse", "The answer (or failure) of every request, once."),
     ("errors", "ErrorEvent", "One event per failure, for alerting."),
     ("metrics", "MetricsEvent", "One event per finished request."),
+    (
+        "approvals",
+        "ApprovalRequest",
+        "Tool calls waiting for a person's approval (with arguments).",
+    ),
+    ("approval_audit", "ApprovalAudit", "One audit event per approval decision received."),
 )
+
+#: Channel ids of outputs whose topic field would clash with a stage's channel id.
+_CHANNEL_IDS = {"approvals": "approvalRequests", "approval_audit": "approvalAudit"}
 
 
 def document(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3 document of the pipeline under ``settings``' topic names."""
     channels, messages, operations = _stage_parts(settings)
     for field, name, about in _OUTPUTS:
+        channel = _CHANNEL_IDS.get(field, field)
         messages[name] = _message(name)
-        channels[field] = _channel(getattr(settings.topics, field), name, settings, about)
-        operations[f"{field}Send"] = _operation("send", field, about)
+        channels[channel] = _channel(getattr(settings.topics, field), name, settings, about)
+        operations[f"{channel}Send"] = _operation("send", channel, about)
     for spec in STAGES[1:]:  # stage topics other stages write to
         operations[f"{spec.name}Send"] = _operation(
             "send", spec.name, f"A {spec.contract.schema} for the {spec.name} stage."

@@ -14,6 +14,9 @@ The worker, replay, ``tail``, topic creation and the docs read this table. Addin
                                         ^                                  |
                                         +-------------tools----------------+
     generation --> agent.responses (+ agent.metrics, agent.errors on failure)
+    tools --gated calls--> agent.approvals (the batch parks in Redis)
+    agent.approval-decisions --approvals--> agent.approval-audit (+ the batch, resumed,
+                                             back to agent.tool-calls)
     every stage --transient--> <topic>.retry.<N>s --retry--> back to <topic>
     every stage --poison--> <topic>.dlq
 """
@@ -28,6 +31,7 @@ from agentstream.config import Settings
 from agentstream.schemas.contracts import (
     CONTRACTS,
     AgentRequest,
+    ApprovalDecision,
     Contract,
     GenerationTurn,
     StageInput,
@@ -82,6 +86,12 @@ def _tools() -> HandlerClass:
     return ToolExecutionStage
 
 
+def _approvals() -> HandlerClass:
+    from agentstream.processors.approvals import ApprovalStage
+
+    return ApprovalStage
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="validation",
@@ -106,6 +116,14 @@ STAGES: tuple[StageSpec, ...] = (
         load_handler=_tools,
         retry_tiers=True,
         releases_session=True,
+    ),
+    StageSpec(
+        name="approvals",
+        topic_field="approval_decisions",
+        contract=ApprovalDecision,
+        load_handler=_approvals,
+        retry_tiers=True,
+        releases_session=False,
     ),
 )
 #: Everything a worker can run: the stages and the retry forwarder.
@@ -144,6 +162,8 @@ def pipeline_topics(settings: Settings) -> list[str]:
         t.responses,
         t.errors,
         t.metrics,
+        t.approvals,
+        t.approval_audit,
         *(t.dlq(name) for name in stage_topics),
         *retry_topics(settings),
     ]
@@ -156,6 +176,8 @@ def contract_for_topic(settings: Settings, topic: str) -> type[Contract] | None:
         t.responses: CONTRACTS["AgentResponse"],
         t.errors: CONTRACTS["ErrorEvent"],
         t.metrics: CONTRACTS["MetricsEvent"],
+        t.approvals: CONTRACTS["ApprovalRequest"],
+        t.approval_audit: CONTRACTS["ApprovalAudit"],
     }
     for s in STAGES:
         name = s.topic(settings)

@@ -4,7 +4,8 @@ Run as ``python -m tests.support.worker_proc``; settings come from AGENTSTREAM_*
 
 - ``CountingModel``: the local rule model, plus: every call increments
   ``<prefix>:test:llm:<request_id>``; a user message containing ``[slow]`` sleeps
-  TEST_SLOW_S seconds first; ``[count N]`` asks for N calls of the ``counter`` tool.
+  TEST_SLOW_S seconds first; ``[count N]`` asks for N calls of the ``counter`` tool (the last
+  one holding 60 s); ``[tick]`` asks for one call of it that returns at once.
 - ``CounterTool``: a side-effecting tool (no idempotency key): each execution increments
   ``<prefix>:test:counter`` and records the call index, then holds for ``hold`` seconds.
 """
@@ -42,6 +43,9 @@ class CountingModel(LocalRuleModel):
         await self._redis.incr(f"{self._prefix}:test:llm:{request_id}")
         if "[slow]" in last and request.messages[-1].role == "user":
             await asyncio.sleep(self._slow_s)
+        if "[tick]" in last and request.messages[-1].role == "user":
+            call = ToolCall(call_id="t0", name="counter", arguments={"index": 0, "hold": 0.0})
+            return LLMResult(content="", tool_calls=(call,), usage=Usage(prompt_tokens=1))
         match = COUNT.search(last)
         if match and request.messages[-1].role == "user":
             n = int(match.group(1))

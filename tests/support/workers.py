@@ -24,7 +24,8 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
         }
     )
     env["AGENTSTREAM_TOPICS__PARTITIONS"] = str(settings.topics.partitions)
-    for name in ("requests", "generation", "tool_calls", "responses", "errors", "metrics"):
+    names = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
+    for name in (*names, "approvals", "approval_decisions", "approval_audit"):
         env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
     for key, value in FAST_KAFKA.items():
         env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
