@@ -85,7 +85,13 @@ async def test_probes_follow_redis_and_other_paths_are_404(
             components = report["components"]
             assert components["redis"]["ok"] is True
             assert components["kafka"]["assigned"], "a ready worker has partitions"
-            assert set(components["in_flight"]) == {"validation", "generation", "tools", "retry"}
+            assert set(components["in_flight"]) == {
+                "validation",
+                "generation",
+                "tools",
+                "approvals",
+                "retry",
+            }
             assert components["models"]["default"] == "local"
 
             async with AgentClient(settings) as client:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from agentstream.streams.app import PipelineWorker
 
 STOP_MARGIN_S = 15.0
-STAGES = ("validation", "generation", "tools", "retry")  # streams.topology.WORKER_STAGES
+STAGES = ("validation", "generation", "tools", "approvals", "retry")  # topology.WORKER_STAGES
 
 
 async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound_s: float) -> None:
@@ -64,7 +64,8 @@ def _serve_metrics(settings: Settings) -> Any:
 
 def worker(
     stages: Annotated[
-        str, typer.Option(help="Comma-separated stages to run: validation,generation,tools.")
+        str,
+        typer.Option(help="Comma-separated stages to run: validation,generation,tools,approvals."),
     ] = ",".join(STAGES),
 ) -> None:
     """Run pipeline stage workers against the configured Kafka and Redis."""

@@ -39,7 +39,8 @@ class ApprovalStage(Stage[ApprovalDecision]):
     ) -> StageResult:
         parking = self.deps.parking
         if parking is None or decision.decision not in DECISIONS:
-            log.warning("approval decision not applied", decision_valid=parking is not None)
+            why = "no parking store" if parking is None else "unknown decision value"
+            log.warning("approval decision not applied", reason=why)
             return StageResult(records=[self._audit(msg, decision, INVALID, "")])
         ref = ParkRef(
             tenant_id=ids.tenant_id,
