@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -55,6 +57,17 @@ def _workers(settings: Settings) -> Workers:
     for name in ("approvals", "approval_decisions", "approval_audit"):
         group.env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
     return group
+
+
+async def run_cli(workers: Workers, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agentstream.cli", *args],
+        env=workers.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class Harness:
@@ -198,9 +211,23 @@ async def test_denied_call_never_runs(
     h: Harness = await harness_factory(settings)
     workers.start()
     approval_id = await h.tick("tick2", "s3")
-    await decide(
-        settings, h.codec, approval_id, approve=False, approver_id="carol", reason="too risky"
+    # through the CLI: list shows the call and its arguments, deny decides
+    listed = await run_cli(workers, "approvals", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (shown,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (shown["approval_id"], shown["tool"], shown["status"]) == (
+        approval_id,
+        "counter",
+        "PENDING",
     )
+    assert shown["arguments"] == {"index": 0, "hold": 0.0}
+    unknown = await run_cli(workers, "approvals", "deny", "nope:t0:c0")
+    assert unknown.returncode != 0 and "no approval 'nope:t0:c0'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    denied = await run_cli(
+        workers, "approvals", "deny", approval_id, "--approver", "carol", "--reason", "too risky"
+    )
+    assert denied.returncode == 0, denied.stderr
     answer = await h.answer("tick2")
     assert answer.ok, answer.content
     assert "denied" in answer.content

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -47,6 +48,7 @@ def list_approvals(
     show_all: Annotated[
         bool, typer.Option("--all", help="Also decided and expired approvals.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List pending approvals: id, tool, arguments, session, expiry."""
     from agentstream.streams.approvals_admin import approvals, pending
@@ -62,6 +64,10 @@ def list_approvals(
             await codec.aclose()
 
     views = asyncio.run(main())
+    if as_json:
+        for v in views:
+            console.print_json(data=_as_dict(v), indent=None)
+        return
     if not views:
         console.print("no pending approvals" if not show_all else "no approvals")
         return
@@ -82,6 +88,23 @@ def list_approvals(
             status,
         )
     console.print(table)
+
+
+def _as_dict(view: ApprovalView) -> dict[str, object]:
+    r = view.request
+    status = view.decision or ("EXPIRED" if view.expired else "PENDING")
+    return {
+        "approval_id": r.approval_id,
+        "tool": r.tool,
+        "arguments": json.loads(r.arguments_json),
+        "request_id": r.request_id,
+        "tenant_id": r.tenant_id,
+        "session_id": r.session_id,
+        "user_id": r.user_id,
+        "agent": r.agent,
+        "expires_at": r.expires_at.isoformat(),
+        "status": status,
+    }
 
 
 def _decide(approval_id: str, *, approve: bool, approver: str | None, reason: str | None) -> None:
