@@ -222,7 +222,8 @@ async def test_denied_call_never_runs(
     )
     assert shown["arguments"] == {"index": 0, "hold": 0.0}
     unknown = await run_cli(workers, "approvals", "deny", "nope:t0:c0")
-    assert unknown.returncode != 0 and "no approval 'nope:t0:c0'" in unknown.stderr
+    assert unknown.returncode != 0
+    assert "no approval 'nope:t0:c0'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
     denied = await run_cli(
         workers, "approvals", "deny", approval_id, "--approver", "carol", "--reason", "too risky"

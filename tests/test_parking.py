@@ -51,10 +51,12 @@ async def test_the_last_resolution_hands_the_record_back_once(lot: ParkingLot) -
     again = await lot.resolve(REF, "r1:t0:c0", "DENY")  # a second decision changes nothing
     assert (again.first, again.effective, again.resume) == (False, "APPROVE", None)
     last = await lot.resolve(REF, "r1:t0:c1", "DENY")
-    assert last.first and last.resume == RECORD
+    assert last.first
+    assert last.resume == RECORD
     # not confirmed yet (the worker may have died before publishing): handed back again
     redelivered = await lot.resolve(REF, "r1:t0:c1", "DENY")
-    assert not redelivered.first and redelivered.resume == RECORD
+    assert not redelivered.first
+    assert redelivered.resume == RECORD
     await lot.resumed(REF)
     assert (await lot.resolve(REF, "r1:t0:c1", "DENY")).resume is None
     found = await lot.resolutions("t", "s", ["r1:t0:c0", "r1:t0:c1"])
@@ -65,7 +67,8 @@ async def test_the_last_resolution_hands_the_record_back_once(lot: ParkingLot) -
 async def test_a_decision_before_the_park_counts(lot: ParkingLot) -> None:
     """A batch redelivered after its decision arrived (or a decision racing the park)."""
     early = await lot.resolve(REF, "r1:t0:c0", "APPROVE")
-    assert early.first and early.resume is None
+    assert early.first
+    assert early.resume is None
     assert await _park(lot, ["r1:t0:c0"]) == "decided"
     assert await _park(lot, ["r1:t0:c0", "r1:t0:c1"]) == "parked"  # one still open
     assert (await lot.resolve(REF, "r1:t0:c1", "DENY")).resume == RECORD
