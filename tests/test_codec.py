@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "created_at": NOW,
         "deadline": NOW + timedelta(seconds=30),
         "previous_response_id": "3f0c3a54-6a55-5b0e-9d0e-2f4a0e5b7c11",
+        "agent": "support",
     },
     "GenerationTurn": {
         **_identity(),
@@ -218,7 +219,7 @@ def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
     # GenerationTurn 2 -> 9: message (docs/contract.md, "Schema ids")
     assert [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES] == [
-        8,
+        13,
         9,
         3,
         7,
@@ -288,13 +289,15 @@ def test_schema_id_of_another_contract(codec: AvroCodec) -> None:
 def test_truncated_payload(codec: AvroCodec, cut: int) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
     reason = _reason(codec, data[:cut])
-    assert "truncated or malformed io.agentstream.AgentRequest body (schema id 8)" in reason
+    writer = LOCAL_IDS["io.agentstream.AgentRequest"]
+    assert f"truncated or malformed io.agentstream.AgentRequest body (schema id {writer})" in reason
 
 
 def test_trailing_garbage(codec: AvroCodec) -> None:
     data = codec.encode("AgentRequest", SAMPLES["AgentRequest"])
+    writer = LOCAL_IDS["io.agentstream.AgentRequest"]
     assert _reason(codec, data + b"junk") == (
-        "4 trailing bytes after io.agentstream.AgentRequest body (schema id 8)"
+        f"4 trailing bytes after io.agentstream.AgentRequest body (schema id {writer})"
     )
 
 

@@ -38,6 +38,7 @@ RELEASED_IDS = {
     10: "io.agentstream.ApprovalRequest",  # human approval (first release)
     11: "io.agentstream.ApprovalDecision",
     12: "io.agentstream.ApprovalAudit",
+    13: "io.agentstream.AgentRequest",  # + agent (issue 17: the agent that serves it)
 }
 Definition = dict[str, Any]
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from agentstream.streams.app import PipelineWorker
 
 STOP_MARGIN_S = 15.0
-STAGES = ("validation", "generation", "tools", "approvals", "retry")  # topology.WORKER_STAGES
+# topology.WORKER_STAGES
+STAGES = ("validation", "generation", "tools", "approvals", "delegation", "retry")
 
 
 async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound_s: float) -> None:
@@ -65,7 +66,9 @@ def _serve_metrics(settings: Settings) -> Any:
 def worker(
     stages: Annotated[
         str,
-        typer.Option(help="Comma-separated stages to run: validation,generation,tools,approvals."),
+        typer.Option(
+            help="Comma-separated stages to run: validation,generation,tools,approvals,delegation."
+        ),
     ] = ",".join(STAGES),
 ) -> None:
     """Run pipeline stage workers against the configured Kafka and Redis."""

@@ -1,5 +1,5 @@
-"""Human approval in the tool stage: which calls of a batch wait for a person, and the batch's
-parking until every one of them is decided.
+"""Human approval in the tool stage: which calls of a batch wait for a person, their decisions,
+and what the model is told. The parking itself is processors/parking_gate.py.
 
 Before any call of a batch runs, the calls that ``tools.approvals`` gates (per tool glob, tenant
 and agent) are looked up: each has an approval id (its step id, ``<request>:t<turn>:c<index>``).
@@ -14,21 +14,19 @@ still parked publishes its requests again (same approval ids: approvers see one 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from agentstream.exceptions import ErrorCode
-from agentstream.observability.logging import get_logger
-from agentstream.processors.base import Inbound, Outbound, RequestIds, StageDeps
+from agentstream.processors.base import Inbound, RequestIds
 from agentstream.schemas.contracts import ApprovalRequest, ToolCall, ToolCallBatch
 from agentstream.schemas.dead_letter import RETRY_HEADERS
 from agentstream.state.journal import tool_step_id
-from agentstream.state.parking import ParkedRecord, ParkRef
+from agentstream.state.parking import ParkedRecord
 from agentstream.tools.approval import approval_required
 from agentstream.tools.base import ToolOutcome
+from agentstream.tools.settings import ApprovalRule
 
 #: Header on a batch published again after its approvals: the park it comes from.
 RESUMED_FROM = "agentstream-resumed-from"
@@ -36,7 +34,6 @@ APPROVE, DENY, TIMEOUT = "APPROVE", "DENY", "TIMEOUT"
 DECISIONS = (APPROVE, DENY, TIMEOUT)
 #: The approver id of a decision the pipeline takes when nobody decided in time.
 TIMEOUT_APPROVER = "agentstream:timeout"
-log = get_logger(__name__)
 
 
 def park_id(request_id: str, turn: int) -> str:
@@ -77,114 +74,50 @@ def denial(stored: str, timeout_s: float) -> ToolOutcome | None:
     )
 
 
-@dataclass(kw_only=True)
-class GateResult:
-    """Either the batch is parked (``parked`` holds the approval requests to publish), or each
-    gated call's stored decision, by call index (ungated calls are absent)."""
-
-    parked: list[Outbound] | None = None
-    decisions: dict[int, str] = field(default_factory=dict)
-
-    def outcome(self, index: int, timeout_s: float) -> ToolOutcome | None:
-        """The denial result of call ``index``; None when it may run."""
-        stored = self.decisions.get(index)
-        return None if stored is None else denial(stored, timeout_s)
-
-
-class ApprovalGate:
-    def __init__(self, deps: StageDeps) -> None:
-        self.deps = deps
-
-    def gated(self, batch: ToolCallBatch, runnable: Callable[[ToolCall], bool]) -> list[int]:
-        """The indices of the calls that need a person's approval (of those that may run at
-        all: a call refused anyway is not put to approvers)."""
-        rules = self.deps.settings.tools.approvals
-        if not rules:
-            return []
-        agent = _agent_of(batch)
-        return [
-            i
-            for i, call in enumerate(batch.calls)
-            if approval_required(rules, tool=call.name, tenant_id=batch.tenant_id, agent=agent)
-            and runnable(call)
-        ]
-
-    async def check(
-        self,
-        msg: Inbound,
-        batch: ToolCallBatch,
-        ids: RequestIds,
-        *,
-        runnable: Callable[[ToolCall], bool],
-    ) -> GateResult:
-        gated = self.gated(batch, runnable)
-        if not gated:
-            return GateResult()
-        parking = self.deps.parking
-        if parking is None:  # no Redis parking (in-memory test pipeline): nobody can approve
-            refused = resolution(DENY, "agentstream", "approvals are not available here")
-            return GateResult(decisions=dict.fromkeys(gated, refused))
-        approval_ids = {i: tool_step_id(ids.request_id, batch.turn, i) for i in gated}
-        found = await parking.resolutions(
-            ids.tenant_id, ids.session_id, list(approval_ids.values())
-        )
-        if all(found.values()):
-            return GateResult(decisions={i: found[a] or "" for i, a in approval_ids.items()})
-        now_ms = int(time.time() * 1000)
-        ref = ParkRef(
-            tenant_id=ids.tenant_id,
-            session_id=ids.session_id,
-            park_id=park_id(ids.request_id, batch.turn),
-            user_id=ids.user_id,
-        )
-        parked = await parking.park(
-            ref,
-            request_id=ids.request_id,
-            wait_ids=list(approval_ids.values()),
-            record=_record(msg, ref.park_id),
-            due_ms=self._due_ms(batch, now_ms),
-            now_ms=now_ms,
-        )
-        if parked.status == "decided":  # decided between the lookup and the park
-            return await self.check(msg, batch, ids, runnable=runnable)
-        undecided = [i for i, a in approval_ids.items() if not found[a]]
-        log.info("tool batch parked for approval", calls=len(undecided), status=parked.status)
-        return GateResult(parked=[self._request(batch, ids, i, parked.due_ms) for i in undecided])
-
-    def _due_ms(self, batch: ToolCallBatch, now_ms: int) -> int:
-        due = now_ms + int(self.deps.settings.tools.approval_timeout_s * 1000)
-        if batch.deadline is not None:  # an answer after the deadline is not wanted
-            due = min(due, int(batch.deadline.timestamp() * 1000))
-        return max(due, now_ms)
-
-    def _request(self, batch: ToolCallBatch, ids: RequestIds, index: int, due_ms: int) -> Outbound:
-        call = batch.calls[index]
-        record = ApprovalRequest(
-            approval_id=tool_step_id(ids.request_id, batch.turn, index),
-            request_id=ids.request_id,
-            session_id=ids.session_id,
-            user_id=ids.user_id,
-            tenant_id=ids.tenant_id,
-            turn=batch.turn,
-            call_id=call.call_id,
-            tool=call.name,
-            arguments_json=call.arguments_json,
-            requested_at=datetime.now(UTC),
-            expires_at=datetime.fromtimestamp(due_ms / 1000, UTC),
-            agent=_agent_of(batch),
-        )
-        topic = self.deps.settings.topics.approvals
-        return Outbound(topic=topic, key=ids.key, value=self.deps.codec.encode_record(record))
+def approval_request(
+    batch: ToolCallBatch, ids: RequestIds, index: int, due_ms: int
+) -> ApprovalRequest:
+    call = batch.calls[index]
+    return ApprovalRequest(
+        approval_id=tool_step_id(ids.request_id, batch.turn, index),
+        request_id=ids.request_id,
+        session_id=ids.session_id,
+        user_id=ids.user_id,
+        tenant_id=ids.tenant_id,
+        turn=batch.turn,
+        call_id=call.call_id,
+        tool=call.name,
+        arguments_json=call.arguments_json,
+        requested_at=datetime.now(UTC),
+        expires_at=datetime.fromtimestamp(due_ms / 1000, UTC),
+        agent=agent_of(batch),
+    )
 
 
-def _record(msg: Inbound, park: str) -> ParkedRecord:
+def gated(
+    rules: Sequence[ApprovalRule], batch: ToolCallBatch, runnable: Callable[[ToolCall], bool]
+) -> list[int]:
+    """The indices of the calls that need a person's approval (of those that may run at all:
+    a call refused anyway is not put to approvers)."""
+    if not rules:
+        return []
+    agent = agent_of(batch)
+    return [
+        i
+        for i, call in enumerate(batch.calls)
+        if approval_required(rules, tool=call.name, tenant_id=batch.tenant_id, agent=agent)
+        and runnable(call)
+    ]
+
+
+def parked_record(msg: Inbound, park: str) -> ParkedRecord:
     """The batch as consumed, to publish again when decided (without retry-tier headers)."""
     headers = [(k, v) for k, v in msg.headers if k not in RETRY_HEADERS and k != RESUMED_FROM]
     headers.append((RESUMED_FROM, park.encode()))
     return ParkedRecord(topic=msg.topic, key=msg.key, value=msg.value, headers=headers)
 
 
-def _agent_of(batch: ToolCallBatch) -> str | None:
+def agent_of(batch: ToolCallBatch) -> str | None:
     """The agent that asked for the calls: the batch's ``agent`` once turns carry it (issue
     17), else None (the default agent)."""
     agent = getattr(batch, "agent", None)

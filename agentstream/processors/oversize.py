@@ -15,7 +15,12 @@ from agentstream.exceptions import ErrorCode
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
 from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import new_progress
-from agentstream.schemas.contracts import AgentRequest, ApprovalDecision, StageInput
+from agentstream.schemas.contracts import (
+    AgentRequest,
+    AgentResponse,
+    ApprovalDecision,
+    StageInput,
+)
 from agentstream.schemas.exceptions import SerializationError
 
 CODE = ErrorCode.OUTPUT_TOO_LARGE
@@ -34,7 +39,7 @@ def output_too_large(
         event = deps.codec.decode_record(contract, msg.value)
     except SerializationError:
         return None
-    if isinstance(event, ApprovalDecision):  # not a request's turn: dead-lettered instead
+    if isinstance(event, ApprovalDecision | AgentResponse):  # not a turn: dead-lettered
         return None
     ids = RequestIds.of(event)
     if isinstance(event, AgentRequest):  # nothing accumulated yet

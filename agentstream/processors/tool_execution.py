@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
-from agentstream.processors.approval_gate import ApprovalGate, GateResult
 from agentstream.processors.base import (
     Inbound,
     Outbound,
@@ -31,6 +30,7 @@ from agentstream.processors.outcomes import (
     request_error_event,
     session_release,
 )
+from agentstream.processors.parking_gate import GateResult, ParkingGate
 from agentstream.processors.progress import call_result, next_turn
 from agentstream.processors.signals import DeadLetter
 from agentstream.processors.stage import Stage
@@ -67,7 +67,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
     def __init__(self, deps: StageDeps) -> None:
         super().__init__(deps)
         self._limit = asyncio.Semaphore(deps.settings.limits.tool_concurrency)
-        self._gate = ApprovalGate(deps)
+        self._gate = ParkingGate(deps)
 
     async def _run(
         self, msg: Inbound, batch: ToolCallBatch, ids: RequestIds, started: datetime
@@ -87,7 +87,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         gate = await self._gate.check(
             msg, batch, ids, runnable=lambda call: self._refusal(call, batch) is None
         )
-        if gate.parked is not None:  # waits for approvers, held in Redis: nothing runs now
+        if gate.parked is not None:  # waits for approvers or child agents, in Redis: nothing runs
             return StageResult(records=gate.parked)
         maybe = await asyncio.gather(
             *(
@@ -170,14 +170,15 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             return ToolOutcome.from_json(state.result)
         if state.status == "unknown":
             return _ALREADY_DEAD_LETTERED
-        if state.status == "in_flight" and not self._safe_to_rerun(call.name):
+        # a call answered without running (denied, a child's answer) is safe to answer again
+        known = gate.outcome(index)
+        if state.status == "in_flight" and known is None and not self._safe_to_rerun(call.name):
             if not replayed:
                 log.warning("tool call outcome unknown", tool=call.name, step=step)
                 await sessions.mark_step_unknown(ids, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
-        timeout_s = self.deps.settings.tools.approval_timeout_s
-        outcome = gate.outcome(index, timeout_s) or await self._run_call(call, index, batch, ids)
+        outcome = known or await self._run_call(call, index, batch, ids)
         await sessions.complete_step(ids, step, outcome.to_json())
         return outcome
 

@@ -152,6 +152,8 @@ class AgentRequest(_OfRequest, frozen=True, kw_only=True):
     previous_response_id: str | None = None
     """The response this request follows in its session; when the session no longer holds
     it (history lost) the request is answered ``CONTEXT_LOST`` instead of running without it."""
+    agent: str | None = None
+    """Name of the agent in the catalog that serves this request; None = the default agent."""
 
 
 class GenerationTurn(_Turn, frozen=True, kw_only=True):
@@ -270,8 +272,9 @@ class ApprovalAudit(_OfRequest, frozen=True, kw_only=True):
     recorded_at: datetime
 
 
-#: What a stage consumes: a request, one of its turns, or a decision on a parked call.
-StageInput = AgentRequest | GenerationTurn | ToolCallBatch | ApprovalDecision
+#: What a stage consumes: a request, one of its turns, a decision on a parked call, or a
+#: response (a child request's answer, for the parent that delegated to it).
+StageInput = AgentRequest | GenerationTurn | ToolCallBatch | ApprovalDecision | AgentResponse
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {

@@ -31,6 +31,7 @@ from agentstream.config import Settings
 from agentstream.schemas.contracts import (
     CONTRACTS,
     AgentRequest,
+    AgentResponse,
     ApprovalDecision,
     Contract,
     GenerationTurn,
@@ -86,6 +87,12 @@ def _tools() -> HandlerClass:
     return ToolExecutionStage
 
 
+def _delegation() -> HandlerClass:
+    from agentstream.processors.delegation_results import DelegationResultStage
+
+    return DelegationResultStage
+
+
 def _approvals() -> HandlerClass:
     from agentstream.processors.approvals import ApprovalStage
 
@@ -125,6 +132,14 @@ STAGES: tuple[StageSpec, ...] = (
         retry_tiers=True,
         releases_session=False,
     ),
+    StageSpec(
+        name="delegation",
+        topic_field="responses",
+        contract=AgentResponse,
+        load_handler=_delegation,
+        retry_tiers=False,
+        releases_session=False,
+    ),
 )
 #: Everything a worker can run: the stages and the retry forwarder.
 WORKER_STAGES: tuple[str, ...] = (*(s.name for s in STAGES), RETRY)
@@ -159,7 +174,6 @@ def pipeline_topics(settings: Settings) -> list[str]:
     stage_topics = [s.topic(settings) for s in STAGES]
     return [
         *stage_topics,
-        t.responses,
         t.errors,
         t.metrics,
         t.approvals,

@@ -80,6 +80,9 @@ class ToolSettings(BaseModel):
     approvals: list[ApprovalRule] = Field(default_factory=list)
     approval_timeout_s: float = Field(default=600.0, gt=0)
     approval_sweep_interval_s: float = Field(default=1.0, gt=0)
+    # Delegation (``agent.<name>`` tools): how long a parent waits for its child's answer
+    # (never past the request's deadline); the same sweep ends the wait with an error result.
+    delegation_timeout_s: float = Field(default=600.0, gt=0)
     # Result cache for read-only tools; 0 disables it. Per tool/server via overrides.
     cache_ttl_s: int = Field(default=900, ge=0)
     max_concurrency_per_server: int = Field(default=8, ge=1)

@@ -1,0 +1,139 @@
+"""Delegation: a call of the tool ``agent.<name>`` is a child request through the pipeline.
+
+The child is an :class:`AgentRequest` published to ``agent.requests`` (its id and its own
+session are the call's step id, ``<parent request>:t<turn>:c<index>``), served like any other
+request, by the agent it names (``AgentRequest.agent``). Its final response is the call's
+result; a child that ends in ERROR is the call's error. The parent's batch is parked meanwhile
+(state/parking.py, the same parking as approvals): no worker slot waits for the child.
+
+Correlation rides in the child's metadata, which every turn carries and the response echoes
+(``request_metadata``): ``agentstream.parent`` (parent request id), ``agentstream.parent-session``
+(where the parent's batch is parked) and ``agentstream.chain`` (the agents from the root down to
+the parent, comma-separated). A call is refused (an error result, no child) when the agent is
+unknown, the chain already holds the agent (a cycle), or the child would be deeper than
+:data:`MAX_DEPTH`. The child inherits the parent's deadline, tenant and user (so its usage is
+booked to the same tenant budget).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from agentstream.exceptions import ErrorCode
+from agentstream.schemas.contracts import (
+    AgentRequest,
+    AgentResponse,
+    AgentState,
+    ToolCall,
+    ToolCallBatch,
+)
+from agentstream.state.journal import tool_step_id
+from agentstream.state.session import RequestIds
+from agentstream.tools.approval import DEFAULT_AGENT
+from agentstream.tools.base import ToolOutcome
+
+PREFIX = "agent."
+PARENT = "agentstream.parent"
+PARENT_SESSION = "agentstream.parent-session"
+CHAIN = "agentstream.chain"
+#: The deepest child: the root's child is depth 1.
+MAX_DEPTH = 3
+
+
+class AgentDirectory(Protocol):
+    """The agents a call may name (the agent catalog of issue 17, once it lands)."""
+
+    def knows(self, name: str) -> bool: ...
+
+
+class AnyAgent:
+    """Every name is an agent (served by the default agent until the catalog lands)."""
+
+    def knows(self, name: str) -> bool:
+        return bool(name)
+
+
+def is_delegation(call: ToolCall) -> bool:
+    return call.name.startswith(PREFIX)
+
+
+def lineage(batch: ToolCallBatch, agent: str | None) -> list[str]:
+    """The agents from the root down to the one that asked for the calls."""
+    chain = [a for a in batch.metadata.get(CHAIN, "").split(",") if a]
+    return [*chain, agent or DEFAULT_AGENT]
+
+
+def refusal(call: ToolCall, chain: list[str], directory: AgentDirectory) -> ToolOutcome | None:
+    """Why this delegation must not start (its error result), None when it may."""
+    child = call.name.removeprefix(PREFIX)
+    if not directory.knows(child):
+        return _error(f"unknown agent {child!r}", ErrorCode.TOOL_NOT_FOUND)
+    if child in chain:
+        path = " -> ".join([*chain, child])
+        return _error(f"delegation cycle refused: {path}", ErrorCode.TOOL_ACCESS_DENIED)
+    if len(chain) > MAX_DEPTH:
+        return _error(
+            f"delegation depth limit {MAX_DEPTH} reached ({' -> '.join(chain)})",
+            ErrorCode.TOOL_ACCESS_DENIED,
+        )
+    if not isinstance(_message(call), str):
+        return _error('an agent call takes {"message": "..."}', ErrorCode.TOOL_INVALID_ARGUMENTS)
+    return None
+
+
+def child_request(
+    batch: ToolCallBatch, ids: RequestIds, index: int, chain: list[str]
+) -> AgentRequest:
+    call = batch.calls[index]
+    child_id = tool_step_id(ids.request_id, batch.turn, index)
+    return AgentRequest(
+        request_id=child_id,
+        session_id=child_id,
+        user_id=ids.user_id,
+        tenant_id=ids.tenant_id,
+        message=str(_message(call)),
+        metadata={
+            PARENT: ids.request_id,
+            PARENT_SESSION: ids.session_id,
+            CHAIN: ",".join(chain),
+        },
+        created_at=datetime.now(UTC),
+        deadline=batch.deadline,
+        agent=call.name.removeprefix(PREFIX),
+    )
+
+
+def child_result(response: AgentResponse) -> str:
+    """A child's final response as the stored result of its parent's call."""
+    failed = response.state != AgentState.COMPLETED
+    return json.dumps(
+        {
+            "content": response.content,
+            "is_error": failed,
+            "error_code": (response.error_code or ErrorCode.TOOL_FAILED) if failed else None,
+        }
+    )
+
+
+def result_outcome(stored: dict[str, Any]) -> ToolOutcome:
+    content = str(stored.get("content", ""))
+    is_error = bool(stored.get("is_error"))
+    return ToolOutcome(
+        content=f"Error: the agent failed: {content}" if is_error else content,
+        is_error=is_error,
+        error_code=stored.get("error_code"),
+    )
+
+
+def _message(call: ToolCall) -> object:
+    try:
+        arguments = json.loads(call.arguments_json)
+    except ValueError:
+        return None
+    return arguments.get("message") if isinstance(arguments, dict) else None
+
+
+def _error(text: str, code: str) -> ToolOutcome:
+    return ToolOutcome(content=f"Error: {text}", is_error=True, error_code=code)
