@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from agentstream.config import Settings, TopicSettings
 from agentstream.embedded import EmbeddedRedis, EmbeddedRedisCluster
+from agentstream.embedded.process import free_port
 from agentstream.streams.admin import ensure_topics
 from tests.support import kafka_matrix
 from tests.support.kafka_matrix import (  # fixtures of the Kafka matrix
@@ -42,6 +43,7 @@ from tests.support.kafka_matrix import (  # fixtures of the Kafka matrix
     kafka_kind,
     kafka_replication_factor,
 )
+from tests.support.redis import RedisClient, connect
 
 __all__ = ["kafka_bootstrap", "kafka_cluster", "kafka_kind", "kafka_replication_factor"]
 
@@ -148,6 +150,25 @@ def redis_url(
 
 
 # --- per-test fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the session's Redis (a cluster client under ``--redis=cluster``)."""
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """A single Redis server of this test's own (to stop, restart or break), on a free port."""
+    server = EmbeddedRedis(run_dir=tmp_path / "own-redis", port=free_port())
+    await server.start_async()
+    try:
+        yield server
+    finally:
+        await server.stop_async()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ configurable. Each test starts and stops its own Redis server (never the session
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from redis.asyncio import Redis
 from agentstream.admission import Admission
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
-from agentstream.embedded.process import free_port
 from agentstream.state.context import ContextStore
 from agentstream.state.keys import Keys
 from agentstream.tools.registry import default_registry
@@ -30,16 +28,6 @@ def outages(check: str, policy: str) -> float:
         "agentstream_admission_store_unavailable_total", {"check": check, "policy": policy}
     )
     return value or 0.0
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(run_dir=tmp_path / "own-redis", port=free_port())
-    await server.start_async()
-    try:
-        yield server
-    finally:
-        await server.stop_async()
 
 
 AdmissionFactory = Callable[..., Admission]

@@ -9,19 +9,11 @@ import pytest
 from redis.exceptions import ResponseError
 
 from agentstream.state.autopipe import AutoPipeline
-from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 FAIL = "return redis.error_reply('nope ' .. ARGV[1])"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> Any:
-    client = connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_concurrent_calls_share_pipelines_and_each_gets_its_reply(

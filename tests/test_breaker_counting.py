@@ -12,8 +12,6 @@ worker whose route is one provider behind the Redis-shared breaker:
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +27,7 @@ from agentstream.streams.app import PipelineWorker
 from tests.support.kafka import FAST_KAFKA, TopicReader
 from tests.support.llm_servers import Arrival, FakeLLMServer, Reply, openai_completion
 from tests.support.redis import connect
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +65,6 @@ def model(arrival: Arrival) -> Reply:
         call = ("call-1", "calculator", NOT_AN_OBJECT)
         return Reply(body=openai_completion(None, tool_calls=[call]))
     return Reply(body=openai_completion(f"provider says: {last_user(arrival)}"))
-
-
-async def until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_malformed_tool_arguments_of_one_user_do_not_open_the_breaker_for_others(
@@ -115,7 +106,11 @@ async def test_malformed_tool_arguments_of_one_user_do_not_open_the_breaker_for_
                         tenant_id="t",
                     )
                     bad.append(await client.submit(request))
-                    await until(lambda rid=bad[-1]: outcome(rid), 20, f"an outcome for {i}")  # type: ignore[misc]
+                    await wait_until(
+                        lambda rid=bad[-1]: outcome(rid),  # type: ignore[misc]
+                        f"an outcome for {i}",
+                        deadline_s=20,
+                    )
                 calls_for_bad = len(server.arrivals)
 
                 # another user's ordinary request on the same route
@@ -123,7 +118,9 @@ async def test_malformed_tool_arguments_of_one_user_do_not_open_the_breaker_for_
                     "hello there", session_id="alice-1", user_id="alice", tenant_id="t"
                 )
                 good_id = await client.submit(good)
-                await until(lambda: outcome(good_id), 20, "an outcome for the ordinary request")
+                await wait_until(
+                    lambda: outcome(good_id), "an outcome for the ordinary request", deadline_s=20
+                )
 
                 snapshot = await breaker.snapshot()
                 answers = {r["request_id"]: r for r in responses.values}
@@ -188,7 +185,9 @@ async def test_open_breaker_dead_letter_and_error_event_name_the_cause(
                 first = await client.submit(
                     new_request("hello", session_id="s1", user_id="u1", tenant_id="t")
                 )
-                await until(lambda: bool(dead_letters(first)), 20, "the first dead letter")
+                await wait_until(
+                    lambda: bool(dead_letters(first)), "the first dead letter", deadline_s=20
+                )
                 assert (await breaker.snapshot()).state == "open"
                 assert dead_letters(first)[0][dl.ERROR_CODE] == "LLM_TIMEOUT"
                 calls = len(server.arrivals)
@@ -197,11 +196,13 @@ async def test_open_breaker_dead_letter_and_error_event_name_the_cause(
                 second = await client.submit(
                     new_request("hello again", session_id="s2", user_id="u2", tenant_id="t")
                 )
-                await until(lambda: bool(dead_letters(second)), 20, "the second dead letter")
-                await until(
+                await wait_until(
+                    lambda: bool(dead_letters(second)), "the second dead letter", deadline_s=20
+                )
+                await wait_until(
                     lambda: any(e["request_id"] == second for e in errors.values),
-                    20,
                     "the second ErrorEvent",
+                    deadline_s=20,
                 )
                 assert len(server.arrivals) == calls  # no call reached the provider
                 headers = dead_letters(second)[0]

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +29,7 @@ from agentstream.streams.admin import ensure_topics
 from agentstream.streams.replay import replay
 from tests.support.kafka import FAST_KAFKA, TopicReader
 from tests.support.redis import connect
+from tests.support.wait import wait_until
 from tests.support.workers import worker_env
 
 pytestmark = pytest.mark.integration
@@ -81,13 +81,6 @@ def workers(one_partition: Settings) -> Iterator[Workers]:
     group.stop_all()
 
 
-async def wait_until(predicate: Any, deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_kill9_with_slow_early_offset_answers_everything_once(
     one_partition: Settings, workers: Workers
 ) -> None:
@@ -130,7 +123,7 @@ async def test_kill9_with_slow_early_offset_answers_everything_once(
         async def fast_done() -> bool:
             return all(r["request_id"] in seen for r in fast)
 
-        await wait_until(fast_done, 30, "the fast requests' answers")
+        await wait_until(fast_done, "the fast requests' answers", deadline_s=30)
         assert "slow" not in seen  # still sleeping inside the first worker
         workers.kill9(first)
         workers.start()
@@ -138,7 +131,7 @@ async def test_kill9_with_slow_early_offset_answers_everything_once(
         async def slow_done() -> bool:
             return "slow" in seen
 
-        await wait_until(slow_done, 60, "the slow request's answer after restart")
+        await wait_until(slow_done, "the slow request's answer after restart", deadline_s=60)
         # a later request on the same partition proves the redeliveries were all processed
         last = await client.ask("hello", session_id="after", user_id="u", tenant_id="t", timeout=30)
         assert last.ok
@@ -188,7 +181,7 @@ async def test_side_effecting_tool_runs_once_per_call_across_kill9(
             running = await redis.hget(keys.step("t", "c", "count:t0:c2"), "status")
             return done == [b"done", b"done"] and running == b"running"
 
-        await wait_until(batch_mid_flight, 30, "two calls done and the third running")
+        await wait_until(batch_mid_flight, "two calls done and the third running", deadline_s=30)
         workers.kill9(first)
         workers.start()
         await dead.wait_for(lambda: len(dead.records) == 1, what="the outcome-unknown record")

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +17,7 @@ from agentstream.state.probe import RedisProbe
 from agentstream.streams.admin import ensure_topics
 from tests.support.kafka import FAST_KAFKA
 from tests.support.redis import connect
+from tests.support.wait import wait_until
 from tests.support.workers import start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
@@ -29,26 +27,6 @@ FAST_HEALTH = {
     "AGENTSTREAM_HEALTH__REDIS_TIMEOUT_S": "0.5",
     "AGENTSTREAM_HEALTH__LAG_INTERVAL_S": "0.5",
 }
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], deadline_s: float, what: str, seen: object = None
-) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}: {seen}")
-        await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(run_dir=tmp_path / "own-redis", port=free_port())
-    await server.start_async()
-    try:
-        yield server
-    finally:
-        await server.stop_async()
 
 
 async def test_probes_follow_redis_and_other_paths_are_404(
@@ -72,7 +50,9 @@ async def test_probes_follow_redis_and_other_paths_are_404(
                 last[path] = response.text
                 return response.status_code == code
 
-            await until(lambda: answers("/readyz", 200), 60, "the worker to be ready", last)
+            await wait_until(
+                lambda: answers("/readyz", 200), "the worker to be ready", deadline_s=60, seen=last
+            )
             assert (await http.get("/livez")).json() == {"ok": True, "reasons": []}
             assert (await http.get("/nope")).status_code == 404
             assert (await http.get("/")).status_code == 404
@@ -102,12 +82,14 @@ async def test_probes_follow_redis_and_other_paths_are_404(
                 lag = (await http.get("/healthz")).json()["components"]["lag"]
                 return bool(lag["partitions"]) and lag["error"] is None
 
-            await until(lag_reported, 20, "lag of the assigned stage partitions")
+            await wait_until(lag_reported, "lag of the assigned stage partitions", deadline_s=20)
             assert 'agentstream_consumer_lag{group="' in (await http.get("/metrics")).text
 
             # --- Redis goes away: not ready (still live), and ready again when it returns
             await own_redis.stop_async()
-            await until(lambda: answers("/readyz", 503), 10, "readiness to turn false")
+            await wait_until(
+                lambda: answers("/readyz", 503), "readiness to turn false", deadline_s=10
+            )
             ready = (await http.get("/readyz")).json()
             assert any(reason.startswith("redis:") for reason in ready["reasons"])
             assert (await http.get("/livez")).status_code == 200
@@ -116,7 +98,9 @@ async def test_probes_follow_redis_and_other_paths_are_404(
             assert down["components"]["redis"]["ok"] is False
 
             await own_redis.start_async()  # same port, empty
-            await until(lambda: answers("/readyz", 200), 15, "readiness to come back")
+            await wait_until(
+                lambda: answers("/readyz", 200), "readiness to come back", deadline_s=15
+            )
             assert (await http.get("/healthz")).json()["components"]["redis"]["ok"] is True
     finally:
         stop_worker(proc)

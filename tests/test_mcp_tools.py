@@ -27,6 +27,7 @@ from agentstream.tools.base import CallContext
 from agentstream.tools.executor import PolicyExecutor
 from agentstream.tools.factory import build_tools
 from tests.mcp_servers.harness import SERVER_SCRIPT, CounterServer, servers_json
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +36,6 @@ FAST_RECONNECT = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.3, "connect_
 
 def ctx(tenant: str = "acme", user: str = "ann", **fields: Any) -> CallContext:
     return CallContext(tenant_id=tenant, user_id=user, request_id="r1", session_id="s1", **fields)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], what: str, deadline_s: float = 20.0
-) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

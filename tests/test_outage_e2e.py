@@ -16,14 +16,13 @@ processes (one consumer group), on the real broker + Redis and a local OpenAI-co
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from tests.support.llm_servers import (
     openai_error,
 )
 from tests.support.redis import connect
+from tests.support.wait import wait_until
 from tests.support.workers import stop_worker, worker_env
 
 pytestmark = pytest.mark.integration
@@ -90,19 +90,6 @@ class Outage:
         """The server-clock time ``offset_s`` seconds into the outage."""
         assert self.started is not None, "the outage has not started"
         return self.started + offset_s
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def sleep_until(when: float) -> None:
@@ -281,14 +268,16 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
                 wave1 = sessions_covering("a", 2)
                 for i, session in enumerate(wave1):
                     await submit(strict, f"first question {i}", session)
-                await until(lambda: outage.started is not None, 30, "the first provider call")
+                await wait_until(
+                    lambda: outage.started is not None, "the first provider call", deadline_s=30
+                )
                 snaps = []
 
                 async def breaker_open() -> bool:
                     snaps.append(await breaker.snapshot())
                     return snaps[-1].state == "open"
 
-                await until(breaker_open, 10, "the shared breaker to open")
+                await wait_until(breaker_open, "the shared breaker to open", deadline_s=10)
                 opened_after = time.monotonic() - outage.at(0.0)
 
                 # wave 2: a second request in every wave-1 session, and fallback requests
@@ -303,16 +292,16 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
                     await submit(fallback, f"hello again {i}", session, route="fb")
                 for i, session in enumerate(sessions_covering("c", 1)):
                     await submit(strict, f"third question {i}", session)
-                await until(
+                await wait_until(
                     lambda: all(seen[r] for r in fallback),
-                    10,
                     "fallback answers during the outage",
+                    deadline_s=10,
                 )
                 for log in logs:
-                    await until(
+                    await wait_until(
                         lambda log=log: "CIRCUIT_OPEN" in log_codes(log),  # type: ignore[misc]
-                        10,
                         f"CIRCUIT_OPEN in {log.name}",
+                        deadline_s=10,
                     )
 
                 # near the end: these may be answered after recovery via the retry tiers
@@ -325,7 +314,9 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
                     dead_now = dead_ids()
                     return all(r in seen or r in dead_now for r in strict)
 
-                await until(terminal, OUTAGE_S + 20, "a terminal outcome for every request")
+                await wait_until(
+                    terminal, "a terminal outcome for every request", deadline_s=OUTAGE_S + 20
+                )
                 await sleep_until(outage.ends_at)
                 provider_calls_in_outage = outage.failed
 
@@ -386,7 +377,11 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
                 # --- recovery + replay: every strict request answered exactly once
                 summary = await replay(settings, dlq_topic, codec, replay_id="outage-1")
                 assert summary.replayed == len(dead_before)
-                await until(lambda: all(r in seen for r in strict), 30, "answers after the replay")
+                await wait_until(
+                    lambda: all(r in seen for r in strict),
+                    "answers after the replay",
+                    deadline_s=30,
+                )
 
                 # the provider is healthy again for new requests on both routes
                 fresh_strict = await client.ask(
@@ -415,7 +410,9 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
                     # (same response_id) is republished, which the client drops as a copy
                     return len(raw_responses.records) >= responses_before_second + again.replayed
 
-                await until(replayed_twice_and_processed, 60, "the second replay processed")
+                await wait_until(
+                    replayed_twice_and_processed, "the second replay processed", deadline_s=60
+                )
                 assert len(server.arrivals) == calls_before_second  # journal: no new LLM calls
                 collector.cancel()
                 await asyncio.gather(collector, return_exceptions=True)

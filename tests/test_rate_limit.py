@@ -6,7 +6,6 @@ import asyncio
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,13 +19,6 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_800_000_000_000  # ms; any fixed instant works: the scripts take the clock from the caller
 MINUTE_MS = 60_000
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 def window(keys: AdmissionKeys, user: str, limit: int = 10, tenant: str = "t") -> Window:

@@ -59,16 +59,6 @@ async def persistent_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
         await server.stop_async()
 
 
-@pytest.fixture
-async def volatile_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    server = EmbeddedRedis(run_dir=tmp_path / "volatile-redis", port=free_port())
-    await server.start_async()
-    try:
-        yield server
-    finally:
-        await server.stop_async()
-
-
 async def settings_on(settings_factory: Any, redis: EmbeddedRedis) -> Settings:
     settings: Settings = settings_factory(kafka=FAST_KAFKA, redis_url=redis.url)
     await ensure_topics(settings)
@@ -178,15 +168,15 @@ async def test_client_connections_killed_mid_load_lose_nothing(
 
 
 async def test_lost_history_is_told_not_silent(
-    settings_factory: Any, volatile_redis: EmbeddedRedis
+    settings_factory: Any, own_redis: EmbeddedRedis
 ) -> None:
-    settings = await settings_on(settings_factory, volatile_redis)
+    settings = await settings_on(settings_factory, own_redis)
     ask = {"session_id": "chat", "user_id": "u", "tenant_id": "t"}
     async with PipelineWorker(settings) as worker, AgentClient(settings) as client:
         first = await client.ask("add 1 and 2", **ask)
         assert first.content == "The answer is 3."
-        await volatile_redis.stop_async()  # restarted empty: the history is gone
-        await volatile_redis.start_async()
+        await own_redis.stop_async()  # restarted empty: the history is gone
+        await own_redis.start_async()
         lost = await client.ask("add 2 and 3", timeout=60, **ask)
         assert (lost.state, lost.error_code) == ("ERROR", "CONTEXT_LOST")
         assert "no longer available" in lost.content
@@ -200,13 +190,13 @@ async def test_lost_history_is_told_not_silent(
 
 
 async def test_validation_takes_the_retry_tiers_while_redis_stays_down(
-    settings_factory: Any, volatile_redis: EmbeddedRedis
+    settings_factory: Any, own_redis: EmbeddedRedis
 ) -> None:
     """Attempts used up while Redis is still down go to the retry tiers, never the DLQ, and the
     request is answered once Redis is back."""
     settings: Settings = settings_factory(
         kafka=FAST_KAFKA,
-        redis_url=volatile_redis.url,
+        redis_url=own_redis.url,
         failure={"max_attempts": 2, "outage_wait_s": 0.3},
         topics={"retry_tiers_s": [1.0, 2.0]},
     )
@@ -220,12 +210,12 @@ async def test_validation_takes_the_retry_tiers_while_redis_stays_down(
     ):
         warm = await client.ask("add 1 and 1", session_id="w", user_id="u", tenant_id="t")
         assert warm.content == "The answer is 2."
-        await volatile_redis.stop_async()
+        await own_redis.stop_async()
         request = new_request("add 20 and 22", session_id="down", user_id="u", tenant_id="t")
         answer = client.expect(request["request_id"])
         await client.submit(request)
         await retried.wait_for(lambda: len(retried.records) == 1, what="a validation retry")
-        await volatile_redis.start_async()
+        await own_redis.start_async()
         response = await asyncio.wait_for(answer, 60)
         assert response.content == "The answer is 42."
         assert dead.records == []

@@ -8,16 +8,8 @@ import pytest
 
 from agentstream.state.journal import _BEGIN, StepJournal
 from agentstream.state.keys import Keys
-from tests.support.redis import connect
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> Any:
-    client = connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_a_step_begin_sent_again_after_a_lost_reply_finds_its_own_claim(

@@ -170,3 +170,7 @@ end
 return totals
 """
 )
+
+
+#: Every Lua script admission runs (start-up checks load them).
+SCRIPTS: tuple[str, ...] = (ACQUIRE, SETTLE)

@@ -402,3 +402,7 @@ class BreakerRegistry:
             )
             self._breakers[key] = breaker
         return breaker
+
+
+#: Every Lua script the shared breaker runs (start-up checks load them).
+SCRIPTS: tuple[str, ...] = (_ACQUIRE, _RECORD)

@@ -125,3 +125,7 @@ return {stored, claim(KEYS[2])}
 """
 )
 CLAIMED, HELD, BUSY, UNKNOWN, LEGACY, FORBIDDEN = 1, 2, -2, -3, -4, -5
+
+
+#: Every Lua script the session store runs (start-up checks load them).
+SCRIPTS: tuple[str, ...] = (CAS, RELEASE, CLAIM, OPEN)

@@ -176,3 +176,7 @@ class StepJournal:
         entry (never started, or expired after ``journal_retention_s``)."""
         raw = await self._redis.hget(self._keys.step(tenant_id, session_id, step_id), "status")
         return raw.decode() if isinstance(raw, bytes) else raw
+
+
+#: Every Lua script the journal runs (start-up checks load them).
+SCRIPTS: tuple[str, ...] = (_BEGIN, _COMPLETE, _UNKNOWN)

@@ -28,21 +28,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from agentstream.admission.scripts import ACQUIRE as ADMISSION_ACQUIRE
-from agentstream.admission.scripts import SETTLE as ADMISSION_SETTLE
+from agentstream.admission import scripts as admission_scripts
 from agentstream.config import Settings, mask_url
 from agentstream.exceptions import AgentStreamError, ErrorCode
 from agentstream.llm.factory import build_provider
 from agentstream.observability.logging import get_logger
-from agentstream.resilience.breaker import _ACQUIRE as BREAKER_ACQUIRE
-from agentstream.resilience.breaker import _RECORD as BREAKER_RECORD
+from agentstream.resilience import breaker
 from agentstream.resilience.retry import RetryPolicy, retry_call
 from agentstream.schemas.codec import AvroCodec
 from agentstream.settings_source import describe_setting
-from agentstream.state import context_scripts
-from agentstream.state.journal import _BEGIN as JOURNAL_BEGIN
-from agentstream.state.journal import _COMPLETE as JOURNAL_COMPLETE
-from agentstream.state.journal import _UNKNOWN as JOURNAL_UNKNOWN
+from agentstream.state import context_scripts, journal
 from agentstream.state.redis import RedisClient
 from agentstream.streams.admin import TopicAdminError, list_topics
 from agentstream.streams.topology import pipeline_topics
@@ -50,17 +45,10 @@ from agentstream.streams.topology import pipeline_topics
 log = get_logger(__name__)
 
 LUA_SCRIPTS = (
-    context_scripts.CAS,
-    context_scripts.RELEASE,
-    context_scripts.CLAIM,
-    context_scripts.OPEN,
-    JOURNAL_BEGIN,
-    JOURNAL_COMPLETE,
-    JOURNAL_UNKNOWN,
-    BREAKER_ACQUIRE,
-    BREAKER_RECORD,
-    ADMISSION_ACQUIRE,
-    ADMISSION_SETTLE,
+    *context_scripts.SCRIPTS,
+    *journal.SCRIPTS,
+    *breaker.SCRIPTS,
+    *admission_scripts.SCRIPTS,
 )
 _TOPIC_FIELDS = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
 _SHOWN = 3

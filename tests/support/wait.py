@@ -9,9 +9,13 @@ from collections.abc import Awaitable, Callable
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, deadline_s: float = 30.0
+    condition: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    deadline_s: float = 30.0,
+    seen: object = None,
 ) -> None:
-    """Poll ``condition`` (sync or async) until it is true; AssertionError after the deadline."""
+    """Poll ``condition`` (sync or async) until it is true; AssertionError after the deadline
+    (naming ``what``, and showing ``seen``, e.g. the last answers, when given)."""
     deadline = time.monotonic() + deadline_s
     while True:
         result = condition()
@@ -20,5 +24,6 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+            detail = "" if seen is None else f": {seen}"
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}{detail}")
         await asyncio.sleep(0.02)
