@@ -100,7 +100,7 @@ async def test_kill9_during_the_childs_run_neither_loses_nor_duplicates_the_answ
     async def child_running() -> bool:  # the child's model call is sleeping
         return int(await h.redis.get(f"{prefix}:test:llm:unknown") or 0) >= 1
 
-    await wait_until(child_running, 30, "the child's model call")
+    await wait_until(child_running, "the child's model call", 30)
     workers.kill9(first)
     workers.start()
     answer = await h.answer("k1", deadline_s=90)

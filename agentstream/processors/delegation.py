@@ -9,7 +9,7 @@ result; a child that ends in ERROR is the call's error. The parent's batch is pa
 Correlation rides in the child's metadata, which every turn carries and the response echoes
 (``request_metadata``): ``agentstream.parent`` (parent request id), ``agentstream.parent-session``
 (where the parent's batch is parked) and ``agentstream.chain`` (the agents from the root down to
-the parent, comma-separated). A call is refused (an error result, no child) when the agent is
+the child itself, comma-separated). A call is refused (an error result, no child) when the agent is
 unknown, the chain already holds the agent (a cycle), or the child would be deeper than
 :data:`MAX_DEPTH`. The child inherits the parent's deadline, tenant and user (so its usage is
 booked to the same tenant budget).
@@ -60,9 +60,10 @@ def is_delegation(call: ToolCall) -> bool:
 
 
 def lineage(batch: ToolCallBatch, agent: str | None) -> list[str]:
-    """The agents from the root down to the one that asked for the calls."""
+    """The agents from the root down to the one that asked for the calls (a child's request
+    carries its whole chain, itself last; a root request is its own agent)."""
     chain = [a for a in batch.metadata.get(CHAIN, "").split(",") if a]
-    return [*chain, agent or DEFAULT_AGENT]
+    return chain or [agent or DEFAULT_AGENT]
 
 
 def refusal(call: ToolCall, chain: list[str], directory: AgentDirectory) -> ToolOutcome | None:
@@ -97,7 +98,7 @@ def child_request(
         metadata={
             PARENT: ids.request_id,
             PARENT_SESSION: ids.session_id,
-            CHAIN: ",".join(chain),
+            CHAIN: ",".join([*chain, call.name.removeprefix(PREFIX)]),
         },
         created_at=datetime.now(UTC),
         deadline=batch.deadline,

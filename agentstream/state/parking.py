@@ -99,6 +99,9 @@ end
 return due
 """
 
+#: Every script of this module (the start-up check loads them).
+SCRIPTS: tuple[str, ...] = (_PARK, _RESOLVE, _RESUMED, _DUE)
+
 ParkStatus = Literal["parked", "resuming", "resumed", "decided"]
 
 
