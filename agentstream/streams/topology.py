@@ -17,6 +17,8 @@ The worker, replay, ``tail``, topic creation and the docs read this table. Addin
     tools --gated calls--> agent.approvals (the batch parks in Redis)
     agent.approval-decisions --approvals--> agent.approval-audit (+ the batch, resumed,
                                              back to agent.tool-calls)
+    tools --agent.<name> calls--> agent.requests (child requests; the batch parks in Redis)
+    agent.responses --delegation--> a child's answer resumes its parent's batch
     every stage --transient--> <topic>.retry.<N>s --retry--> back to <topic>
     every stage --poison--> <topic>.dlq
 """
@@ -137,7 +139,7 @@ STAGES: tuple[StageSpec, ...] = (
         topic_field="responses",
         contract=AgentResponse,
         load_handler=_delegation,
-        retry_tiers=False,
+        retry_tiers=True,  # a Redis outage takes the tiers, never the DLQ (as every stage)
         releases_session=False,
     ),
 )
