@@ -70,6 +70,7 @@ async def test_probes_follow_redis_and_other_paths_are_404(
                 "generation",
                 "tools",
                 "approvals",
+                "delegation",
                 "retry",
             }
             assert components["models"]["default"] == "local"
