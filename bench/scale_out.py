@@ -25,7 +25,17 @@ from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.status import group_members
 
-NAMES = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
+NAMES = (
+    "requests",
+    "generation",
+    "tool_calls",
+    "responses",
+    "errors",
+    "metrics",
+    "approvals",
+    "approval_decisions",
+    "approval_audit",
+)
 
 
 @dataclass(frozen=True)

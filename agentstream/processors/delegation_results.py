@@ -9,6 +9,7 @@ resumed. A response read twice resolves nothing twice (the first resolution coun
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from agentstream.observability.logging import get_logger
@@ -20,12 +21,20 @@ from agentstream.schemas.contracts import AgentResponse
 from agentstream.state.parking import ParkRef
 
 STAGE = "delegation"
+#: A child's session id is its request id, a step id (``...:t<turn>:c<index>``): responses of
+#: other sessions are passed over without decoding.
+_CHILD_KEY = re.compile(rb":t\d+:c\d+\Z")
 log = get_logger(__name__)
 
 
 class DelegationResultStage(Stage[AgentResponse]):
     stage = STAGE
     contract = AgentResponse
+
+    async def __call__(self, msg: Inbound) -> StageResult:
+        if msg.key is None or _CHILD_KEY.search(msg.key) is None:
+            return StageResult()
+        return await super().__call__(msg)
 
     async def _run(
         self, msg: Inbound, response: AgentResponse, ids: RequestIds, started: datetime
