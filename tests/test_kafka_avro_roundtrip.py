@@ -38,6 +38,7 @@ async def test_agent_request_round_trip(kafka_bootstrap: str) -> None:
         "created_at": now,
         "deadline": now + timedelta(seconds=30),
         "previous_response_id": str(uuid.uuid4()),
+        "agent": "support",
     }
     payload = codec.encode("AgentRequest", request)
 

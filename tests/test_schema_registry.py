@@ -44,6 +44,7 @@ REQUEST = {
     "created_at": NOW,
     "deadline": None,
     "previous_response_id": None,
+    "agent": None,
 }
 
 
@@ -144,6 +145,9 @@ TOPIC_SUBJECTS = {
     "agent.responses-value": "io.agentstream.AgentResponse",
     "agent.errors-value": "io.agentstream.ErrorEvent",
     "agent.metrics-value": "io.agentstream.MetricsEvent",
+    "agent.approvals-value": "io.agentstream.ApprovalRequest",
+    "agent.approval-decisions-value": "io.agentstream.ApprovalDecision",
+    "agent.approval-audit-value": "io.agentstream.ApprovalAudit",
 }
 
 

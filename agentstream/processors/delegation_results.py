@@ -31,8 +31,13 @@ class DelegationResultStage(Stage[AgentResponse]):
     stage = STAGE
     contract = AgentResponse
 
+    @staticmethod
+    def passes_over(msg: Inbound) -> bool:
+        """Not a child's response (the runner skips it: no span, no decoding)."""
+        return msg.key is None or _CHILD_KEY.search(msg.key) is None
+
     async def __call__(self, msg: Inbound) -> StageResult:
-        if msg.key is None or _CHILD_KEY.search(msg.key) is None:
+        if self.passes_over(msg):
             return StageResult()
         return await super().__call__(msg)
 
