@@ -47,6 +47,8 @@ class TopicSettings(BaseModel):
     approvals: str = "agent.approvals"
     approval_decisions: str = "agent.approval-decisions"
     approval_audit: str = "agent.approval-audit"
+    # Delegation: child requests' answers for the parents waiting for them (internal)
+    delegation_results: str = "agent.delegation-results"
     dlq_suffix: str = ".dlq"
     # Non-blocking retry tiers of the stages that have them (streams/topology.py):
     # <topic>.retry.<N>s, then the DLQ. Which topics the pipeline uses: topology.pipeline_topics.

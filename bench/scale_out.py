@@ -35,6 +35,7 @@ NAMES = (
     "approvals",
     "approval_decisions",
     "approval_audit",
+    "delegation_results",
 )
 
 

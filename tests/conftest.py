@@ -58,6 +58,7 @@ _TOPIC_NAME_FIELDS = (
     "approvals",
     "approval_decisions",
     "approval_audit",
+    "delegation_results",
 )
 
 SettingsFactory = Callable[..., Settings]

@@ -188,6 +188,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "effective_decision": "DENY",
         "recorded_at": NOW,
     },
+    "DelegationResult": {
+        **_identity(),
+        "child_request_id": "req-7f3a:t0:c0",
+        "response_id": "resp-2",
+        "content": "The answer is 5.",
+        "is_error": False,
+        "error_code": None,
+        "created_at": NOW,
+    },
 }
 
 
@@ -198,7 +207,7 @@ def codec() -> AvroCodec:
 
 def test_samples_cover_every_contract() -> None:
     assert set(SAMPLES) == set(SCHEMA_NAMES)
-    assert len(SCHEMA_NAMES) == 9
+    assert len(SCHEMA_NAMES) == 10
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -228,6 +237,7 @@ def test_local_ids_are_the_released_ones() -> None:
         10,
         11,
         12,
+        14,
     ]
 
 

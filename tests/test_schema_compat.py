@@ -39,6 +39,7 @@ RELEASED_IDS = {
     11: "io.agentstream.ApprovalDecision",
     12: "io.agentstream.ApprovalAudit",
     13: "io.agentstream.AgentRequest",  # + agent (issue 17: the agent that serves it)
+    14: "io.agentstream.DelegationResult",  # delegation (first release)
 }
 Definition = dict[str, Any]
 

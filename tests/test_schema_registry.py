@@ -148,6 +148,7 @@ TOPIC_SUBJECTS = {
     "agent.approvals-value": "io.agentstream.ApprovalRequest",
     "agent.approval-decisions-value": "io.agentstream.ApprovalDecision",
     "agent.approval-audit-value": "io.agentstream.ApprovalAudit",
+    "agent.delegation-results-value": "io.agentstream.DelegationResult",
 }
 
 

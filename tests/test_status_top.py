@@ -83,7 +83,7 @@ async def test_status_and_top_frame_from_a_live_pipeline(settings_factory: Any) 
             settings.topics.generation,
             settings.topics.tool_calls,
             settings.topics.approval_decisions,
-            settings.topics.responses,
+            settings.topics.delegation_results,
         }
         assert set(status.lag_by_topic()) == stage_topics
         assert status.lag_by_topic() == dict.fromkeys(stage_topics, 0)

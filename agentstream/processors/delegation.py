@@ -7,11 +7,13 @@ result; a child that ends in ERROR is the call's error. The parent's batch is pa
 (state/parking.py, the same parking as approvals): no worker slot waits for the child.
 
 Correlation rides in the child's metadata, which every turn carries and the response echoes
-(``request_metadata``): ``agentstream.parent`` (parent request id), ``agentstream.parent-session``
-(where the parent's batch is parked) and ``agentstream.chain`` (the agents from the root down to
-the child itself, comma-separated). A call is refused (an error result, no child) when the agent is
-unknown, the chain already holds the agent (a cycle), or the child would be deeper than
-:data:`MAX_DEPTH`. The child inherits the parent's deadline, tenant and user (so its usage is
+(``request_metadata``): ``agentstream.parent`` (parent request id),
+``agentstream.parent-session`` (where the parent's batch is parked) and ``agentstream.chain``
+(the agents from the root down to the child itself, comma-separated). The child's final
+response is followed by a :class:`DelegationResult` to ``agent.delegation-results`` for the
+parent (processors/delegation_results.py). A call is refused (an error result, no child) when
+the agent is unknown, the chain already holds the agent (a cycle), or the child would be deeper
+than :data:`MAX_DEPTH`. The child inherits the parent's deadline, tenant and user (so its usage is
 booked to the same tenant budget).
 """
 
@@ -26,6 +28,7 @@ from agentstream.schemas.contracts import (
     AgentRequest,
     AgentResponse,
     AgentState,
+    DelegationResult,
     ToolCall,
     ToolCallBatch,
 )
@@ -106,15 +109,32 @@ def child_request(
     )
 
 
-def child_result(response: AgentResponse) -> str:
-    """A child's final response as the stored result of its parent's call."""
+def delegation_result(response: AgentResponse) -> DelegationResult | None:
+    """The record a child request's final response sends its parent; None for a request that
+    is not a child."""
+    meta = response.request_metadata
+    parent, parent_session = meta.get(PARENT), meta.get(PARENT_SESSION)
+    if not parent or not parent_session:
+        return None
     failed = response.state != AgentState.COMPLETED
+    return DelegationResult(
+        request_id=parent,
+        session_id=parent_session,
+        user_id=response.user_id,
+        tenant_id=response.tenant_id,
+        child_request_id=response.request_id,
+        response_id=response.response_id,
+        content=response.content,
+        is_error=failed,
+        error_code=(response.error_code or ErrorCode.TOOL_FAILED) if failed else None,
+        created_at=response.created_at,
+    )
+
+
+def stored_result(result: DelegationResult) -> str:
+    """A child's answer as the stored resolution of its parent's call."""
     return json.dumps(
-        {
-            "content": response.content,
-            "is_error": failed,
-            "error_code": (response.error_code or ErrorCode.TOOL_FAILED) if failed else None,
-        }
+        {"content": result.content, "is_error": result.is_error, "error_code": result.error_code}
     )
 
 

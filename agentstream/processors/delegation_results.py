@@ -1,62 +1,49 @@
-"""Delegation results stage: agent.responses -> the parent's batch, resumed.
+"""Delegation results stage: agent.delegation-results -> the parent's batch, resumed.
 
-Reads every final response; those of child requests (their echoed metadata names the parent's
-session, processors/delegation.py) resolve the parent call that waits for them: the child's
-answer, or its failure as the call's error. When it was the last thing the parent's batch waited
-for, the batch goes back to ``agent.tool-calls`` and, once the broker has it, its park is marked
-resumed. A response read twice resolves nothing twice (the first resolution counts).
+A child request's final response (any ending: an answer, a refusal, an error) is followed by a
+:class:`DelegationResult` for its parent (processors/outcomes.py publishes it with the
+response; only child requests have one, so ordinary requests cost nothing here). It resolves the
+parent call that waits for it: the child's answer, or its failure as the call's error. When it
+was the last thing the parent's batch waited for, the batch goes back to ``agent.tool-calls``
+and, once the broker has it, its park is marked resumed. A result read twice resolves nothing
+twice (the first resolution counts).
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from agentstream.observability.logging import get_logger
 from agentstream.processors.approval_gate import park_of
 from agentstream.processors.base import Inbound, Outbound, RequestIds, StageResult
-from agentstream.processors.delegation import PARENT_SESSION, child_result
+from agentstream.processors.delegation import stored_result
 from agentstream.processors.stage import Stage
-from agentstream.schemas.contracts import AgentResponse
+from agentstream.schemas.contracts import DelegationResult
 from agentstream.state.parking import ParkRef
 
 STAGE = "delegation"
-#: A child's session id is its request id, a step id (``...:t<turn>:c<index>``): responses of
-#: other sessions are passed over without decoding.
-_CHILD_KEY = re.compile(rb":t\d+:c\d+\Z")
 log = get_logger(__name__)
 
 
-class DelegationResultStage(Stage[AgentResponse]):
+class DelegationResultStage(Stage[DelegationResult]):
     stage = STAGE
-    contract = AgentResponse
-
-    @staticmethod
-    def passes_over(msg: Inbound) -> bool:
-        """Not a child's response (the runner skips it: no span, no decoding)."""
-        return msg.key is None or _CHILD_KEY.search(msg.key) is None
-
-    async def __call__(self, msg: Inbound) -> StageResult:
-        if self.passes_over(msg):
-            return StageResult()
-        return await super().__call__(msg)
+    contract = DelegationResult
 
     async def _run(
-        self, msg: Inbound, response: AgentResponse, ids: RequestIds, started: datetime
+        self, msg: Inbound, result: DelegationResult, ids: RequestIds, started: datetime
     ) -> StageResult:
-        parent_session = response.request_metadata.get(PARENT_SESSION)
         parking = self.deps.parking
-        if not parent_session or parking is None:
-            return StageResult()  # not a child's answer
+        if parking is None:
+            return StageResult()
         ref = ParkRef(
             tenant_id=ids.tenant_id,
-            session_id=parent_session,
-            park_id=park_of(response.request_id),
+            session_id=ids.session_id,
+            park_id=park_of(result.child_request_id),
             user_id=ids.user_id,
         )
-        result = await parking.resolve(ref, response.request_id, child_result(response))
-        log.info("child answer", first=result.first, resumes=result.resume is not None)
-        record = result.resume
+        resolved = await parking.resolve(ref, result.child_request_id, stored_result(result))
+        log.info("child answer", first=resolved.first, resumes=resolved.resume is not None)
+        record = resolved.resume
         if record is None:
             return StageResult()
         out = Outbound(

@@ -17,8 +17,8 @@ from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import new_progress
 from agentstream.schemas.contracts import (
     AgentRequest,
-    AgentResponse,
     ApprovalDecision,
+    DelegationResult,
     StageInput,
 )
 from agentstream.schemas.exceptions import SerializationError
@@ -39,7 +39,7 @@ def output_too_large(
         event = deps.codec.decode_record(contract, msg.value)
     except SerializationError:
         return None
-    if isinstance(event, ApprovalDecision | AgentResponse):  # not a turn: dead-lettered
+    if isinstance(event, ApprovalDecision | DelegationResult):  # not a turn: dead-lettered
         return None
     ids = RequestIds.of(event)
     if isinstance(event, AgentRequest):  # nothing accumulated yet

@@ -163,6 +163,7 @@ TOPIC_OF: Mapping[str, str] = {
     "ApprovalRequest": "approvals",
     "ApprovalDecision": "approval_decisions",
     "ApprovalAudit": "approval_audit",
+    "DelegationResult": "delegation_results",
 }
 
 

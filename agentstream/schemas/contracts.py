@@ -30,6 +30,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalRequest",
     "Contract",
+    "DelegationResult",
     "ErrorEvent",
     "GenerationTurn",
     "MetricsEvent",
@@ -272,9 +273,23 @@ class ApprovalAudit(_OfRequest, frozen=True, kw_only=True):
     recorded_at: datetime
 
 
+class DelegationResult(_OfRequest, frozen=True, kw_only=True):
+    """A child request's final answer for its parent (``agent.delegation-results``): the ids
+    are the parent's."""
+
+    schema: ClassVar[str] = "DelegationResult"
+
+    child_request_id: str
+    response_id: str
+    content: str
+    is_error: bool
+    error_code: str | None = None
+    created_at: datetime
+
+
 #: What a stage consumes: a request, one of its turns, a decision on a parked call, or a
-#: response (a child request's answer, for the parent that delegated to it).
-StageInput = AgentRequest | GenerationTurn | ToolCallBatch | ApprovalDecision | AgentResponse
+#: child request's answer for the parent that delegated to it.
+StageInput = AgentRequest | GenerationTurn | ToolCallBatch | ApprovalDecision | DelegationResult
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {
@@ -289,5 +304,6 @@ CONTRACTS: dict[str, type[Contract]] = {
         ApprovalRequest,
         ApprovalDecision,
         ApprovalAudit,
+        DelegationResult,
     )
 }

@@ -39,6 +39,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "ApprovalRequest",
     "ApprovalDecision",
     "ApprovalAudit",
+    "DelegationResult",
 )
 
 _NAMED_TYPES = ("record", "enum", "fixed")

@@ -245,7 +245,6 @@ class PipelineWorker:
             too_large=failures.too_large,
             gate=self.redis_gate,
             outage_wait_s=s.failure.outage_wait_s,
-            passes_over=getattr(handler, "passes_over", None),
         )
 
     def _build_app(self) -> faust.App:

@@ -62,6 +62,7 @@ _TOPIC_FIELDS = (
     "approval_decisions",
     "approval_audit",
     "approvals",
+    "delegation_results",
 )
 _SHOWN = 3
 

@@ -114,12 +114,8 @@ class StageRunner:
         too_large: TooLargeFactory | None = None,
         gate: OutageGate | None = None,
         outage_wait_s: float = 60.0,
-        passes_over: Callable[[Inbound], bool] | None = None,
     ) -> None:
-        """``passes_over``: events the stage has nothing to do with (acked in order like any
-        other, with no span, handler call or metric)."""
         self.stage = stage
-        self._passes_over = passes_over
         self._handler = handler
         self._publish = publish
         self._dead_letter = dead_letter
@@ -204,8 +200,6 @@ class StageRunner:
             self._idle.set()
 
     async def _process(self, msg: Inbound) -> None:
-        if self._passes_over is not None and self._passes_over(msg):
-            return
         with (
             consume_span(self.stage, msg.topic, msg.partition, msg.offset, msg.headers),
             metrics.HANDLER_SECONDS.labels(self.stage).time(),

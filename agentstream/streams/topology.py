@@ -18,7 +18,8 @@ The worker, replay, ``tail``, topic creation and the docs read this table. Addin
     agent.approval-decisions --approvals--> agent.approval-audit (+ the batch, resumed,
                                              back to agent.tool-calls)
     tools --agent.<name> calls--> agent.requests (child requests; the batch parks in Redis)
-    agent.responses --delegation--> a child's answer resumes its parent's batch
+    a child's final answer --> agent.delegation-results --delegation--> its parent's batch,
+                                                                     resumed
     every stage --transient--> <topic>.retry.<N>s --retry--> back to <topic>
     every stage --poison--> <topic>.dlq
 """
@@ -33,9 +34,9 @@ from agentstream.config import Settings
 from agentstream.schemas.contracts import (
     CONTRACTS,
     AgentRequest,
-    AgentResponse,
     ApprovalDecision,
     Contract,
+    DelegationResult,
     GenerationTurn,
     StageInput,
     ToolCallBatch,
@@ -136,8 +137,8 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="delegation",
-        topic_field="responses",
-        contract=AgentResponse,
+        topic_field="delegation_results",
+        contract=DelegationResult,
         load_handler=_delegation,
         retry_tiers=True,  # a Redis outage takes the tiers, never the DLQ (as every stage)
         releases_session=False,
@@ -176,6 +177,7 @@ def pipeline_topics(settings: Settings) -> list[str]:
     stage_topics = [s.topic(settings) for s in STAGES]
     return [
         *stage_topics,
+        t.responses,
         t.errors,
         t.metrics,
         t.approvals,

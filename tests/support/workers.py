@@ -25,7 +25,7 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
     )
     env["AGENTSTREAM_TOPICS__PARTITIONS"] = str(settings.topics.partitions)
     names = ("requests", "generation", "tool_calls", "responses", "errors", "metrics")
-    for name in (*names, "approvals", "approval_decisions", "approval_audit"):
+    for name in (*names, "approvals", "approval_decisions", "approval_audit", "delegation_results"):
         env[f"AGENTSTREAM_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
     for key, value in FAST_KAFKA.items():
         env[f"AGENTSTREAM_KAFKA__{key.upper()}"] = str(value)
