@@ -48,6 +48,13 @@ class TopicSettings(BaseModel):
     # Cancel requests (CancelRequest, keyed by request id): every worker reads every partition
     # of it (streams/control.py).
     control: str = "agent.control"
+    # Human approval of tool calls (tools.approvals): parked calls for approvers (they carry the
+    # arguments), the approvers' decisions, and one audit event per decision.
+    approvals: str = "agent.approvals"
+    approval_decisions: str = "agent.approval-decisions"
+    approval_audit: str = "agent.approval-audit"
+    # Delegation: child requests' answers for the parents waiting for them (internal)
+    delegation_results: str = "agent.delegation-results"
     dlq_suffix: str = ".dlq"
     # Non-blocking retry tiers of the stages that have them (streams/topology.py):
     # <topic>.retry.<N>s, then the DLQ. Which topics the pipeline uses: topology.pipeline_topics.

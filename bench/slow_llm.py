@@ -41,7 +41,12 @@ async def commandstats(redis: Redis) -> dict[str, int]:
 
 
 async def run(
-    requests: int, in_flight: int, latency: float, fetch_ms: int, broker: BrokerKind
+    requests: int,
+    in_flight: int,
+    latency: float,
+    fetch_ms: int,
+    broker: BrokerKind,
+    stages: str = "",
 ) -> None:
     base = Settings(kafka_bootstrap_servers=None, redis_url=None)
     stack = DevStack(base, broker=broker)
@@ -63,6 +68,7 @@ async def run(
                 "AGENTSTREAM_LLM__LOCAL_LATENCY_S": str(latency),
                 "AGENTSTREAM_LIMITS__MAX_IN_FLIGHT": str(in_flight),
             },
+            *(["--stages", stages] if stages else []),
         )
         print(f"agentstream worker pid {worker.pid}", file=sys.stderr, flush=True)
         try:
@@ -184,6 +190,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=500)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--broker", choices=BROKER_KINDS, default="tansu")
+    parser.add_argument("--stages", default="", help="worker --stages (default: all)")
     parser.add_argument(
         "--fetch-max-wait-ms",
         type=int,
@@ -194,7 +201,9 @@ def main() -> None:
     fetch_ms = args.fetch_max_wait_ms
     if fetch_ms is None:
         fetch_ms = 5 if args.broker == "tansu" else 500
-    asyncio.run(run(args.requests, args.in_flight, args.latency, fetch_ms, args.broker))
+    asyncio.run(
+        run(args.requests, args.in_flight, args.latency, fetch_ms, args.broker, args.stages)
+    )
 
 
 if __name__ == "__main__":

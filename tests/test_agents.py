@@ -3,6 +3,7 @@ the stages serving a named agent (in memory: instructions, tools, limits, struct
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 import textwrap
@@ -315,3 +316,26 @@ def test_agents_are_found_through_the_entry_point_group(
     with pytest.raises(AgentDefinitionError, match=r"entry point bad .*cannot load"):
         build_catalog(_settings())
     assert build_catalog(_settings(entry_points=False)).names() == ["default"]
+
+
+async def test_agents_named_as_tools_are_offered_to_the_model() -> None:
+    def model(request: LLMRequest) -> LLMResult:
+        return LLMResult(content=repr([(t.name, t.description) for t in request.tools]))
+
+    agents = [
+        Agent(name="billing", description="Invoices and refunds.", instructions="Bill."),
+        Agent(name="triage", instructions="Route.", tools=("calculator", "agent.billing")),
+        Agent(name="anything", instructions="Any.", tools=("*",)),
+    ]
+    async with TestPipeline(llm=FunctionModel(model), agents=agents) as pipeline:
+        triage = await pipeline.ask("hi", agent="triage", session_id="s1")
+        narrowed = await pipeline.ask(
+            "hi", agent="triage", session_id="s2", allowed_tools=["calculator"]
+        )
+        anything = await pipeline.ask("hi", agent="anything", session_id="s3")
+    offered = dict(ast.literal_eval(triage.content))
+    assert offered.keys() == {"calculator", "agent.billing"}
+    assert offered["agent.billing"] == "Invoices and refunds."
+    assert [name for name, _ in ast.literal_eval(narrowed.content)] == ["calculator"]
+    # a glob lets the model call an agent it knows of, but offers none
+    assert not any(name.startswith("agent.") for name, _ in ast.literal_eval(anything.content))

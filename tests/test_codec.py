@@ -197,6 +197,46 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "session_id": "sess-19",
         "created_at": NOW,
     },
+    "ApprovalRequest": {
+        "approval_id": "req-7f3a:t0:c1",
+        **_identity(),
+        "turn": 0,
+        "call_id": "call-2",
+        "tool": "fs.write_file",
+        "arguments_json": '{"path": "/tmp/x"}',
+        "requested_at": NOW,
+        "expires_at": NOW + timedelta(minutes=10),
+        "agent": None,
+    },
+    "ApprovalDecision": {
+        "approval_id": "req-7f3a:t0:c1",
+        **_identity(),
+        "decision": "APPROVE",
+        "approver_id": "ops@acme",
+        "reason": None,
+        "decided_at": NOW,
+    },
+    "ApprovalAudit": {
+        "event_id": "evt-2",
+        "approval_id": "req-7f3a:t0:c1",
+        **_identity(),
+        "decision": "DENY",
+        "approver_id": "ops@acme",
+        "reason": "not today",
+        "decided_at": NOW,
+        "outcome": "APPLIED",
+        "effective_decision": "DENY",
+        "recorded_at": NOW,
+    },
+    "DelegationResult": {
+        **_identity(),
+        "child_request_id": "req-7f3a:t0:c0",
+        "response_id": "resp-2",
+        "content": "The answer is 5.",
+        "is_error": False,
+        "error_code": None,
+        "created_at": NOW,
+    },
 }
 
 
@@ -207,7 +247,7 @@ def codec() -> AvroCodec:
 
 def test_samples_cover_every_contract() -> None:
     assert set(SAMPLES) == set(SCHEMA_NAMES)
-    assert len(SCHEMA_NAMES) == 9
+    assert len(SCHEMA_NAMES) == 13
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -228,7 +268,7 @@ def test_local_ids_are_the_released_ones() -> None:
     # AgentResponse 4 -> 7: request_metadata; AgentRequest 1 -> 8: previous_response_id;
     # ids: docs/contract.md, "Schema ids"
     ids = [LOCAL_IDS[f"io.agentstream.{n}"] for n in SCHEMA_NAMES]
-    assert ids == [10, 11, 12, 13, 5, 14, 15, 16, 17]
+    assert ids == [10, 11, 12, 13, 5, 14, 15, 16, 17, 18, 19, 20, 21]
 
 
 def test_timestamps_decode_as_aware_utc(codec: AvroCodec) -> None:

@@ -70,6 +70,8 @@ async def test_probes_follow_redis_and_other_paths_are_404(
                 "generation",
                 "tools",
                 "feedback",
+                "approvals",
+                "delegation",
                 "retry",
             }
             assert components["models"]["default"] == "local"

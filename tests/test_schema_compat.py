@@ -43,6 +43,10 @@ RELEASED_IDS = {
     15: "io.agentstream.StreamDelta",
     16: "io.agentstream.Feedback",
     17: "io.agentstream.CancelRequest",  # first release (issue 12: cancellation)
+    18: "io.agentstream.ApprovalRequest",  # human approval (first release)
+    19: "io.agentstream.ApprovalDecision",
+    20: "io.agentstream.ApprovalAudit",
+    21: "io.agentstream.DelegationResult",  # delegation (first release)
 }
 Definition = dict[str, Any]
 

@@ -149,6 +149,10 @@ TOPIC_SUBJECTS = {
     "agent.stream-value": "io.agentstream.StreamDelta",
     "agent.feedback-value": "io.agentstream.Feedback",
     "agent.control-value": "io.agentstream.CancelRequest",
+    "agent.approvals-value": "io.agentstream.ApprovalRequest",
+    "agent.approval-decisions-value": "io.agentstream.ApprovalDecision",
+    "agent.approval-audit-value": "io.agentstream.ApprovalAudit",
+    "agent.delegation-results-value": "io.agentstream.DelegationResult",
 }
 
 

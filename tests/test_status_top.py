@@ -83,10 +83,12 @@ async def test_status_and_top_frame_from_a_live_pipeline(settings_factory: Any) 
             settings.topics.generation,
             settings.topics.tool_calls,
             settings.topics.feedback,
+            settings.topics.approval_decisions,
+            settings.topics.delegation_results,
         }
         assert set(status.lag_by_topic()) == stage_topics
         assert status.lag_by_topic() == dict.fromkeys(stage_topics, 0)
-        assert len(status.lag) == 4 * settings.topics.partitions
+        assert len(status.lag) == 6 * settings.topics.partitions
         assert {m.group for m in status.members} == {
             settings.consumer_group,
             f"{settings.consumer_group}.retry",
@@ -95,7 +97,15 @@ async def test_status_and_top_frame_from_a_live_pipeline(settings_factory: Any) 
             ("llm:flaky", "open", "LLM_TIMEOUT")
         ]
         assert [w.status for w in status.workers] == ["ok"]
-        assert set(status.in_flight) == {"validation", "generation", "tools", "feedback", "retry"}
+        assert set(status.in_flight) == {
+            "validation",
+            "generation",
+            "tools",
+            "feedback",
+            "approvals",
+            "delegation",
+            "retry",
+        }
 
         # --- top's data model over the same pipeline
         frame = await collect_frame(settings, 300, [url])
@@ -111,7 +121,15 @@ async def test_status_and_top_frame_from_a_live_pipeline(settings_factory: Any) 
         assert rows[TOTAL].p95_ms >= rows["generation"].p95_ms
         assert frame.breakers == {"llm:flaky": "open"}
         assert frame.lag == dict.fromkeys(stage_topics, 0)
-        assert set(frame.in_flight) == {"validation", "generation", "tools", "feedback", "retry"}
+        assert set(frame.in_flight) == {
+            "validation",
+            "generation",
+            "tools",
+            "feedback",
+            "approvals",
+            "delegation",
+            "retry",
+        }
 
         # --- the commands themselves (in a thread: they run their own event loop)
         env = {k: v for k, v in worker_env(settings).items() if k.startswith("AGENTSTREAM_")}

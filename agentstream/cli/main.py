@@ -13,6 +13,7 @@ import typer
 
 from agentstream import __version__
 from agentstream.cli.agents import agents_app
+from agentstream.cli.approvals import approvals_app
 from agentstream.cli.asyncapi import asyncapi
 from agentstream.cli.cancel import cancel
 from agentstream.cli.dev import dev
@@ -74,6 +75,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(tools_app, name="tools")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(agents_app, name="agents")
+app.add_typer(approvals_app, name="approvals")
 app.command("dev")(dev)
 app.command("worker")(worker)
 app.command("send")(send)

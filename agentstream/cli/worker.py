@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 STOP_MARGIN_S = 15.0
 # streams.topology.WORKER_STAGES
-STAGES = ("validation", "generation", "tools", "feedback", "retry")
+STAGES = ("validation", "generation", "tools", "feedback", "approvals", "delegation", "retry")
 
 
 async def stop_within_bound(pipeline: PipelineWorker, stop: asyncio.Event, bound_s: float) -> None:
@@ -65,7 +65,10 @@ def _serve_metrics(settings: Settings) -> Any:
 
 def worker(
     stages: Annotated[
-        str, typer.Option(help="Comma-separated stages to run: validation,generation,tools.")
+        str,
+        typer.Option(
+            help="Comma-separated stages to run: validation,generation,tools,approvals,delegation."
+        ),
     ] = ",".join(STAGES),
 ) -> None:
     """Run pipeline stage workers against the configured Kafka and Redis."""

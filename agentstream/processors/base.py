@@ -15,6 +15,7 @@ from agentstream.processors.cancellation import Cancellations
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.schemas.records import Headers, Inbound, Outbound
+from agentstream.state.parking import ParkingLot
 from agentstream.state.session import RequestIds, SessionStore
 from agentstream.tools.base import ToolExecutor
 
@@ -70,6 +71,7 @@ class StageDeps:
 
     # the requests cancelled, and their work that can stop (processors/cancellation.py)
     cancellations: Cancellations = field(default_factory=Cancellations)
+    parking: ParkingLot | None = None  # parked tool batches (human approval)
 
 
 def utcnow() -> datetime:

@@ -41,6 +41,7 @@ from agentstream.processors.base import (
     ms_since,
     utcnow,
 )
+from agentstream.processors.delegation import agent_tools
 from agentstream.processors.outcomes import (
     CONTEXT_LOST_TEXT,
     FORBIDDEN_TEXT,
@@ -496,14 +497,18 @@ class GenerationStage(Stage[GenerationTurn]):
             budget, max_tokens = budget // 4, max(64, max_tokens // 4)
         history = history_for_request(ctx.history, turn.request_id)
         messages = (*build_messages(agent.system_prompt, history, budget), *repair)
+        allowed = turn.allowed_tools or None
         offered = (
             []
             if deps.settings.degradation.disable_tools
-            else deps.tools.specs(turn.allowed_tools or None, call=_caller(turn))
+            else [
+                *(s for s in deps.tools.specs(allowed, call=_caller(turn)) if agent.offers(s.name)),
+                *agent_tools(agent, deps.catalog, allowed),
+            ]
         )
         return LLMRequest(
             messages=messages,
-            tools=tuple(spec for spec in offered if agent.offers(spec.name)),
+            tools=tuple(offered),
             max_tokens=max_tokens,
             metadata=dict(turn.metadata),
             temperature=agent.temperature,

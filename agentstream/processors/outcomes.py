@@ -26,6 +26,7 @@ from agentstream.processors.base import (
     StageResult,
     utcnow,
 )
+from agentstream.processors.delegation import delegation_result
 from agentstream.schemas.contracts import (
     AgentResponse,
     AgentState,
@@ -165,6 +166,15 @@ def finish(
     ]
     if failure is not None:
         out.append(request_error_event(deps, ids, failure, origin))
+    child = delegation_result(response)
+    if child is not None:  # a child request: its parent waits for this answer
+        out.append(
+            Outbound(
+                topic=topics.delegation_results,
+                key=child.session_id.encode(),
+                value=deps.codec.encode_record(child),
+            )
+        )
     return StageResult(records=out, then=then, finished=response)
 
 

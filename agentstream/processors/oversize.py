@@ -15,7 +15,13 @@ from agentstream.exceptions import ErrorCode
 from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
 from agentstream.processors.outcomes import Failure, finish
 from agentstream.processors.progress import new_progress
-from agentstream.schemas.contracts import AgentRequest, Feedback, StageInput
+from agentstream.schemas.contracts import (
+    AgentRequest,
+    ApprovalDecision,
+    DelegationResult,
+    Feedback,
+    StageInput,
+)
 from agentstream.schemas.exceptions import SerializationError
 
 CODE = ErrorCode.OUTPUT_TOO_LARGE
@@ -34,7 +40,9 @@ def output_too_large(
         event = deps.codec.decode_record(contract, msg.value)
     except SerializationError:
         return None
-    if isinstance(event, Feedback):  # not part of a request's run: dead-letter it
+    if isinstance(
+        event, Feedback | ApprovalDecision | DelegationResult
+    ):  # not a turn: dead-lettered
         return None
     ids = RequestIds.of(event)
     if isinstance(event, AgentRequest):  # nothing accumulated yet

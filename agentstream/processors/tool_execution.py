@@ -33,6 +33,7 @@ from agentstream.processors.outcomes import (
     request_error_event,
     session_release,
 )
+from agentstream.processors.parking_gate import GateResult, ParkingGate
 from agentstream.processors.progress import call_result, next_turn
 from agentstream.processors.signals import DeadLetter
 from agentstream.processors.stage import Stage
@@ -73,6 +74,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
     def __init__(self, deps: StageDeps) -> None:
         super().__init__(deps)
         self._limit = asyncio.Semaphore(deps.settings.limits.tool_concurrency)
+        self._gate = ParkingGate(deps)
 
     async def _run(
         self, msg: Inbound, batch: ToolCallBatch, ids: RequestIds, started: datetime
@@ -90,9 +92,14 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
                 origin=msg,
                 agent=self._agent(batch),
             )
+        gate = await self._gate.check(
+            msg, batch, ids, runnable=lambda call: self._refusal(call, batch) is None
+        )
+        if gate.parked is not None:  # waits for approvers or child agents, in Redis: nothing runs
+            return StageResult(records=gate.parked)
         maybe = await asyncio.gather(
             *(
-                self._journaled_call(msg, call, index, batch, ids)
+                self._journaled_call(msg, call, index, batch, ids, gate)
                 for index, call in enumerate(batch.calls)
             )
         )
@@ -166,6 +173,7 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
         index: int,
         batch: ToolCallBatch,
         ids: RequestIds,
+        gate: GateResult,
     ) -> ToolOutcome | None:
         """Run one call at most once (step journal). None means: outcome unknown."""
         sessions = self.deps.sessions
@@ -176,13 +184,15 @@ class ToolExecutionStage(Stage[ToolCallBatch]):
             return ToolOutcome.from_json(state.result)
         if state.status == "unknown":
             return _ALREADY_DEAD_LETTERED
-        if state.status == "in_flight" and not self._safe_to_rerun(call.name):
+        # a call answered without running (denied, a child's answer) is safe to answer again
+        known = gate.outcome(index)
+        if state.status == "in_flight" and known is None and not self._safe_to_rerun(call.name):
             if not replayed:
                 log.warning("tool call outcome unknown", tool=call.name, step=step)
                 await sessions.mark_step_unknown(ids, step)
                 return None
             log.info("replayed by an operator: running the unknown step again", step=step)
-        outcome = await self._run_call(call, index, batch, ids)
+        outcome = known or await self._run_call(call, index, batch, ids)
         await sessions.complete_step(ids, step, outcome.to_json())
         return outcome
 

@@ -163,6 +163,10 @@ TOPIC_OF: Mapping[str, str] = {
     "StreamDelta": "stream",
     "Feedback": "feedback",
     "CancelRequest": "control",
+    "ApprovalRequest": "approvals",
+    "ApprovalDecision": "approval_decisions",
+    "ApprovalAudit": "approval_audit",
+    "DelegationResult": "delegation_results",
 }
 
 

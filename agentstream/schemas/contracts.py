@@ -26,8 +26,12 @@ __all__ = [
     "AgentRequest",
     "AgentResponse",
     "AgentState",
+    "ApprovalAudit",
+    "ApprovalDecision",
+    "ApprovalRequest",
     "CancelRequest",
     "Contract",
+    "DelegationResult",
     "ErrorEvent",
     "Feedback",
     "GenerationTurn",
@@ -290,8 +294,69 @@ class CancelRequest(Contract, frozen=True, kw_only=True):
     created_at: datetime
 
 
-#: What a stage consumes: a request, or one of its turns.
-StageInput = AgentRequest | GenerationTurn | ToolCallBatch | Feedback
+class ApprovalRequest(_OfRequest, frozen=True, kw_only=True):
+    """A tool call parked for a person's approval (``agent.approvals``). Its arguments are for
+    approvers only: never logged."""
+
+    schema: ClassVar[str] = "ApprovalRequest"
+
+    approval_id: str
+    turn: Int32
+    call_id: str
+    tool: str
+    arguments_json: str
+    requested_at: datetime
+    expires_at: datetime
+    agent: str | None = None
+
+
+class ApprovalDecision(_OfRequest, frozen=True, kw_only=True):
+    """A decision on a parked call (``agent.approval-decisions``): APPROVE, DENY or TIMEOUT."""
+
+    schema: ClassVar[str] = "ApprovalDecision"
+
+    approval_id: str
+    decision: str
+    approver_id: str
+    reason: str | None = None
+    decided_at: datetime
+
+
+class ApprovalAudit(_OfRequest, frozen=True, kw_only=True):
+    """One per decision received (``agent.approval-audit``), whether it counted or not."""
+
+    schema: ClassVar[str] = "ApprovalAudit"
+
+    event_id: str
+    approval_id: str
+    decision: str
+    approver_id: str
+    reason: str | None = None
+    decided_at: datetime
+    outcome: str
+    effective_decision: str
+    recorded_at: datetime
+
+
+class DelegationResult(_OfRequest, frozen=True, kw_only=True):
+    """A child request's final answer for its parent (``agent.delegation-results``): the ids
+    are the parent's."""
+
+    schema: ClassVar[str] = "DelegationResult"
+
+    child_request_id: str
+    response_id: str
+    content: str
+    is_error: bool
+    error_code: str | None = None
+    created_at: datetime
+
+
+#: What a stage consumes: a request, one of its turns, a rating of its answer, a decision on a
+#: parked call, or a child request's answer for the parent that delegated to it.
+StageInput = (
+    AgentRequest | GenerationTurn | ToolCallBatch | Feedback | ApprovalDecision | DelegationResult
+)
 
 #: Every top-level contract by its short name.
 CONTRACTS: dict[str, type[Contract]] = {
@@ -306,5 +371,9 @@ CONTRACTS: dict[str, type[Contract]] = {
         StreamDelta,
         Feedback,
         CancelRequest,
+        ApprovalRequest,
+        ApprovalDecision,
+        ApprovalAudit,
+        DelegationResult,
     )
 }

@@ -39,6 +39,10 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "StreamDelta",
     "Feedback",
     "CancelRequest",
+    "ApprovalRequest",
+    "ApprovalDecision",
+    "ApprovalAudit",
+    "DelegationResult",
 )
 
 _NAMED_TYPES = ("record", "enum", "fixed")

@@ -15,6 +15,9 @@ one tenant's sessions spread over many slots. Request dedupe markers are tagged 
 ``{prefix}:step:{T:S}:STEP``    step-journal entry of a step of that session
 ``{prefix}:req:{T:R}``          request dedupe marker (first sighting's position, session)
 ``{prefix}:cancel:{T:R}:C``     what cancel request C of request R found (state/cancels.py)
+``{prefix}:park:{T:S}:PARK``    a parked tool batch of that session (state/parking.py)
+``{prefix}:wait:{T:S}:ID``      what a parked batch waits for (an approval): its park, its decision
+``{prefix}:parked``             every parked batch by due time (one sorted set)
 
 Admission, cache and breaker keys are built in their own modules from :func:`key_part` and
 :func:`hash_tag` (``admission/keys.py``, ``tools/cache.py``, ``resilience/breaker.py``).
@@ -63,6 +66,15 @@ class Keys:
 
     def step(self, tenant_id: str, session_id: str, step_id: str) -> str:
         return f"{self.prefix}:step:{hash_tag(tenant_id, session_id)}:{key_part(step_id)}"
+
+    def park(self, tenant_id: str, session_id: str, park_id: str) -> str:
+        return f"{self.prefix}:park:{hash_tag(tenant_id, session_id)}:{key_part(park_id)}"
+
+    def wait(self, tenant_id: str, session_id: str, wait_id: str) -> str:
+        return f"{self.prefix}:wait:{hash_tag(tenant_id, session_id)}:{key_part(wait_id)}"
+
+    def parked(self) -> str:
+        return f"{self.prefix}:parked"
 
     def request(self, tenant_id: str, request_id: str) -> str:
         return f"{self.prefix}:req:{hash_tag(tenant_id, request_id)}"

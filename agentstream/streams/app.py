@@ -30,10 +30,12 @@ from agentstream.schemas.codec import codec_from_settings
 from agentstream.state.attempts import RedisAttempts
 from agentstream.state.cancels import CancelStore
 from agentstream.state.keys import Keys
+from agentstream.state.parking import ParkingLot
 from agentstream.state.probe import RedisProbe
 from agentstream.state.redis import redis_from_settings, redis_outage
 from agentstream.state.redis_session import RedisSessionStore
 from agentstream.streams import topology
+from agentstream.streams.approval_timer import ApprovalTimer
 from agentstream.streams.control import CancelListener
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.faust_app import TunedApp
@@ -108,6 +110,7 @@ class PipelineWorker:
         self.size_limit: SizeLimit | None = None
         self._app: faust.App | None = None
         self._retry_consumer: RetryConsumer | None = None
+        self._approval_timer: ApprovalTimer | None = None
         self._started = asyncio.Event()
         self._admission: Admission | None = None
         self._control: CancelListener | None = None
@@ -169,6 +172,12 @@ class PipelineWorker:
             owner=WORKER_ID,
             autopipeline=s.state.redis_autopipeline,
         )
+        parking = ParkingLot(
+            self._redis,
+            Keys(s.state.key_prefix),
+            retention_s=s.state.journal_retention_s,
+            context_ttl_s=s.state.context_ttl_s,
+        )
         deps = StageDeps(
             settings=s,
             codec=self._codec,
@@ -177,6 +186,7 @@ class PipelineWorker:
             sessions=sessions,
             agents=self.agents,
             cancellations=Cancellations(window_s=s.cancel.window_s),
+            parking=parking,
         )
         deps.stream = StreamOutput(
             topic=s.topics.stream,
@@ -219,6 +229,9 @@ class PipelineWorker:
         if RETRY in self.runners and s.topics.retry_tiers_s:
             self._retry_consumer = RetryConsumer(s, self.runners[RETRY])
             await self._retry_consumer.start()
+        if "approvals" in self.runners:  # parked calls past their time are denied
+            self._approval_timer = ApprovalTimer(s, parking, self._codec, self._publisher.publish)
+            self._approval_timer.start()
         self.health.start()
         log.info("worker started", stages=",".join(self.stages), group=s.consumer_group)
 
@@ -354,6 +367,8 @@ class PipelineWorker:
 
     async def _release(self) -> None:
         """Stop and close everything :meth:`start` opened, as far as it got."""
+        if self._approval_timer is not None:
+            await self._approval_timer.stop()
         if self._retry_consumer is not None:
             await self._retry_consumer.stop()
         if self._control is not None:

@@ -170,16 +170,26 @@ _OUTPUTS = (
         "A streaming request's answer as it is written, keyed by session_id; the deltas of a "
         "turn's highest attempt concatenate to its content.",
     ),
+    (
+        "approvals",
+        "ApprovalRequest",
+        "Tool calls waiting for a person's approval (with arguments).",
+    ),
+    ("approval_audit", "ApprovalAudit", "One audit event per approval decision received."),
 )
+
+#: Channel ids of outputs whose topic field would clash with a stage's channel id.
+_CHANNEL_IDS = {"approvals": "approvalRequests", "approval_audit": "approvalAudit"}
 
 
 def document(settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3 document of the pipeline under ``settings``' topic names."""
     channels, messages, operations = _stage_parts(settings)
     for field, name, about in _OUTPUTS:
+        channel = _CHANNEL_IDS.get(field, field)
         messages[name] = _message(name)
-        channels[field] = _channel(getattr(settings.topics, field), name, settings, about)
-        operations[f"{field}Send"] = _operation("send", field, about)
+        channels[channel] = _channel(getattr(settings.topics, field), name, settings, about)
+        operations[f"{channel}Send"] = _operation("send", channel, about)
     # cancel requests: clients send them, every worker reads the whole topic (streams/control.py)
     messages["CancelRequest"] = _message("CancelRequest")
     about = "Cancel requests, keyed by request_id; every worker reads all of them."

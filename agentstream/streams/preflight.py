@@ -37,7 +37,7 @@ from agentstream.resilience import breaker
 from agentstream.resilience.retry import RetryPolicy, retry_call
 from agentstream.schemas.codec import AvroCodec
 from agentstream.settings_source import describe_setting
-from agentstream.state import context_scripts, journal
+from agentstream.state import context_scripts, journal, parking
 from agentstream.state.redis import RedisClient
 from agentstream.streams.admin import TopicAdminError, list_topics
 from agentstream.streams.topology import pipeline_topics
@@ -49,6 +49,20 @@ LUA_SCRIPTS = (
     *journal.SCRIPTS,
     *breaker.SCRIPTS,
     *admission_scripts.SCRIPTS,
+    *parking.SCRIPTS,
+)
+_TOPIC_FIELDS = (
+    "requests",
+    "generation",
+    "tool_calls",
+    "responses",
+    "errors",
+    "metrics",
+    # longest first: agent.approval-decisions is not a sub-topic of agent.approvals
+    "approval_decisions",
+    "approval_audit",
+    "approvals",
+    "delegation_results",
 )
 _SHOWN = 3
 

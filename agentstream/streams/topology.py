@@ -16,6 +16,12 @@ The worker, replay, ``tail``, topic creation and the docs read this table. Addin
     generation --> agent.responses (+ agent.metrics, agent.errors on failure)
     generation --> agent.stream (StreamDelta: answers as they are written, when requested)
     agent.feedback --feedback--> agent.metrics (a FEEDBACK MetricsEvent) + Prometheus
+    tools --gated calls--> agent.approvals (the batch parks in Redis)
+    agent.approval-decisions --approvals--> agent.approval-audit (+ the batch, resumed,
+                                             back to agent.tool-calls)
+    tools --agent.<name> calls--> agent.requests (child requests; the batch parks in Redis)
+    a child's final answer --> agent.delegation-results --delegation--> its parent's batch,
+                                                                     resumed
     every stage --transient--> <topic>.retry.<N>s --retry--> back to <topic>
     every stage --poison--> <topic>.dlq
 """
@@ -30,7 +36,9 @@ from agentstream.config import Settings
 from agentstream.schemas.contracts import (
     CONTRACTS,
     AgentRequest,
+    ApprovalDecision,
     Contract,
+    DelegationResult,
     Feedback,
     GenerationTurn,
     StageInput,
@@ -91,6 +99,18 @@ def _feedback() -> HandlerClass:
     return FeedbackStage
 
 
+def _delegation() -> HandlerClass:
+    from agentstream.processors.delegation_results import DelegationResultStage
+
+    return DelegationResultStage
+
+
+def _approvals() -> HandlerClass:
+    from agentstream.processors.approvals import ApprovalStage
+
+    return ApprovalStage
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="validation",
@@ -122,6 +142,22 @@ STAGES: tuple[StageSpec, ...] = (
         contract=Feedback,
         load_handler=_feedback,
         retry_tiers=False,
+        releases_session=False,
+    ),
+    StageSpec(
+        name="approvals",
+        topic_field="approval_decisions",
+        contract=ApprovalDecision,
+        load_handler=_approvals,
+        retry_tiers=True,
+        releases_session=False,
+    ),
+    StageSpec(
+        name="delegation",
+        topic_field="delegation_results",
+        contract=DelegationResult,
+        load_handler=_delegation,
+        retry_tiers=True,  # a Redis outage takes the tiers, never the DLQ (as every stage)
         releases_session=False,
     ),
 )
@@ -163,6 +199,8 @@ def pipeline_topics(settings: Settings) -> list[str]:
         t.metrics,
         t.stream,
         t.control,
+        t.approvals,
+        t.approval_audit,
         *(t.dlq(name) for name in stage_topics),
         *retry_topics(settings),
     ]
@@ -177,6 +215,8 @@ def contract_for_topic(settings: Settings, topic: str) -> type[Contract] | None:
         t.metrics: CONTRACTS["MetricsEvent"],
         t.stream: CONTRACTS["StreamDelta"],
         t.control: CONTRACTS["CancelRequest"],
+        t.approvals: CONTRACTS["ApprovalRequest"],
+        t.approval_audit: CONTRACTS["ApprovalAudit"],
     }
     for s in STAGES:
         name = s.topic(settings)

@@ -29,7 +29,7 @@ This module imports nothing from the rest of the project (``config`` imports it)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_serializer
 
@@ -59,6 +59,17 @@ class ToolOverride(BaseModel):
     cache_ttl_s: int | None = Field(default=None, ge=0)  # 0: never cache
 
 
+class ApprovalRule(BaseModel):
+    """Which calls wait for a person's approval (docs/approvals.md). ``tools``: globs over
+    namespaced tool names; ``tenants`` / ``agents``: ids or globs (empty = every one; the
+    default agent is ``default``). Of the rules that match a call, the last one decides."""
+
+    tools: list[str] = Field(min_length=1)
+    tenants: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    approval: Literal["required", "none"] = "required"
+
+
 class ToolSettings(BaseModel):
     """Tools: MCP servers, access rules, overrides, cache and connection behaviour."""
 
@@ -68,6 +79,14 @@ class ToolSettings(BaseModel):
     deny: list[str] = Field(default_factory=list)
     tenants: dict[str, TenantToolAccess] = Field(default_factory=dict)
     overrides: dict[str, ToolOverride] = Field(default_factory=dict)
+    # Human approval: rules (last match wins), how long a parked call waits for a decision
+    # before it is denied, and how often workers look for parked calls past that time.
+    approvals: list[ApprovalRule] = Field(default_factory=list)
+    approval_timeout_s: float = Field(default=600.0, gt=0)
+    approval_sweep_interval_s: float = Field(default=1.0, gt=0)
+    # Delegation (``agent.<name>`` tools): how long a parent waits for its child's answer
+    # (never past the request's deadline); the same sweep ends the wait with an error result.
+    delegation_timeout_s: float = Field(default=600.0, gt=0)
     # Python tools (tools/python/loader.py): modules ("pkg.mod") or objects ("pkg.mod:name"),
     # and whether installed packages' "agentstream.tools" entry points are loaded too.
     python_modules: list[str] = Field(default_factory=list)

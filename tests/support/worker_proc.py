@@ -4,7 +4,9 @@ Run as ``python -m tests.support.worker_proc``; settings come from AGENTSTREAM_*
 
 - ``CountingModel``: the local rule model, plus: every call increments
   ``<prefix>:test:llm:<request_id>``; a user message containing ``[slow]`` sleeps
-  TEST_SLOW_S seconds first; ``[count N]`` asks for N calls of the ``counter`` tool.
+  TEST_SLOW_S seconds first; ``[count N]`` asks for N calls of the ``counter`` tool (the last
+  one holding 60 s); ``[tick]`` asks for one call of it that returns at once; a message
+  starting ``[delegate NAME] rest`` calls the agent tool ``agent.NAME`` with message ``rest``.
 - ``CounterTool``: a side-effecting tool (no idempotency key): each execution increments
   ``<prefix>:test:counter`` and records the call index, then holds for ``hold`` seconds.
 """
@@ -26,6 +28,7 @@ from agentstream.tools.registry import default_registry
 from tests.support.redis import RedisClient, connect
 
 COUNT = re.compile(r"\[count (\d+)\]")
+DELEGATE = re.compile(r"^\s*\[delegate ([\w.-]+)\]\s*(.*)$", re.DOTALL)
 
 
 class CountingModel(LocalRuleModel):
@@ -40,8 +43,16 @@ class CountingModel(LocalRuleModel):
         last = users[-1].content if users else ""
         request_id = request.metadata.get("rid", "unknown")
         await self._redis.incr(f"{self._prefix}:test:llm:{request_id}")
+        delegate = DELEGATE.match(last)
+        if delegate and request.messages[-1].role == "user":
+            name, message = delegate.groups()
+            call = ToolCall(call_id="d0", name=f"agent.{name}", arguments={"message": message})
+            return LLMResult(content="", tool_calls=(call,), usage=Usage(prompt_tokens=1))
         if "[slow]" in last and request.messages[-1].role == "user":
             await asyncio.sleep(self._slow_s)
+        if "[tick]" in last and request.messages[-1].role == "user":
+            call = ToolCall(call_id="t0", name="counter", arguments={"index": 0, "hold": 0.0})
+            return LLMResult(content="", tool_calls=(call,), usage=Usage(prompt_tokens=1))
         match = COUNT.search(last)
         if match and request.messages[-1].role == "user":
             n = int(match.group(1))
