@@ -31,6 +31,7 @@ from agentstream.admission.budget import BudgetCheck, budget_check, to_micro, ut
 from agentstream.admission.cache import (
     CachedAnswer,
     ResponseCache,
+    answer_ttl_s,
     bypassed,
     is_cacheable,
     is_single_turn,
@@ -344,13 +345,14 @@ class Admission:
             ),
             None,
         )
+        calls = [{"name": c.name, "is_error": c.is_error} for c in response.tool_calls]
         if message is None or not is_cacheable(
             state=response.state,
             confidence=response.confidence,
             min_confidence=self.config.cache_min_confidence,
             single_turn=is_single_turn(ctx.history, request_id),
-            tool_calls=[{"name": c.name, "is_error": c.is_error} for c in response.tool_calls],
-            read_only=self._tools.read_only,
+            tool_calls=calls,
+            tool_ttl_s=self._tool_ttl_s,
             degraded=degraded,
         ):
             return False
@@ -370,9 +372,11 @@ class Admission:
             source_response_id=response.response_id,
             stored_at=time.time(),
         )
+        ttl_s = (agent.cache.ttl_s if agent is not None else None) or self.cache.ttl_s
         try:
-            ttl_s = agent.cache.ttl_s if agent is not None else None
-            await self._store(self.cache.put(key, answer, ttl_s=ttl_s))
+            await self._store(
+                self.cache.put(key, answer, ttl_s=answer_ttl_s(ttl_s, calls, self._tool_ttl_s))
+            )
         except AdmissionStoreUnavailable as exc:
             metrics.CACHE.labels(result="error").inc()
             log.warning("response cache unavailable", error=str(exc))
@@ -398,6 +402,11 @@ class Admission:
         if agent is not None and agent.cache.enabled is not None:
             return agent.cache.enabled
         return self.config.cache_enabled
+
+    def _tool_ttl_s(self, name: str) -> int:
+        """How long ``name``'s results may be reused: the tool result cache's rule (read-only and
+        configured cacheable), so the two caches agree on what is stable."""
+        return self._tools.policy(name).result_ttl_s(self.settings.tools.cache_ttl_s)
 
     def _cache_model(self, metadata: Mapping[str, str], agent: Agent | None) -> str:
         """What the key knows of the answering side: the route, and the agent at its version
