@@ -3,7 +3,8 @@
 Prints, in microseconds per operation (sequential, one connection, each call awaited):
   * a Redis PING round trip (the floor any Redis-backed check pays);
   * one rate-limit check: the request check of the validation stage (user and tenant windows,
-    one Lua call), and the raw limiter call under it;
+    one Lua call), the raw limiter call under it, and the check for an agent with windows and a
+    daily budget of its own (same one Lua call, more keys);
   * the whole admission step per request: validation (rate limits + daily budget + cache
     lookup) and generation (token reservation before the LLM call, settlement after it, cache
     store of the final answer), for a request with one LLM call; and a cache hit.
@@ -30,6 +31,7 @@ from redis.asyncio import Redis
 
 from agentstream.admission import Admission, admitted_llm_call
 from agentstream.admission.limits import request_windows
+from agentstream.agents import Agent
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
 from agentstream.llm.base import Usage
@@ -112,6 +114,16 @@ async def run(url: str, n: int) -> None:
         "rate-limit check: admit_request (windows + daily budget)",
         await timed(
             n, lambda i: admission.admit_request(tenant_id="acme", user_id="u", request_id=f"b{i}")
+        ),
+    )
+    agent = Agent(name="bench", instructions="x", limits=LIMITS)  # type: ignore[arg-type]
+    report(
+        "  the same, plus an agent's own windows and daily budget",
+        await timed(
+            n,
+            lambda i: admission.admit_request(
+                tenant_id="acme", user_id="u", request_id=f"g{i}", agent=agent
+            ),
         ),
     )
 

@@ -88,9 +88,9 @@ def test_a_folder_of_toml_and_yaml_definitions_loads(tmp_path: Path) -> None:
             "not a valid JSON Schema",
         ),
         (
-            'instructions = "hi"\nlimits = { daily_tokens = 5 }\n',
+            'instructions = "hi"\nlimits = { daily_tokens = -5 }\n',
             "limits.daily_tokens",
-            "not supported",
+            "greater than or equal to 0",
         ),
         ('instructions = "unterminated\n', "", "malformed toml"),
     ],

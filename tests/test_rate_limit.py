@@ -150,18 +150,18 @@ async def test_budget_reservation_and_settlement(redis: RedisClient, unique_pref
     def budget(add: int) -> BudgetCheck:
         return BudgetCheck(key=day, add_tokens=add, token_limit=100, cost_limit_micro=50_000)
 
-    assert (await limiter.acquire([], "c1", budget(60), now_ms=T0)).allowed
+    assert (await limiter.acquire([], "c1", [budget(60)], now_ms=T0)).allowed
     assert int(await redis.hget(day, "tokens") or 0) == 60  # reserved
     # a second call whose estimate would cross the budget is refused
-    refused = await limiter.acquire([], "c2", budget(50), now_ms=T0)
+    refused = await limiter.acquire([], "c2", [budget(50)], now_ms=T0)
     assert (refused.allowed, refused.budget) == (False, "tokens")
     # re-reserving the same call replaces its reservation
-    assert (await limiter.acquire([], "c1", budget(70), now_ms=T0)).allowed
+    assert (await limiter.acquire([], "c1", [budget(70)], now_ms=T0)).allowed
     assert int(await redis.hget(day, "tokens") or 0) == 70
     await limiter.settle([], "c1", day_key=day, tokens=40, cost_micro=60_000)
     assert int(await redis.hget(day, "tokens") or 0) == 40
     # the cost budget (0.05 USD) is now used up: nothing more runs today
-    spent = await limiter.acquire([], "c3", budget(0), now_ms=T0)
+    spent = await limiter.acquire([], "c3", [budget(0)], now_ms=T0)
     assert (spent.allowed, spent.budget) == (False, "cost")
 
 

@@ -1,6 +1,6 @@
 """The response cache through the real pipeline (broker + Redis): a hit skips the LLM, and an
 answer is never served to another tenant, another user, a multi-turn session, a bypassing
-request, or after a side-effecting tool."""
+request, or after a side-effecting tool or a read-only one whose results are not cacheable."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from agentstream.config import Settings
 from agentstream.llm.base import ToolSpec
 from agentstream.llm.local import LocalRuleModel
 from agentstream.processors.outcomes import response_id_for
+from agentstream.state.redis import RedisClient
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.app import PipelineWorker
+from agentstream.tools.base import ToolPolicy
 from agentstream.tools.builtin import CALCULATOR_SPEC, CalculatorTool
 from agentstream.tools.registry import default_registry
 from tests.support.kafka import FAST_KAFKA
@@ -32,10 +34,12 @@ async def settings(settings_factory: Any) -> Settings:
 class ShopCalculator(CalculatorTool):
     """A calculator that (pretends it) books something: not read-only, so never cached."""
 
+    name = "shop.calculator"
+
     @property
     def spec(self) -> ToolSpec:
         return ToolSpec(
-            name="shop.calculator",
+            name=self.name,
             description=CALCULATOR_SPEC.description,
             input_schema=CALCULATOR_SPEC.input_schema,
         )
@@ -43,6 +47,19 @@ class ShopCalculator(CalculatorTool):
     @property
     def read_only(self) -> bool:
         return False
+
+
+class CachedCalculator(ShopCalculator):
+    """A read-only calculator configured cacheable (registered with a 60 s result TTL)."""
+
+    name = "cached.calculator"
+
+    @property
+    def read_only(self) -> bool:
+        return True
+
+
+CACHED_TTL_S = 60
 
 
 async def test_cache_hit_skips_the_llm_and_stays_in_its_tenant(settings: Settings) -> None:
@@ -103,10 +120,14 @@ async def test_cache_hit_skips_the_llm_and_stays_in_its_tenant(settings: Setting
         assert model.calls == 6
 
 
-async def test_only_single_turn_read_only_answers_are_cached(settings: Settings) -> None:
+async def test_only_single_turn_answers_of_cacheable_tools_are_cached(
+    settings: Settings, redis: RedisClient
+) -> None:
     model = LocalRuleModel()
     tools = default_registry()
     tools.register(ShopCalculator())
+    cacheable = ToolPolicy(read_only=True, idempotent=True, cache_ttl_s=CACHED_TTL_S)
+    tools.register(CachedCalculator(), policy=cacheable)
     async with (
         PipelineWorker(settings, llm=model, tools=tools) as _,
         AgentClient(settings) as client,
@@ -122,21 +143,35 @@ async def test_only_single_turn_read_only_answers_are_cached(settings: Settings)
         await client.ask("how are you", session_id="m2", user_id="u", tenant_id="t")
         assert model.calls == 4
 
-        # a read-only tool's answer is cached (2 model calls: tool call + final answer)
-        ro = {"user_id": "u", "tenant_id": "t", "allowed_tools": ["calculator"]}
+        # a cacheable tool's answer is cached (2 model calls: tool call + final answer) ...
+        ro = {"user_id": "u", "tenant_id": "t", "allowed_tools": ["cached.calculator"]}
         a = await client.ask("add 2 and 3", session_id="c1", **ro)
         assert (a.content, model.calls) == ("The answer is 5.", 6)
         b = await client.ask("add 2 and 3", session_id="c2", **ro)
         assert (b.content, b.metadata.get("cached"), model.calls) == ("The answer is 5.", "true", 6)
         assert b.tool_calls == []  # nothing ran for the cached answer
+        # ... for no longer than the tool's results may be reused (cache_ttl_s is 300)
+        pattern = f"{settings.state.key_prefix}:adm:*:cache:*"
+        ttls = [await redis.ttl(key) async for key in redis.scan_iter(match=pattern)]
+        assert len(ttls) == 3  # the first turns of m1 and m2, and c1's answer
+        assert sum(0 < ttl <= CACHED_TTL_S for ttl in ttls) == 1
+
+        # a read-only tool without a cache TTL (the calculator, by default) is not stable enough:
+        # its answer is not cached
+        rn = {"user_id": "u", "tenant_id": "t", "allowed_tools": ["calculator"]}
+        e = await client.ask("add 2 and 3", session_id="c5", **rn)
+        f = await client.ask("add 2 and 3", session_id="c6", **rn)
+        assert (e.content, f.content) == ("The answer is 5.", "The answer is 5.")
+        assert "cached" not in f.metadata
+        assert model.calls == 10
 
         # a side-effecting tool's answer is never cached
         se = {"user_id": "u", "tenant_id": "t", "allowed_tools": ["shop.calculator"]}
         c = await client.ask("add 2 and 3", session_id="c3", **se)
-        assert (c.content, model.calls) == ("The answer is 5.", 8)
+        assert (c.content, model.calls) == ("The answer is 5.", 12)
         d = await client.ask("add 2 and 3", session_id="c4", **se)
         assert "cached" not in d.metadata
-        assert model.calls == 10
+        assert model.calls == 14
 
 
 async def test_cache_can_be_switched_off(settings_factory: Any) -> None:

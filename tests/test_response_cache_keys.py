@@ -8,6 +8,7 @@ import pytest
 
 from agentstream.admission.cache import (
     ResponseCache,
+    answer_ttl_s,
     bypassed,
     is_cacheable,
     is_single_turn,
@@ -76,14 +77,19 @@ def test_single_turn() -> None:
     assert not is_single_turn([{"request_id": "old"}, {"request_id": "r"}], "r")
 
 
+# Seconds each tool's results may be reused: a cacheable read-only tool, a read-only tool
+# without a cache TTL (calculator by default, current_time always), a side-effecting one.
+TOOL_TTLS = {"lookup": 60, "prices": 30, "calculator": 0, "shop.order": 0}
+
+
 def _cacheable(**changes: Any) -> bool:
     fields: dict[str, Any] = {
         "state": "COMPLETED",
         "confidence": 1.0,
         "min_confidence": 0.8,
         "single_turn": True,
-        "tool_calls": [{"name": "calculator", "is_error": False}],
-        "read_only": lambda name: name == "calculator",
+        "tool_calls": [{"name": "lookup", "is_error": False}],
+        "tool_ttl_s": lambda name: TOOL_TTLS.get(name, 0),
         "degraded": False,
     }
     fields.update(changes)
@@ -97,5 +103,21 @@ def test_cacheable_rule() -> None:
     assert not _cacheable(state="ERROR")
     assert not _cacheable(single_turn=False)
     assert not _cacheable(degraded=True)
+    assert _cacheable(tool_calls=[])
     assert not _cacheable(tool_calls=[{"name": "shop.order", "is_error": False}])
-    assert not _cacheable(tool_calls=[{"name": "calculator", "is_error": True}])
+    assert not _cacheable(tool_calls=[{"name": "lookup", "is_error": True}])
+    # read-only is not enough: a read-only tool without a cache TTL makes the answer uncacheable
+    assert not _cacheable(tool_calls=[{"name": "calculator", "is_error": False}])
+    both = [{"name": "lookup", "is_error": False}, {"name": "calculator", "is_error": False}]
+    assert not _cacheable(tool_calls=both)
+    assert not _cacheable(tool_calls=[{"name": "unknown", "is_error": False}])
+
+
+def test_an_answer_lives_no_longer_than_the_tool_results_it_used() -> None:
+    def ttl(names: list[str]) -> int:
+        return answer_ttl_s(300, [{"name": n} for n in names], lambda n: TOOL_TTLS.get(n, 0))
+
+    assert ttl([]) == 300
+    assert ttl(["lookup"]) == 60
+    assert ttl(["lookup", "prices"]) == 30
+    assert answer_ttl_s(10, [{"name": "lookup"}], lambda n: TOOL_TTLS.get(n, 0)) == 10

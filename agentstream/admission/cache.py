@@ -6,8 +6,11 @@ another tenant (or user), nor for another tool set or model, nor across buckets.
 ``cache_ttl_s`` (default 5 min).
 
 Only answers that are safe to repeat are stored (:func:`is_cacheable`): COMPLETED, single-turn
-(the session had no earlier request), no side-effecting or failed tool call, not degraded, and
-confidence at least ``cache_min_confidence`` (0.8). Lookups are made only for requests that are
+(the session had no earlier request), every tool call of a tool whose results are cacheable
+(read-only *and* configured with a cache TTL: the rule of the tool result cache, see
+docs/tools.md) and none failed, not degraded, and confidence at least ``cache_min_confidence``
+(0.8). An answer built on tool results lives no longer than the shortest of their TTLs
+(:func:`answer_ttl_s`). Lookups are made only for requests that are
 themselves single-turn, since a cached answer knows nothing of an earlier conversation.
 A request with metadata ``cache=bypass`` neither reads nor writes the cache.
 """
@@ -78,12 +81,21 @@ def is_cacheable(
     min_confidence: float,
     single_turn: bool,
     tool_calls: Iterable[Mapping[str, Any]],
-    read_only: Callable[[str], bool],
+    tool_ttl_s: Callable[[str], int],
     degraded: bool = False,
 ) -> bool:
+    """``tool_ttl_s``: seconds a tool's results may be reused (0: not cacheable)."""
     if state != "COMPLETED" or not single_turn or degraded or confidence < min_confidence:
         return False
-    return all(read_only(c["name"]) and not c.get("is_error") for c in tool_calls)
+    return all(tool_ttl_s(c["name"]) > 0 and not c.get("is_error") for c in tool_calls)
+
+
+def answer_ttl_s(
+    ttl_s: int, tool_calls: Iterable[Mapping[str, Any]], tool_ttl_s: Callable[[str], int]
+) -> int:
+    """The answer's cache TTL: ``ttl_s``, or less when a tool it used may reuse its results for
+    less (the answer would otherwise outlive them)."""
+    return min([ttl_s, *(tool_ttl_s(c["name"]) for c in tool_calls)])
 
 
 class ResponseCache:

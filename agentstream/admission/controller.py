@@ -1,10 +1,13 @@
 """``Admission``: what the stages ask before work is done, and tell after it.
 
 * validation: :meth:`Admission.admit_request` (requests per window per user and tenant, daily
-  budget not exhausted), then :meth:`Admission.cached_answer`;
+  budgets not exhausted), then :meth:`Admission.cached_answer`;
 * generation: :meth:`Admission.reserve_tokens` before each LLM call (estimated tokens against
-  the token windows and the daily token budget), :meth:`TokenGrant.settle` after it (actual
+  the token windows and the daily token budgets), :meth:`TokenGrant.settle` after it (actual
   usage), and :meth:`Admission.remember_answer` when the final answer is built.
+
+The agent serving a request adds its own windows and daily budget (per tenant: keys under the
+tenant's, see :mod:`.keys`) to the same script calls: no extra round trip.
 
 Redis unavailable (refused, timed out): rate limits fail open and budgets fail closed by default
 (``admission.rate_limit_on_redis_error`` / ``budget_on_redis_error``); every such event counts on
@@ -24,14 +27,11 @@ from typing import Any, Protocol, TypeVar
 from redis.exceptions import RedisError
 
 from agentstream.admission import metrics
-from agentstream.admission.budget import (
-    BudgetCheck,
-    to_micro,
-    utc_day,
-)
+from agentstream.admission.budget import BudgetCheck, budget_check, to_micro, utc_day
 from agentstream.admission.cache import (
     CachedAnswer,
     ResponseCache,
+    answer_ttl_s,
     bypassed,
     is_cacheable,
     is_single_turn,
@@ -52,7 +52,6 @@ from agentstream.admission.limits import (
     TenantLimits,
     Window,
     agent_windows,
-    has_budget,
     request_windows,
     token_windows,
 )
@@ -81,7 +80,7 @@ class TokenGrant:
     denial: Denial | None = None
     member: str = ""
     tenant_id: str = ""
-    day_key: str = ""
+    day_keys: tuple[str, ...] = ()
     windows: list[Window] = field(default_factory=list)
     estimate: int = 0
     reserved: bool = False
@@ -169,24 +168,24 @@ class Admission:
         agent: Agent | None = None,
     ) -> Denial | None:
         """Charge one request to the user's and the tenant's request windows (and those of the
-        agent's own limits), and check the tenant's daily budget is not used up. ``None`` =
-        admitted."""
+        agent's own limits), and check the tenant's (and the agent's) daily budget is not used
+        up. ``None`` = admitted."""
         limits = self.limits.for_tenant(tenant_id)
         windows = request_windows(self.keys, limits, tenant_id, user_id)
         if agent is not None:
             windows += agent_windows(
                 self.keys, agent.limits, agent.name, tenant_id, user_id, tokens=False
             )
-        budget = self._budget_check(limits, tenant_id, 0, now_ms)
-        if not windows and budget is None:
+        budgets = self._budget_checks(limits, tenant_id, agent, 0, now_ms)
+        if not windows and not budgets:
             return None
         try:
             verdict = await self._store(
-                self.limiter.acquire([(w, 1) for w in windows], request_id, budget, now_ms=now_ms)
+                self.limiter.acquire([(w, 1) for w in windows], request_id, budgets, now_ms=now_ms)
             )
         except AdmissionStoreUnavailable as exc:
-            return self._unavailable("requests", bool(windows), budget is not None, exc)
-        return self._judge("requests", verdict, limits)
+            return self._unavailable("requests", bool(windows), bool(budgets), exc)
+        return self._judge("requests", verdict)
 
     async def admit(
         self,
@@ -239,27 +238,27 @@ class Admission:
             windows += agent_windows(
                 self.keys, agent.limits, agent.name, tenant_id, user_id, tokens=True
             )
-        budget = self._budget_check(limits, tenant_id, estimate, now_ms)
+        budgets = self._budget_checks(limits, tenant_id, agent, estimate, now_ms)
         grant = TokenGrant(
             member=call_id,
             tenant_id=tenant_id,
-            day_key=budget.key if budget else self._day_key(tenant_id, now_ms),
+            day_keys=self._usage_keys(tenant_id, budgets, now_ms),
             windows=windows,
             estimate=estimate,
             _settle=self._settle_tokens,
         )
-        if not windows and budget is None:
+        if not windows and not budgets:
             return grant
         try:
             verdict = await self._store(
                 self.limiter.acquire(
-                    [(w, estimate) for w in windows], grant.member, budget, now_ms=now_ms
+                    [(w, estimate) for w in windows], grant.member, budgets, now_ms=now_ms
                 )
             )
         except AdmissionStoreUnavailable as exc:
-            grant.denial = self._unavailable("tokens", bool(windows), budget is not None, exc)
+            grant.denial = self._unavailable("tokens", bool(windows), bool(budgets), exc)
             return grant
-        grant.denial = self._judge("tokens", verdict, limits)
+        grant.denial = self._judge("tokens", verdict)
         grant.reserved = grant.denial is None
         return grant
 
@@ -274,7 +273,7 @@ class Admission:
             Settlement(
                 charges=tuple((w, tokens) for w in grant.windows),
                 member=grant.member,
-                day_key=grant.day_key,
+                day_keys=grant.day_keys,
                 tokens=tokens,
                 cost_micro=to_micro(usage.cost_usd) if usage else 0,
             ),
@@ -346,13 +345,14 @@ class Admission:
             ),
             None,
         )
+        calls = [{"name": c.name, "is_error": c.is_error} for c in response.tool_calls]
         if message is None or not is_cacheable(
             state=response.state,
             confidence=response.confidence,
             min_confidence=self.config.cache_min_confidence,
             single_turn=is_single_turn(ctx.history, request_id),
-            tool_calls=[{"name": c.name, "is_error": c.is_error} for c in response.tool_calls],
-            read_only=self._tools.read_only,
+            tool_calls=calls,
+            tool_ttl_s=self._tool_ttl_s,
             degraded=degraded,
         ):
             return False
@@ -372,9 +372,11 @@ class Admission:
             source_response_id=response.response_id,
             stored_at=time.time(),
         )
+        ttl_s = (agent.cache.ttl_s if agent is not None else None) or self.cache.ttl_s
         try:
-            ttl_s = agent.cache.ttl_s if agent is not None else None
-            await self._store(self.cache.put(key, answer, ttl_s=ttl_s))
+            await self._store(
+                self.cache.put(key, answer, ttl_s=answer_ttl_s(ttl_s, calls, self._tool_ttl_s))
+            )
         except AdmissionStoreUnavailable as exc:
             metrics.CACHE.labels(result="error").inc()
             log.warning("response cache unavailable", error=str(exc))
@@ -401,28 +403,44 @@ class Admission:
             return agent.cache.enabled
         return self.config.cache_enabled
 
+    def _tool_ttl_s(self, name: str) -> int:
+        """How long ``name``'s results may be reused: the tool result cache's rule (read-only and
+        configured cacheable), so the two caches agree on what is stable."""
+        return self._tools.policy(name).result_ttl_s(self.settings.tools.cache_ttl_s)
+
     def _cache_model(self, metadata: Mapping[str, str], agent: Agent | None) -> str:
         """What the key knows of the answering side: the route, and the agent at its version
         (an answer is never served for another agent, nor after its definition changed)."""
         route = model_route(metadata, (agent.model if agent else None) or self.settings.llm.model)
         return route if agent is None else f"{route}|agent:{agent.name}@{agent.version}"
 
-    def _day_key(self, tenant_id: str, now_ms: int | None) -> str:
-        now_s = time.time() if now_ms is None else now_ms / 1000
-        return self.keys.day(tenant_id, utc_day(now_s))
+    def _budget_checks(
+        self,
+        limits: AdmissionLimits,
+        tenant_id: str,
+        agent: Agent | None,
+        add_tokens: int,
+        now_ms: int | None,
+    ) -> list[BudgetCheck]:
+        """The tenant's daily budget, then the agent's own (its usage under the agent's keys),
+        each where one is set."""
+        day = utc_day(time.time() if now_ms is None else now_ms / 1000)
+        checks = [budget_check(limits, self.keys.day(tenant_id, day), add_tokens)]
+        if agent is not None:
+            key = self.keys.of_agent(agent.name).day(tenant_id, day)
+            checks.append(budget_check(agent.limits, key, add_tokens, agent=agent.name))
+        return [c for c in checks if c is not None]
 
-    def _budget_check(
-        self, limits: AdmissionLimits, tenant_id: str, add_tokens: int, now_ms: int | None
-    ) -> BudgetCheck | None:
-        if not has_budget(limits):
-            return None
-        cost = limits.daily_cost_usd
-        return BudgetCheck(
-            key=self._day_key(tenant_id, now_ms),
-            add_tokens=add_tokens,
-            token_limit=limits.daily_tokens,
-            cost_limit_micro=None if cost is None else to_micro(cost),
-        )
+    def _usage_keys(
+        self, tenant_id: str, budgets: Sequence[BudgetCheck], now_ms: int | None
+    ) -> tuple[str, ...]:
+        """Where a call's usage is booked: the tenant's day hash always (usage is recorded for
+        every tenant, budget or not), and the agent's when it has a budget."""
+        tenant = [b.key for b in budgets if b.agent is None]
+        if not tenant:
+            day = utc_day(time.time() if now_ms is None else now_ms / 1000)
+            tenant = [self.keys.day(tenant_id, day)]
+        return (*tenant, *(b.key for b in budgets if b.agent is not None))
 
     async def _store(self, call: Awaitable[T]) -> T:
         """Await a Redis call within ``redis_timeout_s``; outages become one error type."""
@@ -432,14 +450,16 @@ class Admission:
         except _STORE_ERRORS as exc:
             raise AdmissionStoreUnavailable(type(exc).__name__) from exc
 
-    def _judge(self, check: str, verdict: Verdict, limits: AdmissionLimits) -> Denial | None:
+    def _judge(self, check: str, verdict: Verdict) -> Denial | None:
         if verdict.allowed:
             metrics.DECISIONS.labels(check=check, outcome="allowed").inc()
             return None
         if verdict.window is not None:
             denial = rate_denial(verdict.window, verdict.retry_after_s)
         else:
-            denial = budget_denial(verdict.budget, limits, verdict.now_ms / 1000, check)
+            assert verdict.budget_check is not None  # not allowed: a window or a budget said no
+            now_s = verdict.now_ms / 1000
+            denial = budget_denial(verdict.budget, verdict.budget_check, now_s, check)
         metrics.DECISIONS.labels(check=check, outcome=denial.code.lower()).inc()
         log.info("admission denied", check=check, code=denial.code, limit=denial.limit)
         return denial

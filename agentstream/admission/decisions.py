@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from agentstream.admission.budget import seconds_until_next_day
+from agentstream.admission.budget import BudgetCheck, seconds_until_next_day
 from agentstream.admission.limits import AGENT_WINDOW_PREFIX, Window
-from agentstream.config import AdmissionLimits
 from agentstream.exceptions import ErrorCode
 
 RATE_LIMITED = ErrorCode.RATE_LIMITED
@@ -70,18 +69,24 @@ def rate_denial(window: Window, retry_after_s: float) -> Denial:
     return Denial(code=RATE_LIMITED, message=text, limit=window.name, retry_after_s=retry_after_s)
 
 
-def budget_denial(kind: str | None, limits: AdmissionLimits, now_s: float, check: str) -> Denial:
+def budget_denial(kind: str | None, budget: BudgetCheck, now_s: float, check: str) -> Denial:
+    """``budget`` said no: the tenant's (``limit`` ``daily_tokens``/``daily_cost_usd``) or an
+    agent's own (``agent:daily_tokens``/``agent:daily_cost_usd``)."""
     resets = seconds_until_next_day(now_s)
     if kind == "cost":
-        what = f"daily cost budget of {limits.daily_cost_usd:g} USD"
+        what = f"daily cost budget of {budget.cost_limit_usd:g} USD"
         limit = "daily_cost_usd"
     else:
-        what = f"daily budget of {limits.daily_tokens} model tokens"
+        what = f"daily budget of {budget.token_limit} model tokens"
         limit = "daily_tokens"
+    whose = "This organisation's"
+    if budget.agent is not None:
+        whose = "This agent's"
+        what += " for this organisation"
+        limit = AGENT_WINDOW_PREFIX + limit
     verb = "would be exceeded by this request" if check == "tokens" else "is used up"
     text = (
-        f"This organisation's {what} {verb}. It resets at 00:00 UTC "
-        f"(in {max(1, round(resets / 60))} minutes)."
+        f"{whose} {what} {verb}. It resets at 00:00 UTC (in {max(1, round(resets / 60))} minutes)."
     )
     return Denial(
         code=BUDGET_EXCEEDED, message=text, limit=limit, retry_after_s=resets, retriable=False

@@ -13,6 +13,7 @@ make two tenants' or users' keys collide nor move the hash tag.
 ``{prefix}:adm:{tenant}:day:{YYYYMMDD}``  daily usage: tokens, cost_micro (hash)
 ``{prefix}:adm:{tenant}:cache:{sha256}``   one cached response (string, JSON)
 ``{prefix}:adm:{tenant}:ag:{agent}:rq:u:{user}`` ... the same windows of one agent (its limits)
+``{prefix}:adm:{tenant}:ag:{agent}:day:{YYYYMMDD}``  that agent's daily usage, when it has a budget
 """
 
 from __future__ import annotations

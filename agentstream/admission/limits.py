@@ -87,10 +87,6 @@ def token_windows(
     return out
 
 
-def has_budget(limits: AdmissionLimits) -> bool:
-    return limits.daily_tokens is not None or limits.daily_cost_usd is not None
-
-
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 

@@ -21,12 +21,14 @@ class Verdict:
     allowed: bool
     window: Window | None = None
     budget: Literal["tokens", "cost"] | None = None
+    budget_check: BudgetCheck | None = None
+    """The budget that said no (``budget`` says which of its limits)."""
     retry_after_s: float = 0.0
     now_ms: int = 0
 
 
 class SlidingWindowLimiter:
-    """``acquire`` charges a member's cost to several windows (and checks a budget) atomically;
+    """``acquire`` charges a member's cost to several windows (and checks budgets) atomically;
     ``settle`` replaces a reserved cost with the actual one and books the day's usage."""
 
     def __init__(self, redis: RedisClient) -> None:
@@ -37,26 +39,20 @@ class SlidingWindowLimiter:
         self,
         charges: Sequence[tuple[Window, int]],
         member: str,
-        budget: BudgetCheck | None = None,
+        budgets: Sequence[BudgetCheck] = (),
         *,
         now_ms: int | None = None,
     ) -> Verdict:
+        """Charge ``charges`` and reserve each budget's ``add_tokens``, all or nothing."""
         keys: list[str] = []
-        args: list[str | int] = [
-            "" if now_ms is None else now_ms,
-            member,
-            len(charges),
-            1 if budget else 0,
-            budget.add_tokens if budget else 0,
-            _limit(budget.token_limit) if budget else -1,
-            _limit(budget.cost_limit_micro) if budget else -1,
-            budget.ttl_s if budget else DAY_TTL_S,
-        ]
+        args: list[str | int] = ["" if now_ms is None else now_ms, member, len(charges)]
+        args.append(len(budgets))
+        for b in budgets:
+            args += [b.add_tokens, _limit(b.token_limit), _limit(b.cost_limit_micro), b.ttl_s]
         for window, cost in charges:
             keys += [window.key, window.costs_key]
             args += [cost, window.limit, window.window_ms]
-        if budget:
-            keys.append(budget.key)
+        keys += [b.key for b in budgets]
         status, index, retry_ms, now = (int(v) for v in await self._acquire(keys=keys, args=args))
         if status == _ALLOWED:
             return Verdict(allowed=True, now_ms=now)
@@ -68,7 +64,7 @@ class SlidingWindowLimiter:
                 now_ms=now,
             )
         kind: Literal["tokens", "cost"] = "tokens" if status == _TOKEN_BUDGET else "cost"
-        return Verdict(allowed=False, budget=kind, now_ms=now)
+        return Verdict(allowed=False, budget=kind, budget_check=budgets[index - 1], now_ms=now)
 
     async def settle(
         self,
@@ -84,7 +80,7 @@ class SlidingWindowLimiter:
         entry = Settlement(
             charges=tuple(charges),
             member=member,
-            day_key=day_key,
+            day_keys=(day_key,),
             tokens=tokens,
             cost_micro=cost_micro,
         )
@@ -95,25 +91,27 @@ class SlidingWindowLimiter:
         self, entries: Sequence[Settlement], *, now_ms: int | None = None
     ) -> list[int]:
         """Book several calls' usage in one round trip (their keys must share a hash tag: one
-        tenant's); returns each call's day token total afterwards."""
+        tenant's); returns each call's token total of its first day key afterwards."""
         keys: list[str] = []
         args: list[str | int] = ["" if now_ms is None else now_ms, DAY_TTL_S, len(entries)]
         for e in entries:
-            args += [e.member, len(e.charges), e.tokens, e.cost_micro]
+            args += [e.member, len(e.charges), len(e.day_keys), e.tokens, e.cost_micro]
             for window, cost in e.charges:
                 keys += [window.key, window.costs_key]
                 args += [cost, window.window_ms]
-            keys.append(e.day_key)
+            keys += e.day_keys
         return [int(t) for t in await self._settle(keys=keys, args=args)]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settlement:
-    """One call's actual usage, to book with :meth:`SlidingWindowLimiter.settle_many`."""
+    """One call's actual usage, to book with :meth:`SlidingWindowLimiter.settle_many`.
+    ``day_keys``: the day usage hashes it counts in, the tenant's first (then the agent's, when
+    the agent has a daily budget)."""
 
     charges: tuple[tuple[Window, int], ...]
     member: str
-    day_key: str
+    day_keys: tuple[str, ...]
     tokens: int
     cost_micro: int
 

@@ -5,18 +5,19 @@ Each sliding window is a pair of keys: a sorted set (member -> time in ms) and a
 trimmed at the start of every call, so a window's total is exact: "at most N in any W seconds",
 with no fixed-window boundary that lets 2x through.
 
-ACQUIRE checks every window and the daily budget first and writes only if all of them allow, so
-one call is all-or-nothing across the user's and the tenant's limits. The member is the request
-id (or request id and turn for LLM calls): acquiring again with the same member replaces its
-earlier cost instead of counting twice, so a redelivered record is not charged twice.
+ACQUIRE checks every window and every daily budget (the tenant's, and the agent's own within the
+tenant) first and writes only if all of them allow, so one call is all-or-nothing across the
+user's, the tenant's and the agent's limits. The member is the request id (or request id and
+turn for LLM calls): acquiring again with the same member replaces its earlier cost instead of
+counting twice, so a redelivered record is not charged twice.
 
 A reservation larger than a window's whole limit is allowed only when the window is empty, so a
 big request is never starved; that, and settling to an actual usage above the estimate, is why a
 token window may end at "limit plus one request".
 
 SETTLE replaces a reserved cost with the actual one (tokens after the LLM call) and adds the actual
-usage to the daily budget, for several calls of one tenant at once (usage is written behind, in
-batches: see :mod:`.usage_writer`).
+usage to the day's usage hashes (the tenant's, and the agent's when it has a budget), for several
+calls of one tenant at once (usage is written behind, in batches: see :mod:`.usage_writer`).
 
 The time is Redis's own clock (``TIME``) so all workers agree, unless the caller passes one (tests).
 """
@@ -51,18 +52,20 @@ end
 ACQUIRE = (
     _COMMON
     + """
--- KEYS: (zset, hash) per window, then the day hash when ARGV[4] == '1'
--- ARGV: now_ms|'', member, n_windows, has_budget, budget_add_tokens, budget_token_limit (-1 none),
---       budget_cost_limit_micro (-1 none), budget_ttl_s, then per window: cost, limit, window_ms
+-- KEYS: (zset, hash) per window, then one day hash per budget
+-- ARGV: now_ms|'', member, n_windows, n_budgets,
+--       then per budget: add_tokens, token_limit (-1 none), cost_limit_micro (-1 none), ttl_s,
+--       then per window: cost, limit, window_ms
 -- Returns {status, index, retry_ms, now}: status 0 allowed, 1 window `index` is full,
---         2 daily token budget, 3 daily cost budget.
+--         2 budget `index` (daily tokens), 3 budget `index` (daily cost).
 local now = now_ms(ARGV[1])
 local member = ARGV[2]
-local n = tonumber(ARGV[3])
+local n, nb = tonumber(ARGV[3]), tonumber(ARGV[4])
+local wbase = 4 + 4 * nb
 local priors = {}
 for i = 1, n do
   local z, h = KEYS[2 * i - 1], KEYS[2 * i]
-  local base = 8 + 3 * (i - 1)
+  local base = wbase + 3 * (i - 1)
   local cost, limit, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]),
     tonumber(ARGV[base + 3])
   trim(z, h, now - window)
@@ -90,25 +93,24 @@ for i = 1, n do
     return {1, i, math.max(retry, 1), now}
   end
 end
-local has_budget = ARGV[4] == '1'
-local b, budget_add, budget_reserved = nil, 0, 0
-if has_budget then
-  b = KEYS[2 * n + 1]
-  budget_add = tonumber(ARGV[5])
-  local token_limit, cost_limit = tonumber(ARGV[6]), tonumber(ARGV[7])
+local reserved = {}
+for i = 1, nb do
+  local b, base = KEYS[2 * n + i], 4 + 4 * (i - 1)
+  local add = tonumber(ARGV[base + 1])
+  local token_limit, cost_limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local used = redis.call('HMGET', b, 'tokens', 'cost_micro', 'r:' .. member)
-  budget_reserved = tonumber(used[3] or '0')
-  local tokens = tonumber(used[1] or '0') - budget_reserved
-  if token_limit >= 0 and (tokens >= token_limit or tokens + budget_add > token_limit) then
-    return {2, 0, 0, now}
+  reserved[i] = tonumber(used[3] or '0')
+  local tokens = tonumber(used[1] or '0') - reserved[i]
+  if token_limit >= 0 and (tokens >= token_limit or tokens + add > token_limit) then
+    return {2, i, 0, now}
   end
   if cost_limit >= 0 and tonumber(used[2] or '0') >= cost_limit then
-    return {3, 0, 0, now}
+    return {3, i, 0, now}
   end
 end
 for i = 1, n do
   local z, h = KEYS[2 * i - 1], KEYS[2 * i]
-  local base = 8 + 3 * (i - 1)
+  local base = wbase + 3 * (i - 1)
   local cost, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 3])
   redis.call('ZADD', z, 'NX', now, member)
   redis.call('HSET', h, member, cost)
@@ -116,10 +118,14 @@ for i = 1, n do
   redis.call('PEXPIRE', z, window)
   redis.call('PEXPIRE', h, window)
 end
-if has_budget and budget_add > 0 then
-  redis.call('HINCRBY', b, 'tokens', budget_add - budget_reserved)
-  redis.call('HSET', b, 'r:' .. member, budget_add)
-  redis.call('EXPIRE', b, tonumber(ARGV[8]))
+for i = 1, nb do
+  local b, base = KEYS[2 * n + i], 4 + 4 * (i - 1)
+  local add = tonumber(ARGV[base + 1])
+  if add > 0 then
+    redis.call('HINCRBY', b, 'tokens', add - reserved[i])
+    redis.call('HSET', b, 'r:' .. member, add)
+    redis.call('EXPIRE', b, tonumber(ARGV[base + 4]))
+  end
 end
 return {0, 0, 0, now}
 """
@@ -129,18 +135,19 @@ SETTLE = (
     _COMMON
     + """
 -- Settles several calls (of one tenant: their keys share its hash tag) in one round trip.
--- ARGV: now_ms|'', budget_ttl_s, n_calls, then per call: member, n_windows, actual_tokens,
---       actual_cost_micro, then per window: actual cost, window_ms
--- KEYS: per call, (zset, hash) per window, then the call's day hash
--- Returns each call's day token total after settling.
+-- ARGV: now_ms|'', budget_ttl_s, n_calls, then per call: member, n_windows, n_days,
+--       actual_tokens, actual_cost_micro, then per window: actual cost, window_ms
+-- KEYS: per call, (zset, hash) per window, then the call's day hashes (the tenant's first,
+--       then the agent's when it has a budget)
+-- Returns each call's token total of its first day hash after settling.
 local now = now_ms(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local a, k = 4, 1
 local totals = {}
 for c = 1, tonumber(ARGV[3]) do
-  local member, n = ARGV[a], tonumber(ARGV[a + 1])
-  local actual, cost_micro = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  a = a + 4
+  local member, n, nd = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local actual, cost_micro = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  a = a + 5
   for _ = 1, n do
     local z, h = KEYS[k], KEYS[k + 1]
     local cost, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -159,13 +166,17 @@ for c = 1, tonumber(ARGV[3]) do
     redis.call('PEXPIRE', z, window)
     redis.call('PEXPIRE', h, window)
   end
-  local b = KEYS[k]
-  k = k + 1
-  local reserved = tonumber(redis.call('HGET', b, 'r:' .. member) or '0')
-  redis.call('HDEL', b, 'r:' .. member)
-  totals[c] = redis.call('HINCRBY', b, 'tokens', actual - reserved)
-  if cost_micro > 0 then redis.call('HINCRBY', b, 'cost_micro', cost_micro) end
-  redis.call('EXPIRE', b, ttl)
+  for d = 1, nd do
+    local b = KEYS[k]
+    k = k + 1
+    local reserved = tonumber(redis.call('HGET', b, 'r:' .. member) or '0')
+    redis.call('HDEL', b, 'r:' .. member)
+    local total = redis.call('HINCRBY', b, 'tokens', actual - reserved)
+    if d == 1 then totals[c] = total end
+    if cost_micro > 0 then redis.call('HINCRBY', b, 'cost_micro', cost_micro) end
+    redis.call('EXPIRE', b, ttl)
+  end
+  if nd == 0 then totals[c] = 0 end
 end
 return totals
 """

@@ -93,21 +93,9 @@ def checked(source: str, agent: Agent, base: Path | None = None) -> Agent:
     schema = update.get("output_schema", agent.output_schema)
     if schema is not None:
         _check_schema(source, schema)
-    _check_limits(source, agent)
     if any(not p.strip() for p in agent.tools):
         raise AgentDefinitionError(source, "tools", "an empty tool pattern")
     return agent.model_copy(update=update) if update else agent
-
-
-def _check_limits(source: str, agent: Agent) -> None:
-    for budget in ("daily_tokens", "daily_cost_usd"):
-        if agent.limits is not None and getattr(agent.limits, budget) is not None:
-            raise AgentDefinitionError(
-                source,
-                f"limits.{budget}",
-                "per-agent daily budgets are not supported yet; set them per tenant "
-                "(admission.tenants)",
-            )
 
 
 def _check_schema(source: str, schema: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ from agentstream.processors.sanitize import valid_id
 from agentstream.schemas.contracts import CancelRequest
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.cancels import CancelDecision, CancelFinding, CancelStore
+from agentstream.streams.consumer_stop import stop_consumer
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.retry import RetryForwarder
 
@@ -129,15 +130,7 @@ class CancelListener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        try:
-            await self._consumer.stop()
-        except asyncio.CancelledError:
-            # aiokafka re-raises the cancellation of a fetch it had pending (the broker is
-            # gone); only a cancel of this task itself goes on
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            log.warning("control consumer stopped with a fetch pending")
+        await stop_consumer(self._consumer, name="control")
 
     async def _consume(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from agentstream.config import Settings
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import Inbound
+from agentstream.streams.consumer_stop import stop_consumer
 from agentstream.streams.kafka_config import client_kwargs
 from agentstream.streams.runner import StageRunner
 from agentstream.streams.topology import retry_topics
@@ -105,7 +106,7 @@ class RetryConsumer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._commit()
-        await self._consumer.stop()
+        await stop_consumer(self._consumer, name="retry")
 
 
 def _acker(done: dict[TopicPartition, int], tp: TopicPartition, offset: int) -> Any:

@@ -68,6 +68,13 @@ class ToolPolicy:
     destructive: bool = False
     cache_ttl_s: int | None = None
 
+    def result_ttl_s(self, default_s: int) -> int:
+        """Seconds a result may be reused (``default_s``: ``tools.cache_ttl_s``, for read-only
+        tools without a TTL of their own); 0 = not cacheable, always so when not read-only."""
+        if not self.read_only:
+            return 0
+        return default_s if self.cache_ttl_s is None else self.cache_ttl_s
+
 
 @runtime_checkable
 class Tool(Protocol):

@@ -112,10 +112,7 @@ class PolicyExecutor:
     def cache_ttl_s(self, name: str) -> int:
         """Seconds a result of ``name`` is cached; 0 for tools that are not read-only, and for
         read-only tools without a TTL of their own (unless ``tools.cache_ttl_s`` sets one)."""
-        policy = self.inner.policy(name)
-        if not policy.read_only:
-            return 0
-        return self.default_cache_ttl_s if policy.cache_ttl_s is None else policy.cache_ttl_s
+        return self.inner.policy(name).result_ttl_s(self.default_cache_ttl_s)
 
     async def execute(
         self,
