@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentstream.config import Settings
 from agentstream.exceptions import ErrorCode
@@ -28,6 +28,7 @@ from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import CancelRequest, ErrorEvent
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.partitions import all_partitions
 
 if TYPE_CHECKING:
     from agentstream.client import AgentResponse
@@ -170,8 +171,7 @@ async def _errors_reader(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
     await consumer.start()
     try:
         topic = settings.topics.errors
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await all_partitions(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:  # positions resolved before the cancel is sent

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentstream.cancel_client import CancelResult, new_cancel, send_cancel
 from agentstream.client_stream import StreamReader
@@ -43,6 +43,7 @@ from agentstream.schemas.contracts import Feedback, StreamDelta
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.idempotence import idempotence_kwargs
 from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.partitions import all_partitions
 
 _SEEN_LIMIT = 100_000
 _RATED_LIMIT = 10_000
@@ -168,11 +169,7 @@ class AgentClient:
         await self._producer.start()
         await self._consumer.start()
         topic = self.settings.topics.responses
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await all_partitions(self._consumer, topic)
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve positions now, before anything is submitted

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from agentstream.config import Settings
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import StreamDelta
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.partitions import all_partitions
 
 
 @dataclass(kw_only=True)
@@ -76,11 +77,7 @@ class StreamReader:
             await consumer.start()
             self._consumer = consumer
             topic = self._settings.topics.stream
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            tps = await all_partitions(consumer, topic)
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
             for tp in tps:

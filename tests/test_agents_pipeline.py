@@ -132,9 +132,14 @@ async def test_two_agents_answer_side_by_side_in_one_worker(
         assert a_body["messages"][0]["content"] == (
             "You are the analyst. Use the calculator for every sum.\n"
         )
-        # "calc*" matches the calculator; current_time is not offered; agent.support names a
-        # tool the registry does not hold (delegation is another piece of work)
-        assert [t["function"]["name"] for t in a_body["tools"]] == ["calculator"]
+        # "calc*" matches the calculator; current_time is not offered; agent.support is offered
+        # as a tool (delegation; its wire name has no dot) with the support agent's description
+        tools = {t["function"]["name"]: t["function"] for t in a_body["tools"]}
+        assert list(tools) == ["calculator", "agent_support"]
+        assert (
+            tools["agent_support"]["description"]
+            == "Answers customers' questions about their orders"
+        )
         assert a_body["max_tokens"] == 300
         assert "temperature" not in a_body
 

@@ -107,13 +107,9 @@ def tail(
 
 async def _assign(consumer: AIOKafkaConsumer, topic: str, from_beginning: bool) -> None:
     """Every partition of ``topic`` (checked to exist), at its start or its end."""
-    from aiokafka import TopicPartition
+    from agentstream.streams.partitions import all_partitions
 
-    parts = consumer.partitions_for_topic(topic)
-    if not parts:
-        await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    tps = await all_partitions(consumer, topic)
     consumer.assign(tps)
     if from_beginning:
         await consumer.seek_to_beginning(*tps)

@@ -46,6 +46,7 @@ from agentstream.schemas.exceptions import SerializationError
 from agentstream.state.cancels import CancelDecision, CancelFinding, CancelStore
 from agentstream.streams.consumer_stop import stop_consumer
 from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.partitions import all_partitions
 from agentstream.streams.retry import RetryForwarder
 
 log = get_logger(__name__)
@@ -90,9 +91,7 @@ class CancelListener:
         """Read every partition of the control topic from ``cancel.window_s`` ago."""
         topic = self.settings.topics.control
         await self._consumer.start()
-        await self._consumer.topics()  # loads the metadata (names no topic: creates none)
-        partitions = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await all_partitions(self._consumer, topic)
         self._consumer.assign(tps)
         since_ms = int((time.time() - self.settings.cancel.window_s) * 1000)
         found = await self._consumer.offsets_for_times(dict.fromkeys(tps, since_ms))

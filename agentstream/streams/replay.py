@@ -48,6 +48,7 @@ from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.exceptions import SerializationError
 from agentstream.streams.admin import list_topics
 from agentstream.streams.kafka_config import client_kwargs
+from agentstream.streams.partitions import all_partitions
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.topology import contract_for_topic
 
@@ -305,13 +306,9 @@ class DlqReader:
     async def _assign(self) -> tuple[list[TopicPartition], dict[TopicPartition, int]]:
         """Every partition of the topic, assigned and at its beginning."""
         consumer = self._consumer
-        parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
+        tps = await all_partitions(consumer, self.topic)
+        if not tps:
             raise ReplayError(f"topic {self.topic!r} does not exist")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         begin: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
         for tp in tps:
