@@ -184,11 +184,12 @@ async def test_provider_outage_breaker_fallback_retry_tiers_and_replay(
 ) -> None:
     # Group timeouts a loaded 2-core machine keeps (a JVM broker, a Redis Cluster and two
     # workers share it): with FAST_KAFKA's 2 s a late heartbeat rebalanced the group mid-outage,
-    # and turns abandoned after publishing their retry record were retried twice. This test is
-    # about outages; rebalances have their own tests.
-    steady = {**FAST_KAFKA, "session_timeout_s": 6.0, "heartbeat_interval_s": 1.0}
+    # and turns abandoned after publishing their retry record were retried twice. 6 s still
+    # rebalanced once in a CI run of the Apache Kafka + Redis Cluster matrix (six dead letters
+    # written twice). This test is about outages; rebalances have their own tests.
+    steady = {**FAST_KAFKA, "session_timeout_s": 12.0, "heartbeat_interval_s": 1.0}
     settings: Settings = settings_factory(
-        kafka={**steady, "rebalance_timeout_s": 6.0}, topics={"retry_tiers_s": RETRY_TIERS_S}
+        kafka={**steady, "rebalance_timeout_s": 12.0}, topics={"retry_tiers_s": RETRY_TIERS_S}
     )
     await ensure_topics(settings)
     topics = settings.topics
