@@ -69,14 +69,14 @@ class FeedbackStage(Stage[Feedback]):
         chars = len(event.comment or "")
         metrics.FEEDBACK.labels(agent, model, str(event.rating)).inc()
         metrics.FEEDBACK_COMMENT_CHARS.labels(agent, model).observe(chars)
-        record = _metrics_event(ids, event, model=model, comment_chars=chars)
+        record = _metrics_event(ids, event, agent=agent, model=model, comment_chars=chars)
         topic = self.deps.settings.topics.metrics
         value = self.deps.codec.encode_record(record)
         return StageResult(records=[Outbound(topic=topic, key=ids.key, value=value)])
 
 
 def _metrics_event(
-    ids: RequestIds, event: Feedback, *, model: str, comment_chars: int
+    ids: RequestIds, event: Feedback, *, agent: str, model: str, comment_chars: int
 ) -> MetricsEvent:
     return MetricsEvent(
         request_id=ids.request_id,
@@ -95,6 +95,7 @@ def _metrics_event(
         tool_errors=0,
         time=utcnow(),
         model=model,
+        agent=agent,
         feedback_rating=event.rating,
         feedback_comment_chars=comment_chars,
     )
