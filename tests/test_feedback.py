@@ -32,7 +32,9 @@ def test_label_values_are_bounded() -> None:
 
 def test_feedback_event_carries_the_comment_length_only() -> None:
     ids = RequestIds(request_id="r", session_id="s", user_id="u", tenant_id="t")
-    event = _metrics_event(ids, _feedback(4, "secret words"), model="m", comment_chars=12)
+    event = _metrics_event(
+        ids, _feedback(4, "secret words"), agent="a", model="m", comment_chars=12
+    )
     assert (event.outcome, event.feedback_rating, event.feedback_comment_chars) == (
         "FEEDBACK",
         4,
