@@ -4,6 +4,18 @@ The hash ``{prefix}:ctx:{tenant:session}`` holds ``v`` (version), ``data`` (the 
 JSON), ``a`` (the request holding the session: ``request_id|since_ms``), ``o`` (its owner:
 ``tenant|user``) and ``r`` (the ids of the session's latest responses, space-separated). Ids
 never contain ``|`` or spaces (processors/sanitize.py).
+
+A free session has no ``a`` or ``a`` = :data:`FREE` (``|0``: no request, claimed at the epoch):
+releasing writes that marker in the write it already makes instead of an extra ``HDEL``. Scripts
+of earlier versions read the marker as a claim abandoned long ago, so they take the session too
+(a rolling upgrade mixes both).
+
+Commands a script can skip (issue 18): the claim reads ``v`` with the other fields instead of an
+``HEXISTS`` (``v`` and ``data`` are always written together); the write that ends a request
+skips the context's ``EXPIRE`` when that request's own claim set it less than a tenth of the TTL
+ago (the claim refreshes the TTL, so the session still has at least 90 % of it), and the step's
+``EXPIRE`` when the caller knows the entry's TTL is right (state/journal.py) and the entry
+existed.
 """
 
 from __future__ import annotations
@@ -24,12 +36,17 @@ end
 local function held_by(a, id)
   return a and string.sub(a, 1, string.len(id) + 1) == id .. '|'
 end
+local FREE = '|0'
+local function since_of(a)
+  return tonumber(string.sub(a, string.find(a, '|', 1, true) + 1))
+end
 """
 
 # KEYS[1] context key; KEYS[2] (optional) a step-journal entry completed in the same write
 # ARGV: expected version ("0" = must not exist), data, ttl s, owner ("tenant|user"),
-#       request id this write ends ("" = none), its response id, responses kept,
-#       [step result, step retention s]
+#       request id this write ends ("" = none), its response id, responses kept, now ms,
+#       [step result, step retention s, "1": the entry's TTL is right (keep it unless the
+#       entry was gone)]
 # Returns the new version, or -1 on a version conflict.
 CAS = (
     _HELPERS
@@ -38,42 +55,44 @@ local h = redis.call('HMGET', KEYS[1], 'v', 'a', 'r', 'o')
 local cur = h[1] or '0'
 if cur ~= ARGV[1] then return -1 end
 local nv = tonumber(cur) + 1
+local ttl = tonumber(ARGV[3])
+local refresh = true
 local set = {'v', nv, 'data', ARGV[2]}
 if not h[4] then set[#set + 1] = 'o'; set[#set + 1] = ARGV[4] end
 if ARGV[5] ~= '' then
-  if held_by(h[2], ARGV[5]) then redis.call('HDEL', KEYS[1], 'a') end
+  if held_by(h[2], ARGV[5]) then
+    set[#set + 1] = 'a'; set[#set + 1] = FREE
+    local age = tonumber(ARGV[8]) - since_of(h[2])
+    refresh = age < 0 or age >= ttl * 100  -- the claim set the TTL less than ttl/10 ago
+  end
   local r = recorded(h[3], ARGV[6], tonumber(ARGV[7]))
   if r then set[#set + 1] = 'r'; set[#set + 1] = r end
 end
 redis.call('HSET', KEYS[1], unpack(set))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if refresh then redis.call('EXPIRE', KEYS[1], ttl) end
 if KEYS[2] then
-  redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[8])
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
+  local added = redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[9])
+  if ARGV[11] ~= '1' or added == 2 then  -- 2 new fields: the entry was gone, it has no TTL
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
+  end
 end
 return nv
 """
 )
 
 # KEYS[1] context key; ARGV: request_id, response id ("" = none), ttl s, responses kept.
-# Frees the session if that request holds it, and records the response among the session's
-# latest (a hash holding only that record expires like a context). Idempotent.
+# Frees the session (a = FREE) if that request holds it, and records the response among the
+# session's latest (a hash holding only that record expires like a context). Idempotent.
 RELEASE = (
     _HELPERS
     + """
 local h = redis.call('HMGET', KEYS[1], 'a', 'r')
-local freed = 0
-if held_by(h[1], ARGV[1]) then
-  redis.call('HDEL', KEYS[1], 'a')
-  freed = 1
-end
-if ARGV[2] ~= '' then
-  local r = recorded(h[2], ARGV[2], tonumber(ARGV[4]))
-  if r then
-    redis.call('HSET', KEYS[1], 'r', r)
-    if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
-  end
-end
+local set, freed = {}, 0
+if held_by(h[1], ARGV[1]) then set, freed = {'a', FREE}, 1 end
+local r = ARGV[2] ~= '' and recorded(h[2], ARGV[2], tonumber(ARGV[4]))
+if r then set[#set + 1] = 'r'; set[#set + 1] = r end
+if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+if r and redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
 return freed
 """
 )
@@ -90,16 +109,15 @@ return freed
 # owner's session). Nothing changes unless it returns CLAIMED or HELD.
 _CLAIM_FN = """
 local function claim(key)
-  local h = redis.call('HMGET', key, 'o', 'a', 'r')
+  local h = redis.call('HMGET', key, 'o', 'a', 'r', 'v')
   if h[1] then
     if h[1] ~= ARGV[4] then return -5 end
-  elseif ARGV[7] ~= '1' and redis.call('HEXISTS', key, 'data') == 1 then
+  elseif ARGV[7] ~= '1' and h[4] then  -- a conversation (v and data go together), no owner
     return -4
   end
   local held = held_by(h[2], ARGV[1])
-  if h[2] and not held then
-    local since = tonumber(string.sub(h[2], string.find(h[2], '|', 1, true) + 1))
-    if tonumber(ARGV[2]) - since < tonumber(ARGV[3]) then return -2 end
+  if h[2] and h[2] ~= FREE and not held then
+    if tonumber(ARGV[2]) - since_of(h[2]) < tonumber(ARGV[3]) then return -2 end
   end
   if ARGV[5] ~= '' and recorded(h[3], ARGV[5], 1000000) then return -3 end
   redis.call('HSET', key, 'a', ARGV[1] .. '|' .. ARGV[2], 'o', ARGV[4])
@@ -126,6 +144,9 @@ return {stored, claim(KEYS[2])}
 )
 CLAIMED, HELD, BUSY, UNKNOWN, LEGACY, FORBIDDEN = 1, 2, -2, -3, -4, -5
 
+
+#: ``a`` of a free session (written by the release; a missing ``a`` is free too).
+FREE = "|0"
 
 #: Every Lua script the session store runs (start-up checks load them).
 SCRIPTS: tuple[str, ...] = (CAS, RELEASE, CLAIM, OPEN)

@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 
 from agentstream.state import context_scripts as lua
 from agentstream.state.autopipe import AutoPipeline
-from agentstream.state.context import AgentContext, ContextStore, owner_of
+from agentstream.state.context import AgentContext, ContextStore, StepDone, owner_of
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal, StepState
 from agentstream.state.keys import Keys
@@ -141,7 +141,7 @@ class RedisSessionStore:
         if complete_step is not None:
             step_id, result = complete_step
             key = self.journal.key(ids.tenant_id, ids.session_id, step_id)
-            step = (key, result, self.journal.retention_s)
+            step = StepDone(key, result, self.journal.retention_s, self.journal.ttl_right(key))
         known: dict[str, Any] = {} if current is UNREAD else {"current": current}
         return await self.contexts.update(
             ids.tenant_id,
