@@ -14,8 +14,9 @@ import pytest
 from agentstream.state.context import AgentContext
 from agentstream.state.context_scripts import FREE
 from agentstream.state.keys import Keys
+from agentstream.state.memory import MemorySessionStore
 from agentstream.state.redis_session import RedisSessionStore
-from agentstream.state.session import Claim, ClaimOutcome, RequestIds
+from agentstream.state.session import Claim, ClaimOutcome, RequestIds, SessionStore
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +195,83 @@ async def test_rolling_upgrade_sessions_pass_between_versions(
     assert await store.claim(_ids("r3"), Claim(stale_s=60, follows="resp-2")) is (
         ClaimOutcome.CLAIMED
     )
+
+
+@pytest.fixture(params=["redis", "memory"])
+def any_store(request: pytest.FixtureRequest, redis: Any, unique_prefix: str) -> SessionStore:
+    if request.param == "memory":
+        return MemorySessionStore(owner="w1")
+    return _store(redis, unique_prefix)
+
+
+async def test_open_reading_claims_begins_the_step_and_reads_the_context(
+    any_store: SessionStore,
+) -> None:
+    """One round trip on one server (a script), the same answers as open + begin_step_reading
+    everywhere: only a first sighting that holds its session begins its step."""
+    store, claim = any_store, Claim(stale_s=60)
+    opening, state, ctx = await store.open_reading(_ids("r1"), "q/0/1", claim, "r1:t0:llm")
+    assert (opening.first_sighting, opening.claim) == (True, ClaimOutcome.CLAIMED)
+    assert state is not None
+    assert state.status == "new"
+    assert ctx is not None
+    assert ctx.history == []
+    assert ctx.active_request == "r1"
+    assert ctx.owned_by("t", "u")
+    # a repeat at another position begins nothing; another request of the session waits
+    repeat = await store.open_reading(_ids("r1"), "q/0/2", claim, "r1:t0:llm")
+    assert (repeat[0].first_sighting, repeat[0].claim, repeat[1:]) == (
+        False,
+        ClaimOutcome.HELD,
+        (None, None),
+    )
+    busy = await store.open_reading(_ids("r2"), "q/0/3", claim, "r2:t0:llm")
+    assert (busy[0].claim, busy[1:]) == (ClaimOutcome.BUSY, (None, None))
+    assert (await store.begin_step(_ids("r2"), "r2:t0:llm")).status == "new"  # never begun
+    await store.update(
+        _ids("r1"),
+        _answer,
+        current=ctx,
+        complete_step=("r1:t0:llm", "answer"),
+        ends_with="resp-1",
+    )
+    # redelivered after it finished: the step is done, the context has the answer
+    again, state, ctx = await store.open_reading(_ids("r1"), "q/0/1", claim, "r1:t0:llm")
+    assert (again.first_sighting, again.claim) == (True, ClaimOutcome.CLAIMED)
+    assert state is not None
+    assert (state.status, state.result) == ("done", "answer")
+    assert ctx is not None
+    assert ctx.history[-1]["content"] == "hi"
+    assert ctx.version == 1
+    forbidden = await store.open_reading(
+        RequestIds(request_id="r9", session_id="s", user_id="eve", tenant_id="t"),
+        "q/0/9",
+        claim,
+        "r9:t0:llm",
+    )
+    assert (forbidden[0].claim, forbidden[1:]) == (ClaimOutcome.FORBIDDEN, (None, None))
+
+
+async def test_open_reading_of_a_context_without_an_owner(redis: Any, unique_prefix: str) -> None:
+    """A context written before owners were recorded is checked against its conversation,
+    claimed trusted, then its step begun."""
+    store = _store(redis, unique_prefix)
+    legacy = AgentContext(session_id="s", user_id="u", tenant_id="t")
+    key = store.contexts.key("t", "s")
+    await redis.hset(key, mapping={"v": 3, "data": legacy.to_json()})
+    opening, state, ctx = await store.open_reading(
+        _ids("r1"), "q/0/1", Claim(stale_s=60), "r1:t0:llm"
+    )
+    assert opening.claim is ClaimOutcome.CLAIMED
+    assert state is not None
+    assert state.status == "new"
+    assert ctx is not None
+    assert ctx.version == 3
+    await redis.hset(store.contexts.key("t", "s2"), mapping={"v": 1, "data": legacy.to_json()})
+    refused = await store.open_reading(
+        RequestIds(request_id="r2", session_id="s2", user_id="eve", tenant_id="t"),
+        "q/0/2",
+        Claim(stale_s=60),
+        "r2:t0:llm",
+    )
+    assert (refused[0].claim, refused[1:]) == (ClaimOutcome.FORBIDDEN, (None, None))

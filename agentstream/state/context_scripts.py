@@ -20,6 +20,8 @@ existed.
 
 from __future__ import annotations
 
+from agentstream.state.journal import BEGIN_FN
+
 # Lua helpers. ``recorded(r, id, keep)``: field r with response ``id`` added (the latest
 # ``keep``), or nil when it is there already. ``held_by(a, id)``: field a names request ``id``.
 _HELPERS = """
@@ -107,26 +109,32 @@ return freed
 # (-3: the session does not know the response the request follows), LEGACY (-4: a context
 # without a recorded owner; check it, then call again trusted) or FORBIDDEN (-5: another
 # owner's session). Nothing changes unless it returns CLAIMED or HELD.
+# claim(key, read data): the claim code and the fields it read (o, a, r, v, and data when asked).
 _CLAIM_FN = """
-local function claim(key)
-  local h = redis.call('HMGET', key, 'o', 'a', 'r', 'v')
+local function claim(key, read_data)
+  local h
+  if read_data then
+    h = redis.call('HMGET', key, 'o', 'a', 'r', 'v', 'data')
+  else
+    h = redis.call('HMGET', key, 'o', 'a', 'r', 'v')
+  end
   if h[1] then
-    if h[1] ~= ARGV[4] then return -5 end
+    if h[1] ~= ARGV[4] then return -5, h end
   elseif ARGV[7] ~= '1' and h[4] then  -- a conversation (v and data go together), no owner
-    return -4
+    return -4, h
   end
   local held = held_by(h[2], ARGV[1])
   if h[2] and h[2] ~= FREE and not held then
-    if tonumber(ARGV[2]) - since_of(h[2]) < tonumber(ARGV[3]) then return -2 end
+      if tonumber(ARGV[2]) - since_of(h[2]) < tonumber(ARGV[3]) then return -2, h end
   end
-  if ARGV[5] ~= '' and recorded(h[3], ARGV[5], 1000000) then return -3 end
+  if ARGV[5] ~= '' and recorded(h[3], ARGV[5], 1000000) then return -3, h end
   redis.call('HSET', key, 'a', ARGV[1] .. '|' .. ARGV[2], 'o', ARGV[4])
   redis.call('EXPIRE', key, tonumber(ARGV[6]))
-  if held then return 2 end
-  return 1
+  if held then return 2, h end
+  return 1, h
 end
 """
-CLAIM = _HELPERS + _CLAIM_FN + "return claim(KEYS[1])\n"
+CLAIM = _HELPERS + _CLAIM_FN + "return (claim(KEYS[1], false))\n"
 
 # One server only (the keys are in different Redis Cluster slots): the request's dedupe marker
 # and the claim in one call. KEYS[1] dedupe key, KEYS[2] context key; ARGV as CLAIM, then
@@ -139,7 +147,30 @@ local stored = ARGV[8]
 if not redis.call('SET', KEYS[1], ARGV[8], 'NX', 'EX', tonumber(ARGV[9])) then
   stored = redis.call('GET', KEYS[1])
 end
-return {stored, claim(KEYS[2])}
+return {stored, (claim(KEYS[2], false))}
+"""
+)
+
+# One server only: OPEN, then (a first sighting that holds its session: CLAIMED or HELD) the
+# begin of a journal step and the context, read by the claim's own HMGET. KEYS as OPEN, then
+# KEYS[3] the step's journal entry; ARGV as OPEN, then the step begin's owner, now ms, ttl s.
+# Returns {first position, claim code[, step status, step value, v, data]}.
+OPEN_READING = (
+    _HELPERS
+    + _CLAIM_FN
+    + BEGIN_FN
+    + """
+local stored = ARGV[8]
+if not redis.call('SET', KEYS[1], ARGV[8], 'NX', 'EX', tonumber(ARGV[9])) then
+  stored = redis.call('GET', KEYS[1])
+end
+local first = string.match(stored, '^[^ ]*') == string.match(ARGV[8], '^[^ ]*')
+local code, h = claim(KEYS[2], true)
+if (code ~= 1 and code ~= 2) or not first then
+  return {stored, code}
+end
+local st = begin(KEYS[3], ARGV[10], ARGV[11], ARGV[12], '0')
+return {stored, code, st[1], st[2] or false, h[4] or false, h[5] or false}
 """
 )
 CLAIMED, HELD, BUSY, UNKNOWN, LEGACY, FORBIDDEN = 1, 2, -2, -3, -4, -5
@@ -149,4 +180,4 @@ CLAIMED, HELD, BUSY, UNKNOWN, LEGACY, FORBIDDEN = 1, 2, -2, -3, -4, -5
 FREE = "|0"
 
 #: Every Lua script the session store runs (start-up checks load them).
-SCRIPTS: tuple[str, ...] = (CAS, RELEASE, CLAIM, OPEN)
+SCRIPTS: tuple[str, ...] = (CAS, RELEASE, CLAIM, OPEN, OPEN_READING)

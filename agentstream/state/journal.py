@@ -35,34 +35,38 @@ from agentstream.state.autopipe import AutoPipeline
 from agentstream.state.keys import Keys
 from agentstream.state.redis import RedisClient
 
-# KEYS[1] step key; ARGV: owner (worker id and a token unique to this call: the same call sent
-# again after a lost reply finds its own claim), now ms, retention s, rerun unknown ("1" =
-# operator replay)
-_BEGIN = """
-local function reply(status, value)
-  local r = {status, value}
-  if KEYS[2] then  -- also read a hash (the session context) in the same round trip
-    local h = redis.call('HMGET', KEYS[2], 'v', 'data', 'a', 'o')
-    r[3] = h[1]; r[4] = h[2]; r[5] = h[3]; r[6] = h[4]
+# begin(step key, owner, now ms, ttl s, rerun unknown): {status, value}. The owner is the worker
+# id and a token unique to this call: the same call sent again after a lost reply finds its own
+# claim. Rerun unknown "1": an operator's replay.
+BEGIN_FN = """
+local function begin(key, owner, now, ttl, rerun)
+  local h = redis.call('HMGET', key, 'status', 'owner', 'result')
+  local st = h[1]
+  if st == 'done' then return {'done', h[3]} end
+  if st == 'unknown' and rerun == '0' then return {'unknown', ''} end
+  if st == 'running' and h[2] == owner then
+    return {'new', ''}  -- this very call again: its first reply was lost with a connection
   end
-  return r
+  redis.call('HSET', key, 'status', 'running', 'owner', owner, 'started', now)
+  redis.call('EXPIRE', key, tonumber(ttl))
+  if st == 'running' then return {'in_flight', h[2]} end
+  return {'new', ''}
 end
-local h = redis.call('HMGET', KEYS[1], 'status', 'owner', 'result')
-local st = h[1]
-if st == 'done' then
-  return reply('done', h[3])
-end
-if st == 'unknown' and ARGV[4] == '0' then
-  return reply('unknown', '')
-end
-if st == 'running' and h[2] == ARGV[1] then
-  return reply('new', '')  -- this very call again: its first reply was lost with a connection
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[1], 'started', ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-if st == 'running' then return reply('in_flight', h[2]) end
-return reply('new', '')
 """
+
+# KEYS[1] step key, KEYS[2] (optional) a hash (the session context) whose fields v, data, a, o
+# are read in the same round trip; ARGV: owner, now ms, ttl s, rerun unknown (see BEGIN_FN)
+_BEGIN = (
+    BEGIN_FN
+    + """
+local r = begin(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+if KEYS[2] then
+  local h = redis.call('HMGET', KEYS[2], 'v', 'data', 'a', 'o')
+  r[3] = h[1]; r[4] = h[2]; r[5] = h[3]; r[6] = h[4]
+end
+return r
+"""
+)
 
 # KEYS[1] step key; ARGV: result, retention s, "1": the entry's TTL is right (keep it unless
 # the entry was gone: 2 new fields)
@@ -131,13 +135,14 @@ class StepJournal:
     def key(self, tenant_id: str, session_id: str, step_id: str) -> str:
         return self._keys.step(tenant_id, session_id, step_id)
 
-    def _begin_args(self, rerun_unknown: bool) -> list[str | int]:
+    def begin_args(self, rerun_unknown: bool = False) -> list[str | int]:
+        """The arguments of a step begin (``BEGIN_FN``): a fresh owner token, now, the TTL."""
         now = int(time.time() * 1000)
         owner = f"{self._owner}#{uuid.uuid4().hex[:12]}"
         ttl = self._retention_s + self._slack_s
         return [owner, now, ttl, "1" if rerun_unknown else "0"]
 
-    def _began(self, key: str, state: StepState, at: float) -> StepState:
+    def began(self, key: str, state: StepState, at: float) -> StepState:
         """Remember when this worker (re)set the TTL of ``key`` (for :meth:`ttl_right`)."""
         if state.status in ("new", "in_flight"):
             self._begun[key] = at
@@ -165,10 +170,10 @@ class StepJournal:
         context) in the same round trip."""
         key = self._keys.step(tenant_id, session_id, step_id)
         at = time.monotonic()
-        raw = await self._begin(keys=[key, hash_key], args=self._begin_args(rerun_unknown))
+        raw = await self._begin(keys=[key, hash_key], args=self.begin_args(rerun_unknown))
         fields = list(raw[2:6])
         fields += [None] * (4 - len(fields))  # trailing nils are dropped from Lua replies
-        return self._began(key, self.parse_begin(raw[:2]), at), fields
+        return self.began(key, self.parse_begin(raw[:2]), at), fields
 
     async def begin(
         self, tenant_id: str, session_id: str, step_id: str, *, rerun_unknown: bool = False
@@ -176,8 +181,8 @@ class StepJournal:
         """Look the step up and, unless it is done (or unknown and not re-run), take it."""
         key = self._keys.step(tenant_id, session_id, step_id)
         at = time.monotonic()
-        raw = await self._begin(keys=[key], args=self._begin_args(rerun_unknown))
-        return self._began(key, self.parse_begin(raw), at)
+        raw = await self._begin(keys=[key], args=self.begin_args(rerun_unknown))
+        return self.began(key, self.parse_begin(raw), at)
 
     @staticmethod
     def parse_begin(raw: Any) -> StepState:
