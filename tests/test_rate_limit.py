@@ -12,7 +12,7 @@ import pytest
 from agentstream.admission.budget import BudgetCheck
 from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.limits import Window
-from agentstream.admission.rate_limit import SlidingWindowLimiter
+from agentstream.admission.rate_limit import Settlement, SlidingWindowLimiter
 from tests.support.redis import RedisClient, connect
 
 pytestmark = pytest.mark.integration
@@ -183,7 +183,7 @@ import asyncio, sys
 from agentstream.state.redis import redis_from_url
 from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.limits import Window
-from agentstream.admission.rate_limit import SlidingWindowLimiter
+from agentstream.admission.rate_limit import Settlement, SlidingWindowLimiter
 
 async def main(url, prefix, tag):
     redis = redis_from_url(url)
@@ -213,3 +213,32 @@ def test_two_processes_never_double_allow(redis_url: str, unique_prefix: str) ->
         assert proc.returncode == 0, err.decode()
         allowed.append(int(out))
     assert sum(allowed) == 10
+
+
+async def test_a_batch_of_settlements_on_shared_keys_books_each_call(
+    redis: RedisClient, unique_prefix: str
+) -> None:
+    """Calls of one tenant settled in one script share their window and day keys (each key is
+    trimmed and given its TTL once per batch): every call is booked, reserved or not."""
+    keys = AdmissionKeys(unique_prefix)
+    limiter = SlidingWindowLimiter(redis)
+    w = Window(name="user_tokens", key=keys.user_tokens("t", "u"), limit=10_000, window_ms=10_000)
+    day = keys.day("t", "20270115")
+    budget = BudgetCheck(key=day, add_tokens=50, token_limit=100_000, cost_limit_micro=-1)
+    assert (await limiter.acquire([(w, 70)], "old", now_ms=T0)).allowed  # leaves the window
+    for member in ("c1", "c2"):  # reserved before the call; c3 and c4 were not
+        assert (await limiter.acquire([(w, 50)], member, [budget], now_ms=T0 + 9_000)).allowed
+    assert int(await redis.hget(w.costs_key, "#total") or 0) == 170
+    calls = [("c1", 40), ("c2", 80), ("c3", 25), ("c4", 0)]
+    entries = [
+        Settlement(charges=((w, n),), member=m, day_keys=(day,), tokens=n, cost_micro=0)
+        for m, n in calls
+    ]
+    totals = await limiter.settle_many(entries, now_ms=T0 + 10_500)
+    assert totals == [90, 120, 145, 145]  # day tokens after each call (c2 still reserved)
+    assert int(await redis.hget(w.costs_key, "#total") or 0) == 145  # "old" left the window
+    assert await redis.hget(w.costs_key, "old") is None
+    assert [k for k in await redis.hkeys(day) if k.startswith(b"r:")] == []
+    assert 0 < await redis.pttl(w.key) <= 10_000
+    assert 0 < await redis.pttl(w.costs_key) <= 10_000
+    assert await redis.ttl(day) > 0

@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 from agentstream.admission.keys import AdmissionKeys
 from agentstream.admission.usage import tenants_with_usage, utc_day
 from agentstream.embedded import EmbeddedRedisCluster
-from agentstream.state.context import AgentContext, ContextStore
+from agentstream.state.context import AgentContext, ContextStore, StepDone
 from agentstream.state.journal import StepJournal
 from agentstream.state.keys import Keys
 from agentstream.state.redis import GatedRedisCluster, is_cluster_url, redis_from_url
@@ -118,7 +118,7 @@ async def test_scripts_touch_a_session_context_and_journal_together(
             "t",
             session,
             lambda _c, s=session: AgentContext(session_id=s, user_id="u", tenant_id="t"),
-            complete_step=(step_key, "answer", 600),
+            complete_step=StepDone(step_key, "answer", 600),
         )
         assert (await journal.begin("t", session, f"r{i}:t0:llm")).status == "done"
 

@@ -26,6 +26,7 @@ from agentstream.client import AgentClient, AgentResponse, new_request
 from agentstream.config import Settings
 from agentstream.embedded import EmbeddedRedis
 from agentstream.embedded.process import free_port
+from agentstream.state.context_scripts import FREE
 from agentstream.state.keys import Keys
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.app import PipelineWorker
@@ -87,7 +88,7 @@ async def converse(
 async def claimed_sessions(redis: Redis, settings: Settings, sessions: list[str]) -> list[str]:
     keys = Keys(settings.state.key_prefix)
     held = [await redis.hget(keys.context("t", s), "a") for s in sessions]
-    return [s for s, a in zip(sessions, held, strict=True) if a is not None]
+    return [s for s, a in zip(sessions, held, strict=True) if a not in (None, FREE.encode())]
 
 
 async def load_with_fault(

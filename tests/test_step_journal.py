@@ -20,7 +20,7 @@ async def test_a_step_begin_sent_again_after_a_lost_reply_finds_its_own_claim(
     side-effecting tool call as outcome unknown)."""
     journal = StepJournal(redis, Keys(unique_prefix), retention_s=60, owner="w1")
     key = journal.key("t", "s", "r1:t0:c0")
-    args = journal._begin_args(rerun_unknown=False)
+    args = journal.begin_args(rerun_unknown=False)
     begin = redis.register_script(_BEGIN)
     first = await begin(keys=[key], args=args)
     again = await begin(keys=[key], args=args)  # the same call, re-sent

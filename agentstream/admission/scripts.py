@@ -62,16 +62,17 @@ local now = now_ms(ARGV[1])
 local member = ARGV[2]
 local n, nb = tonumber(ARGV[3]), tonumber(ARGV[4])
 local wbase = 4 + 4 * nb
-local priors = {}
+local priors, totals = {}, {}
 for i = 1, n do
   local z, h = KEYS[2 * i - 1], KEYS[2 * i]
   local base = wbase + 3 * (i - 1)
   local cost, limit, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]),
     tonumber(ARGV[base + 3])
   trim(z, h, now - window)
-  local prior = tonumber(redis.call('HGET', h, member) or '0')
-  priors[i] = prior
-  local others = tonumber(redis.call('HGET', h, '#total') or '0') - prior
+  local got = redis.call('HMGET', h, member, '#total')
+  local prior = tonumber(got[1] or '0')
+  priors[i], totals[i] = prior, tonumber(got[2] or '0')
+  local others = totals[i] - prior
   if others > 0 and others + cost > limit then
     -- Earliest time enough of the oldest entries have left the window.
     local need = others + cost - limit
@@ -113,8 +114,7 @@ for i = 1, n do
   local base = wbase + 3 * (i - 1)
   local cost, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 3])
   redis.call('ZADD', z, 'NX', now, member)
-  redis.call('HSET', h, member, cost)
-  redis.call('HINCRBY', h, '#total', cost - priors[i])
+  redis.call('HSET', h, member, cost, '#total', totals[i] - priors[i] + cost)
   redis.call('PEXPIRE', z, window)
   redis.call('PEXPIRE', h, window)
 end
@@ -140,10 +140,12 @@ SETTLE = (
 -- KEYS: per call, (zset, hash) per window, then the call's day hashes (the tenant's first,
 --       then the agent's when it has a budget)
 -- Returns each call's token total of its first day hash after settling.
+-- A key shared by several calls of the batch is trimmed and given its TTL once (the TTLs are
+-- the same for all of them: `now` does not move within the script).
 local now = now_ms(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local a, k = 4, 1
-local totals = {}
+local totals, seen = {}, {}
 for c = 1, tonumber(ARGV[3]) do
   local member, n, nd = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local actual, cost_micro = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
@@ -152,7 +154,8 @@ for c = 1, tonumber(ARGV[3]) do
     local z, h = KEYS[k], KEYS[k + 1]
     local cost, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     k, a = k + 2, a + 2
-    trim(z, h, now - window)
+    local first = not seen[z]
+    if first then trim(z, h, now - window) end
     local prior = redis.call('HGET', h, member)
     if prior then
       redis.call('HSET', h, member, cost)
@@ -163,18 +166,24 @@ for c = 1, tonumber(ARGV[3]) do
       redis.call('HSET', h, member, cost)
       redis.call('HINCRBY', h, '#total', cost)
     end
-    redis.call('PEXPIRE', z, window)
-    redis.call('PEXPIRE', h, window)
+    if first then
+      redis.call('PEXPIRE', z, window)
+      redis.call('PEXPIRE', h, window)
+      seen[z] = true
+    end
   end
   for d = 1, nd do
     local b = KEYS[k]
     k = k + 1
-    local reserved = tonumber(redis.call('HGET', b, 'r:' .. member) or '0')
-    redis.call('HDEL', b, 'r:' .. member)
-    local total = redis.call('HINCRBY', b, 'tokens', actual - reserved)
+    local reserved = redis.call('HGET', b, 'r:' .. member)
+    if reserved then redis.call('HDEL', b, 'r:' .. member) end
+    local total = redis.call('HINCRBY', b, 'tokens', actual - tonumber(reserved or '0'))
     if d == 1 then totals[c] = total end
     if cost_micro > 0 then redis.call('HINCRBY', b, 'cost_micro', cost_micro) end
-    redis.call('EXPIRE', b, ttl)
+    if not seen[b] then
+      redis.call('EXPIRE', b, ttl)
+      seen[b] = true
+    end
   end
   if nd == 0 then totals[c] = 0 end
 end

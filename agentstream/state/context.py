@@ -12,8 +12,9 @@ A request *claims* the session with one script that neither reads nor writes the
 follows. Writers of the conversation read, change a copy and write it back with a Lua
 compare-and-set on the version; a writer that lost the race re-reads and re-applies its change,
 so two workers touching one session never lose an update. The write that records a request's
-final answer also frees the session and records the response. Every write refreshes the TTL
-(activity keeps a session alive).
+final answer also frees the session and records the response. Every write leaves the session at
+least 90 % of its TTL (activity keeps a session alive): the claim and the writes refresh it, the
+final write of a request claimed less than a tenth of the TTL ago finds it fresh already.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentstream.state import context_scripts as lua
 from agentstream.state.autopipe import AutoPipeline
@@ -88,6 +89,17 @@ class AgentContext:
         return cls(**json.loads(raw), version=version, active_request=active_request)
 
 
+class StepDone(NamedTuple):
+    """A step-journal entry marked done in the same write as the context."""
+
+    key: str
+    result: str
+    retention_s: int
+    ttl_right: bool = False
+    """The caller knows the entry's TTL covers the retention already (state/journal.py): the
+    write skips its ``EXPIRE`` unless the entry was gone."""
+
+
 def owner_of(tenant_id: str, user_id: str) -> str:
     """The ``o`` field: who a session belongs to."""
     return f"{tenant_id}|{user_id}"
@@ -126,7 +138,7 @@ class ContextStore:
         responses recorded) but has no conversation yet is an empty context when
         ``session_id`` is given; a session that does not exist is None."""
         version, data, active, owner = (*raw, None, None, None, None)[:4]
-        holder = _text(active).rsplit("|", 1)[0] if active else None
+        holder = (_text(active).rsplit("|", 1)[0] or None) if active else None  # FREE: None
         if version is not None and data is not None:
             return AgentContext.from_json(data, int(version), holder)
         if session_id is None or owner is None:
@@ -183,7 +195,7 @@ class ContextStore:
         change: Callable[[AgentContext | None], AgentContext | None],
         *,
         current: AgentContext | None = _UNSET,
-        complete_step: tuple[str, str, int] | None = None,
+        complete_step: StepDone | None = None,
         owner: tuple[str, str] | None = None,
         ends: tuple[str, str] | None = None,
     ) -> AgentContext | None:
@@ -192,8 +204,8 @@ class ContextStore:
         (it may mutate and return the object it was given).
 
         ``current``: a context this caller just read; the first attempt skips the read.
-        ``complete_step``: (step key, result, retention s) of a step-journal entry to mark done
-        in the same atomic write (saves a round trip on the hot path).
+        ``complete_step``: a step-journal entry to mark done in the same atomic write (saves a
+        round trip on the hot path).
         ``owner``: (tenant_id, user_id) of the caller; raises :class:`SessionForbiddenError`
         (and changes nothing) when the stored session belongs to another pair.
         ``ends``: (request id, response id) of the request this write finishes: the session is
@@ -227,7 +239,7 @@ class ContextStore:
         current: AgentContext | None,
         new: AgentContext,
         ends: tuple[str, str] | None,
-        complete_step: tuple[str, str, int] | None,
+        complete_step: StepDone | None,
     ) -> list[str | int]:
         """The compare-and-set script's arguments (see ``context_scripts.CAS``); trims the
         stored history."""
@@ -241,9 +253,11 @@ class ContextStore:
             owner_of(new.tenant_id, new.user_id),
             *(ends or ("", "")),
             RECORDED_RESPONSES,
+            new.last_activity,  # now: how long ago the request's claim set the TTL
         ]
         if complete_step:
-            args += [complete_step[1], complete_step[2]]
+            step = complete_step
+            args += [step.result, step.retention_s, "1" if step.ttl_right else "0"]
         return args
 
     async def release(

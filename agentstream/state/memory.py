@@ -23,7 +23,9 @@ from agentstream.state.session import (
     Claim,
     ClaimOutcome,
     Opening,
+    OpenReading,
     RequestIds,
+    open_then_begin,
 )
 
 
@@ -72,6 +74,11 @@ class MemorySessionStore:
         if not first and outcome is ClaimOutcome.CLAIMED:
             self._settle(ids, None)
         return Opening(first_sighting=first, claim=outcome)
+
+    async def open_reading(
+        self, ids: RequestIds, position: str, claim: Claim, step_id: str
+    ) -> OpenReading:
+        return await open_then_begin(self, ids, position, claim, step_id)
 
     async def claim(self, ids: RequestIds, claim: Claim) -> ClaimOutcome:
         key = (ids.tenant_id, ids.session_id)

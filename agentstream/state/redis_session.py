@@ -8,6 +8,7 @@ context and a journal entry together run on one node.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -15,11 +16,20 @@ from redis.exceptions import NoScriptError
 
 from agentstream.state import context_scripts as lua
 from agentstream.state.autopipe import AutoPipeline
-from agentstream.state.context import AgentContext, ContextStore, owner_of
+from agentstream.state.context import AgentContext, ContextStore, StepDone, owner_of
 from agentstream.state.dedupe import RequestDedupe
 from agentstream.state.journal import StepJournal, StepState
 from agentstream.state.keys import Keys
-from agentstream.state.session import UNREAD, Change, Claim, ClaimOutcome, Opening, RequestIds
+from agentstream.state.session import (
+    UNREAD,
+    Change,
+    Claim,
+    ClaimOutcome,
+    Opening,
+    OpenReading,
+    RequestIds,
+    open_then_begin,
+)
 
 _OUTCOMES = {
     lua.CLAIMED: ClaimOutcome.CLAIMED,
@@ -49,7 +59,9 @@ class RedisSessionStore:
         self.contexts = ContextStore(redis, keys, ttl_s=context_ttl_s, scripts=scripts)
         # one server: dedupe and claim in one script (a cluster keeps them in different slots)
         register: Any = (scripts or redis).register_script
-        self._open = None if isinstance(redis, RedisCluster) else register(lua.OPEN)
+        cluster = isinstance(redis, RedisCluster)
+        self._open = None if cluster else register(lua.OPEN)
+        self._open_reading = None if cluster else register(lua.OPEN_READING)
         self.dedupe = RequestDedupe(redis, keys, ttl_s=dedupe_ttl_s)
         self.journal = StepJournal(
             redis, keys, retention_s=journal_retention_s, owner=owner, scripts=scripts
@@ -82,6 +94,45 @@ class RedisSessionStore:
         if not first and outcome is ClaimOutcome.CLAIMED:
             await self.release(ids)  # a repeated request took a free session: give it back
         return Opening(first_sighting=first, claim=outcome)
+
+    async def open_reading(
+        self, ids: RequestIds, position: str, claim: Claim, step_id: str
+    ) -> OpenReading:
+        """One script on one server: the dedupe marker, the claim, and for a first sighting
+        that holds its session the step's begin and the context (read by the claim's own
+        ``HMGET``). On a Redis Cluster the marker is in another slot: :meth:`open`, then
+        :meth:`begin_step_reading` once the marker says it is a first sighting."""
+        if self._open_reading is None:
+            return await open_then_begin(self, ids, position, claim, step_id)
+        owner = owner_of(ids.tenant_id, ids.user_id)
+        args = self.contexts.claim_args(
+            ids.request_id, owner, stale_s=claim.stale_s, follows=claim.follows, trusted=False
+        )
+        step_key = self.journal.key(ids.tenant_id, ids.session_id, step_id)
+        keys = [
+            self.dedupe.key(ids.tenant_id, ids.request_id),
+            self.contexts.key(ids.tenant_id, ids.session_id),
+            step_key,
+        ]
+        marker = RequestDedupe.marker(position, ids.session_id)
+        at = time.monotonic()
+        reply = await self._open_reading(
+            keys=keys,
+            args=[*args, marker, self.dedupe.ttl_s, *self.journal.begin_args()[:3]],
+        )
+        first = RequestDedupe.parse(reply[0], position)
+        if len(reply) > 2:  # claimed or held, first sighting: the step is begun
+            state = self.journal.began(step_key, StepJournal.parse_begin(reply[2:4]), at)
+            holder = f"{ids.request_id}|{args[1]}"
+            ctx = ContextStore.parse_get([reply[4], reply[5], holder, owner], ids.session_id)
+            return Opening(first_sighting=first, claim=_OUTCOMES[int(reply[1])]), state, ctx
+        outcome = await self._outcome(ids, claim, int(reply[1]))
+        if not first and outcome is ClaimOutcome.CLAIMED:
+            await self.release(ids)  # a repeated request took a free session: give it back
+        opening = Opening(first_sighting=first, claim=outcome)
+        if first and outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.HELD):  # a legacy context
+            return (opening, *await self.begin_step_reading(ids, step_id))
+        return opening, None, None
 
     async def _open_on_cluster(
         self, ids: RequestIds, marker: str, key: str, args: list[str | int]
@@ -141,7 +192,7 @@ class RedisSessionStore:
         if complete_step is not None:
             step_id, result = complete_step
             key = self.journal.key(ids.tenant_id, ids.session_id, step_id)
-            step = (key, result, self.journal.retention_s)
+            step = StepDone(key, result, self.journal.retention_s, self.journal.ttl_right(key))
         known: dict[str, Any] = {} if current is UNREAD else {"current": current}
         return await self.contexts.update(
             ids.tenant_id,

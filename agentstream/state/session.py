@@ -99,12 +99,25 @@ class Opening:
     claim: ClaimOutcome
 
 
+#: What :meth:`SessionStore.open_reading` found: the opening, and for a first sighting that
+#: holds its session, the step's journal state and the session's context (else None, None).
+OpenReading = tuple[Opening, StepState | None, AgentContext | None]
+
+
 class SessionStore(Protocol):
     async def open(self, ids: RequestIds, position: str, claim: Claim) -> Opening:
         """Mark ``ids.request_id`` as seen at ``position`` (a record's topic/partition/offset)
         and claim its session, in one round trip. The same position again is a redelivery (a
         first sighting still); another position is a repeated request, and a claim it took is
         given back (the caller drops it)."""
+        ...
+
+    async def open_reading(
+        self, ids: RequestIds, position: str, claim: Claim, step_id: str
+    ) -> OpenReading:
+        """:meth:`open`, then, for a first sighting that holds its session (claimed, or held
+        by this request already), :meth:`begin_step_reading` of ``step_id``: in one round trip
+        where the store can (one Redis server)."""
         ...
 
     async def claim(self, ids: RequestIds, claim: Claim) -> ClaimOutcome:
@@ -156,3 +169,14 @@ class SessionStore(Protocol):
         request's ``follows`` is checked against). Idempotent; frees the session only if
         ``ids.request_id`` holds it."""
         ...
+
+
+async def open_then_begin(
+    store: SessionStore, ids: RequestIds, position: str, claim: Claim, step_id: str
+) -> OpenReading:
+    """:meth:`SessionStore.open_reading` in two calls (a store that cannot do it in one)."""
+    opening = await store.open(ids, position, claim)
+    if not opening.first_sighting or opening.claim not in (ClaimOutcome.CLAIMED, ClaimOutcome.HELD):
+        return opening, None, None
+    state, ctx = await store.begin_step_reading(ids, step_id)
+    return opening, state, ctx
