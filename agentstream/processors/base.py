@@ -15,6 +15,8 @@ from agentstream.processors.cancellation import Cancellations
 from agentstream.schemas.codec import AvroCodec
 from agentstream.schemas.contracts import AgentResponse
 from agentstream.schemas.records import Headers, Inbound, Outbound
+from agentstream.state.context import AgentContext
+from agentstream.state.journal import StepState
 from agentstream.state.parking import ParkingLot
 from agentstream.state.session import RequestIds, SessionStore
 from agentstream.tools.base import ToolExecutor
@@ -28,6 +30,7 @@ __all__ = [
     "Headers",
     "Inbound",
     "Outbound",
+    "Preloaded",
     "RequestIds",
     "StageDeps",
     "StageResult",
@@ -48,6 +51,24 @@ class StageResult:
 
 
 Handler = Callable[[Inbound], Awaitable[StageResult]]
+
+
+@dataclass(kw_only=True)
+class Preloaded:
+    """The first model step's journal state and the session's context, read by validation in
+    the round trip that claimed the session, for the generation stage of the same worker (local
+    hand-over). Taken once: a retry of the turn reads Redis again."""
+
+    step_id: str
+    step_state: StepState
+    context: AgentContext | None
+    taken: bool = False
+
+    def take(self, step_id: str) -> tuple[StepState, AgentContext | None] | None:
+        if self.taken or step_id != self.step_id:
+            return None
+        self.taken = True
+        return self.step_state, self.context
 
 
 @dataclass(kw_only=True)
@@ -72,6 +93,9 @@ class StageDeps:
     # the requests cancelled, and their work that can stop (processors/cancellation.py)
     cancellations: Cancellations = field(default_factory=Cancellations)
     parking: ParkingLot | None = None  # parked tool batches (human approval)
+    # validation hands a request's first turn to this worker's generation stage (local
+    # hand-over), so it reads what that turn needs with its claim (``Preloaded``)
+    first_turn_here: bool = False
 
 
 def utcnow() -> datetime:

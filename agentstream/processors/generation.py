@@ -35,6 +35,7 @@ from agentstream.observability.tracing import chat_span
 from agentstream.processors.base import (
     Inbound,
     Outbound,
+    Preloaded,
     RequestIds,
     StageDeps,
     StageResult,
@@ -150,7 +151,7 @@ class GenerationStage(Stage[GenerationTurn]):
             await self._set_state(ids, AgentState.ERROR)
             text = f"stopped after {limit} model turns without a final answer"
             return end.fail(ErrorCode.MAX_TURNS_EXCEEDED, text)
-        loaded = await self._load(ids, turn, end)
+        loaded = await self._load(ids, turn, end, msg.carried)
         if isinstance(loaded, StageResult):
             return loaded
         ctx, step_state = loaded
@@ -185,13 +186,18 @@ class GenerationStage(Stage[GenerationTurn]):
             return None
 
     async def _load(
-        self, ids: RequestIds, turn: GenerationTurn, end: _Ending
+        self, ids: RequestIds, turn: GenerationTurn, end: _Ending, carried: object | None
     ) -> tuple[AgentContext, StepState] | StageResult:
-        """One round trip: the session context and the step journal entry of this LLM step.
+        """One round trip: the session context and the step journal entry of this LLM step
+        (none when validation read them with its claim and handed the turn over: ``carried``).
         The turn's inputs (the user's message at turn 0, the tool results after) are added to
         the history here in memory; :meth:`_record` writes them with the answer."""
         step = llm_step_id(ids.request_id, turn.turn)
-        step_state, current = await self.deps.sessions.begin_step_reading(ids, step)
+        known = carried.take(step) if isinstance(carried, Preloaded) else None
+        if known is not None:
+            step_state, current = known
+        else:
+            step_state, current = await self.deps.sessions.begin_step_reading(ids, step)
         if current is None:
             return end.fail(ContextLostError.code, CONTEXT_LOST_TEXT)
         if not current.owned_by(*ids.owner):

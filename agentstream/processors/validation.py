@@ -17,6 +17,7 @@ from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
     Inbound,
     Outbound,
+    Preloaded,
     RequestIds,
     StageResult,
     ms_since,
@@ -32,7 +33,8 @@ from agentstream.schemas.contracts import (
     RequestProgress,
 )
 from agentstream.schemas.dead_letter import first_position
-from agentstream.state.session import Claim, ClaimOutcome
+from agentstream.state.journal import llm_step_id
+from agentstream.state.session import Claim, ClaimOutcome, Opening
 
 STAGE = "validation"
 log = get_logger(__name__)
@@ -83,7 +85,7 @@ class ValidationStage(Stage[AgentRequest]):
                 stale_s=self.deps.settings.limits.session_busy_timeout_s,
                 follows=request.previous_response_id,
             )
-            opening = await self.deps.sessions.open(ids, first_position(msg), claim)
+            opening, preloaded = await self._open(ids, first_position(msg), claim)
             if not opening.first_sighting:
                 return self._duplicate(msg, ids)
             busy = _claimed(opening.claim, self.deps.settings.limits.double_text)
@@ -113,7 +115,22 @@ class ValidationStage(Stage[AgentRequest]):
         )
         topic = self.deps.settings.topics.generation
         value = self.deps.codec.encode_record(turn)
-        return StageResult(records=[Outbound(topic=topic, key=ids.key, value=value)])
+        record = Outbound(topic=topic, key=ids.key, value=value, carried=preloaded)
+        return StageResult(records=[record])
+
+    async def _open(
+        self, ids: RequestIds, position: str, claim: Claim
+    ) -> tuple[Opening, Preloaded | None]:
+        """Dedupe and claim; when this worker runs the first turn itself (local hand-over),
+        also that turn's journal step and the context, in the same round trip."""
+        sessions = self.deps.sessions
+        if not self.deps.first_turn_here:
+            return await sessions.open(ids, position, claim), None
+        step = llm_step_id(ids.request_id, 0)
+        opening, state, ctx = await sessions.open_reading(ids, position, claim, step)
+        if state is None:
+            return opening, None
+        return opening, Preloaded(step_id=step, step_state=state, context=ctx)
 
     def _refuse(
         self,

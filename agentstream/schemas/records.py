@@ -23,6 +23,9 @@ class Inbound:
     """The topic of the consumed record this event was handed over from within one worker
     (streams/runner.py, local hand-over); None: consumed from ``topic`` itself. A handed-over
     event keeps that record's partition and offset."""
+    carried: object | None = field(default=None, compare=False, repr=False)
+    """What the handing stage already read for this event (local hand-over only; never on the
+    wire): see processors/base.py ``Preloaded``."""
 
     @property
     def position(self) -> str:
@@ -40,3 +43,6 @@ class Outbound:
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    carried: object | None = field(default=None, compare=False, repr=False)
+    """Given to the receiving stage when the record is handed over in this worker instead of
+    published (``Inbound.carried``); dropped when it is published."""

@@ -218,6 +218,7 @@ class PipelineWorker:
         if s.kafka.local_handoff and {"validation", "generation"} <= self.runners.keys():
             # a validated request's first model turn runs here, without a hop through the topic
             self.runners["validation"].hand_over(s.topics.generation, self.runners["generation"])
+            deps.first_turn_here = True
         # cancel requests reach every worker (streams/control.py)
         self._control = CancelListener(
             s,

@@ -69,6 +69,7 @@ _NOOP = {
 # data arrives, so there it costs nothing.
 CONTROL_FETCH_WAIT_MS = 100
 
+
 class CancelListener:
     def __init__(
         self,

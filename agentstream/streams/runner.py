@@ -311,6 +311,7 @@ class StageRunner:
             value=record.value,
             headers=record.headers,
             via=msg.via or msg.topic,
+            carried=record.carried,
         )
         return target, event
 
