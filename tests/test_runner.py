@@ -393,3 +393,26 @@ async def test_nothing_is_handed_to_a_stopping_runner_and_the_offset_stays_unack
     assert acked == []
     assert published == []
     assert a.in_flight == 0
+
+
+async def test_without_a_tracing_sdk_outputs_carry_the_record_s_trace_context_on(
+    monkeypatch: Any,
+) -> None:
+    from agentstream.observability import tracing
+
+    monkeypatch.setattr(tracing, "recording", lambda: False)  # no SDK: no spans are started
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    published: list[Outbound] = []
+
+    async def publish(records: list[Outbound]) -> None:
+        published.extend(records)
+
+    async def handler(msg: Inbound) -> StageResult:
+        return StageResult(records=[Outbound(topic="o", key=msg.key, value=b"v")])
+
+    runner = make_runner(handler, publish=publish)
+    msg = replace(_msg(0, "k"), headers=[("traceparent", parent), ("other", b"x")])
+    acked: list[int] = []
+    await runner.submit(msg, lambda: acked.append(0))
+    await wait_until(lambda: acked == [0], what="acked")
+    assert published[0].headers == [("traceparent", parent)]

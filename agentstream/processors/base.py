@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     from agentstream.processors.streaming import StreamOutput
 
 __all__ = [
+    "Handed",
     "Handler",
     "Headers",
     "Inbound",
     "Outbound",
-    "Preloaded",
     "RequestIds",
     "StageDeps",
     "StageResult",
@@ -54,21 +54,26 @@ Handler = Callable[[Inbound], Awaitable[StageResult]]
 
 
 @dataclass(kw_only=True)
-class Preloaded:
-    """The first model step's journal state and the session's context, read by validation in
-    the round trip that claimed the session, for the generation stage of the same worker (local
-    hand-over). Taken once: a retry of the turn reads Redis again."""
+class Handed:
+    """What validation gives the generation stage of its own worker with a request's first turn
+    (local hand-over, ``Outbound.carried``): the decoded turn, and the first model step's journal
+    state and the session's context when it read them with its claim. Each is taken once: a
+    retry of the turn decodes its record and reads Redis again."""
 
-    step_id: str
-    step_state: StepState
-    context: AgentContext | None
-    taken: bool = False
+    event: object
+    step_id: str | None = None
+    step_state: StepState | None = None
+    context: AgentContext | None = None
 
-    def take(self, step_id: str) -> tuple[StepState, AgentContext | None] | None:
-        if self.taken or step_id != self.step_id:
+    def take_event(self) -> object | None:
+        event, self.event = self.event, None
+        return event
+
+    def take_reads(self, step_id: str) -> tuple[StepState, AgentContext | None] | None:
+        state, self.step_state = self.step_state, None
+        if state is None or step_id != self.step_id:
             return None
-        self.taken = True
-        return self.step_state, self.context
+        return state, self.context
 
 
 @dataclass(kw_only=True)
@@ -94,7 +99,7 @@ class StageDeps:
     cancellations: Cancellations = field(default_factory=Cancellations)
     parking: ParkingLot | None = None  # parked tool batches (human approval)
     # validation hands a request's first turn to this worker's generation stage (local
-    # hand-over), so it reads what that turn needs with its claim (``Preloaded``)
+    # hand-over), so it reads what that turn needs with its claim (``Handed``)
     first_turn_here: bool = False
 
 

@@ -33,9 +33,9 @@ from agentstream.llm.wrappers import route_of
 from agentstream.observability.logging import get_logger
 from agentstream.observability.tracing import chat_span
 from agentstream.processors.base import (
+    Handed,
     Inbound,
     Outbound,
-    Preloaded,
     RequestIds,
     StageDeps,
     StageResult,
@@ -193,7 +193,7 @@ class GenerationStage(Stage[GenerationTurn]):
         The turn's inputs (the user's message at turn 0, the tool results after) are added to
         the history here in memory; :meth:`_record` writes them with the answer."""
         step = llm_step_id(ids.request_id, turn.turn)
-        known = carried.take(step) if isinstance(carried, Preloaded) else None
+        known = carried.take_reads(step) if isinstance(carried, Handed) else None
         if known is not None:
             step_state, current = known
         else:

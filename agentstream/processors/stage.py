@@ -12,7 +12,14 @@ from typing import ClassVar, Generic, TypeVar
 
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import bind_request, get_logger
-from agentstream.processors.base import Inbound, RequestIds, StageDeps, StageResult, utcnow
+from agentstream.processors.base import (
+    Handed,
+    Inbound,
+    RequestIds,
+    StageDeps,
+    StageResult,
+    utcnow,
+)
 from agentstream.processors.cancellation import CancelNotice, RequestCancelled
 from agentstream.processors.cancelled import cancelled_outcome
 from agentstream.processors.progress import new_progress
@@ -65,7 +72,11 @@ class Stage(Generic[E]):
         )
 
     async def decode(self, msg: Inbound) -> E:
-        """The record's contract; a record that is not one is dead-lettered as UNDECODABLE."""
+        """The record's contract; a record that is not one is dead-lettered as UNDECODABLE.
+        A record handed over in this worker comes with its contract, decoded once already."""
+        handed = msg.carried.take_event() if isinstance(msg.carried, Handed) else None
+        if isinstance(handed, self.contract):
+            return handed
         try:
             return await self.deps.codec.decode_record_async(self.contract, msg.value)
         except SerializationError as exc:

@@ -15,9 +15,9 @@ from agentstream.agents import Agent
 from agentstream.exceptions import ErrorCode
 from agentstream.observability.logging import get_logger
 from agentstream.processors.base import (
+    Handed,
     Inbound,
     Outbound,
-    Preloaded,
     RequestIds,
     StageResult,
     ms_since,
@@ -85,7 +85,7 @@ class ValidationStage(Stage[AgentRequest]):
                 stale_s=self.deps.settings.limits.session_busy_timeout_s,
                 follows=request.previous_response_id,
             )
-            opening, preloaded = await self._open(ids, first_position(msg), claim)
+            opening, handed = await self._open(ids, first_position(msg), claim)
             if not opening.first_sighting:
                 return self._duplicate(msg, ids)
             busy = _claimed(opening.claim, self.deps.settings.limits.double_text)
@@ -115,12 +115,14 @@ class ValidationStage(Stage[AgentRequest]):
         )
         topic = self.deps.settings.topics.generation
         value = self.deps.codec.encode_record(turn)
-        record = Outbound(topic=topic, key=ids.key, value=value, carried=preloaded)
+        if handed is not None:
+            handed.event = turn
+        record = Outbound(topic=topic, key=ids.key, value=value, carried=handed)
         return StageResult(records=[record])
 
     async def _open(
         self, ids: RequestIds, position: str, claim: Claim
-    ) -> tuple[Opening, Preloaded | None]:
+    ) -> tuple[Opening, Handed | None]:
         """Dedupe and claim; when this worker runs the first turn itself (local hand-over),
         also that turn's journal step and the context, in the same round trip."""
         sessions = self.deps.sessions
@@ -129,8 +131,8 @@ class ValidationStage(Stage[AgentRequest]):
         step = llm_step_id(ids.request_id, 0)
         opening, state, ctx = await sessions.open_reading(ids, position, claim, step)
         if state is None:
-            return opening, None
-        return opening, Preloaded(step_id=step, step_state=state, context=ctx)
+            return opening, Handed(event=None)
+        return opening, Handed(event=None, step_id=step, step_state=state, context=ctx)
 
     def _refuse(
         self,

@@ -25,7 +25,7 @@ class Inbound:
     event keeps that record's partition and offset."""
     carried: object | None = field(default=None, compare=False, repr=False)
     """What the handing stage already read for this event (local hand-over only; never on the
-    wire): see processors/base.py ``Preloaded``."""
+    wire): see processors/base.py ``Handed``."""
 
     @property
     def position(self) -> str:

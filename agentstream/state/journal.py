@@ -25,6 +25,7 @@ any other completion sets the TTL again.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import OrderedDict
@@ -121,6 +122,10 @@ class StepJournal:
         self._keys = keys
         self._retention_s = retention_s
         self._owner = owner
+        # a fresh owner token per begin: this journal's random prefix and a counter (a uuid4
+        # per begin was a getrandom system call per step, visible in the worker's profile)
+        self._tokens = f"{owner}#{uuid.uuid4().hex[:12]}"
+        self._counter = itertools.count(1)
         self._slack_s = max(1, retention_s // _SLACK_SHARE)
         self._begun: OrderedDict[str, float] = OrderedDict()  # step key -> monotonic time
         register: Any = (scripts or redis).register_script
@@ -138,7 +143,7 @@ class StepJournal:
     def begin_args(self, rerun_unknown: bool = False) -> list[str | int]:
         """The arguments of a step begin (``BEGIN_FN``): a fresh owner token, now, the TTL."""
         now = int(time.time() * 1000)
-        owner = f"{self._owner}#{uuid.uuid4().hex[:12]}"
+        owner = f"{self._tokens}.{next(self._counter)}"
         ttl = self._retention_s + self._slack_s
         return [owner, now, ttl, "1" if rerun_unknown else "0"]
 

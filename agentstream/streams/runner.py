@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability import metrics
 from agentstream.observability.logging import get_logger
-from agentstream.observability.tracing import consume_span, trace_headers
+from agentstream.observability.tracing import consume_span, propagated_headers
 from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
 from agentstream.processors.signals import DeadLetter, RetryLater
 from agentstream.resilience.outage import OutageGate
@@ -270,7 +270,7 @@ class StageRunner:
             metrics.HANDLER_SECONDS.labels(self.stage).time(),
         ):
             result = await self._handle(msg)
-            context = trace_headers()
+            context = propagated_headers(msg.headers)
         if context:  # continue the trace in the next stage
             names = {k for k, _ in context}
             result.records = [
