@@ -166,6 +166,9 @@ class TestPipeline:
                 max_in_flight=s.limits.max_in_flight,
                 too_large=failures.too_large,
             )
+        if s.kafka.local_handoff:  # as a worker running every stage does (streams/app.py)
+            runners[s.topics.requests].hand_over(s.topics.generation, runners[s.topics.generation])
+            self.deps.first_turn_here = True
         return runners
 
     async def __aenter__(self) -> TestPipeline:

@@ -6,16 +6,19 @@ stage does with good and bad input. The integration tests run the same paths on 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from agentstream.config import Settings
 from agentstream.llm.base import LLMRequest, LLMResult
 from agentstream.llm.exceptions import (
     LLMBadRequestError,
     LLMInvalidResponseError,
     LLMServerError,
 )
+from agentstream.processors.base import Outbound
 from agentstream.processors.progress import new_progress
 from agentstream.schemas import dead_letter as dl
-from agentstream.schemas.contracts import AgentRequest, GenerationTurn, ToolResult
+from agentstream.schemas.contracts import AgentRequest, AgentResponse, GenerationTurn, ToolResult
 from agentstream.testing import FunctionModel, TestPipeline, tool_call
 
 
@@ -196,3 +199,53 @@ async def test_tool_arguments_that_are_not_an_object_are_refused() -> None:
         answer = await p.ask("calc", allowed_tools=["calculator"])
     assert answer.tool_calls[0].error_code == "TOOL_INVALID_ARGUMENTS"
     assert "not a JSON object" in answer.content
+
+
+# --- local hand-over --------------------------------------------------------------------------
+
+
+class _Watching(TestPipeline):
+    """Records, for each response published, who held its session at that moment."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.held_at_publish: dict[str, str | None] = {}
+
+    async def _publish(self, records: list[Outbound]) -> None:
+        for r in records:
+            if r.topic == self.settings.topics.responses:
+                response = self.codec.decode_record(AgentResponse, r.value)
+                ctx = await self.sessions.get(response.tenant_id, response.session_id)
+                self.held_at_publish[response.request_id] = ctx and ctx.active_request
+        await super()._publish(records)
+
+
+async def test_first_turn_is_handed_over_and_only_its_final_write_frees_the_session_early() -> None:
+    async with _Watching() as p:
+        plain = await p.ask("hello there", session_id="s1")
+        tooled = await p.ask("add 2 and 3", allowed_tools=["calculator"], session_id="s2")
+    assert (plain.state, tooled.state) == ("COMPLETED", "COMPLETED")
+    # the plain request's only turn never went through the generation topic
+    generation = [
+        p.codec.decode_record(GenerationTurn, r.value)
+        for r in p.published[p.settings.topics.generation]
+    ]
+    assert [(t.request_id, t.turn) for t in generation] == [(tooled.request_id, 1)]
+    # handed over: its answer's write freed the session (a next request queues behind it on
+    # the same key); consumed from the topic: freed only once the response is out
+    assert p.held_at_publish == {plain.request_id: None, tooled.request_id: tooled.request_id}
+    assert (await p.sessions.get("tenant-1", "s2")).active_request is None
+
+
+async def test_without_local_hand_over_every_turn_goes_through_the_generation_topic() -> None:
+    settings = Settings(
+        redis_url=None, kafka_bootstrap_servers=None, kafka={"local_handoff": False}
+    )
+    async with _Watching(settings=settings) as p:
+        plain = await p.ask("hello there", session_id="s1")
+    generation = [
+        p.codec.decode_record(GenerationTurn, r.value)
+        for r in p.published[p.settings.topics.generation]
+    ]
+    assert [(t.request_id, t.turn) for t in generation] == [(plain.request_id, 0)]
+    assert p.held_at_publish == {plain.request_id: None}  # every first turn queues behind it

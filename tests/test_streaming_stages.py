@@ -65,7 +65,8 @@ async def test_an_agent_default_comes_between_the_request_and_the_setting() -> N
 
 
 async def test_a_redelivered_turn_streams_its_journaled_answer_as_a_new_attempt() -> None:
-    async with TestPipeline(_settings()) as pipeline:
+    # every turn through the generation topic, so the test can redeliver the first one
+    async with TestPipeline(_settings(kafka={"local_handoff": False})) as pipeline:
         response = await pipeline.send(_request("hello there", stream=True))
         calls = pipeline.llm.calls  # type: ignore[attr-defined]
         turn = pipeline.published[pipeline.settings.topics.generation][-1]

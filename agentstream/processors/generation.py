@@ -164,7 +164,8 @@ class GenerationStage(Stage[GenerationTurn]):
             answer.result.usage.cost_usd,
         )
         calls = answer.result.tool_calls[: self.deps.settings.limits.max_tool_calls_per_turn]
-        recorded = await self._record(ctx, ids, turn, answer, calls)
+        early = self._releases_early(msg)
+        recorded = await self._record(ctx, ids, turn, answer, calls, release=early)
         if recorded is None:
             return end.fail(ContextLostError.code, CONTEXT_LOST_TEXT)
         turn.progress.add_stage_time(STAGE, ms_since(started))
@@ -177,7 +178,17 @@ class GenerationStage(Stage[GenerationTurn]):
             return StageResult(records=[self._refused_calls(turn, ids, calls, asked, metadata)])
         if calls:
             return StageResult(records=[self._tool_batch(turn, ids, calls, metadata)])
-        return await self._final(recorded, turn, ids, answer, metadata, agent)
+        return await self._final(recorded, turn, ids, answer, metadata, agent, released=early)
+
+    def _releases_early(self, msg: Inbound) -> bool:
+        """Whether a final answer's own write may free the session, before the response is
+        published (a round trip less). Safe when the session's next request cannot overtake
+        this response: this turn was handed over in this worker (the next request's first turn
+        queues behind it on the same key), or no worker hands turns over (every first turn
+        lands behind it on the generation topic). A turn consumed from the topic, where workers
+        hand over, frees the session only after its response is out: the next request's first
+        turn may run on another worker at once (docs/architecture.md, "Session store")."""
+        return msg.via is not None or not self.deps.settings.kafka.local_handoff
 
     def _agent(self, turn: GenerationTurn) -> Agent | None:
         try:
@@ -271,9 +282,12 @@ class GenerationStage(Stage[GenerationTurn]):
         turn: GenerationTurn,
         answer: _Answer,
         calls: Sequence[ToolCall],
+        *,
+        release: bool,
     ) -> AgentContext | None:
         """The assistant turn (a runaway turn with its first calls only) and the journal's
-        "step done" in one atomic write; None when the context expired meanwhile."""
+        "step done" in one atomic write (for a final answer with ``release``, also the session's
+        release and the response's id); None when the context expired meanwhile."""
         deps = self.deps
         step = llm_step_id(ids.request_id, turn.turn)
         state = AgentState.EXECUTING if calls else AgentState.COMPLETED
@@ -290,7 +304,7 @@ class GenerationStage(Stage[GenerationTurn]):
             complete_step=(step, result) if answer.fresh else None,
             # a final answer: the same write frees the session and records the response (the
             # response is published next; a redelivery of this turn publishes it then)
-            ends_with=None if calls else response_id_for(ids.request_id),
+            ends_with=None if calls or not release else response_id_for(ids.request_id),
         )
         if updated is None and answer.fresh:
             await deps.sessions.complete_step(ids, step, result)
@@ -333,8 +347,11 @@ class GenerationStage(Stage[GenerationTurn]):
         answer: _Answer,
         metadata: dict[str, str],
         agent: Agent,
+        *,
+        released: bool,
     ) -> StageResult:
-        """The final response; remembered by the response cache when cacheable."""
+        """The final response; remembered by the response cache when cacheable. The session is
+        released once it is published, unless the write that recorded the answer did already."""
         progress = turn.progress
         result = answer.result
         meta = {"model": result.model or self.deps.llm.name}
@@ -355,7 +372,7 @@ class GenerationStage(Stage[GenerationTurn]):
             confidence=DEGRADED_CONFIDENCE if progress.degraded else 1.0,
             metadata=meta,
             request_metadata=turn.metadata,
-            settle=False,  # settled by the write that recorded the answer (_record)
+            settle=not released,  # else settled by the write that recorded it (_record)
             agent=agent,
         )
         if self.deps.admission is not None and done.finished is not None:
