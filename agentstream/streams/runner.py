@@ -154,6 +154,10 @@ class StageRunner:
         self._closing = False
         self.stats = RunnerStats()
         self._gauge = metrics.IN_FLIGHT.labels(stage)
+        # the per-event series, looked up once (a labels() call per event is a dict lookup
+        # under a lock)
+        self._handler_seconds = metrics.HANDLER_SECONDS.labels(stage)
+        self._processed = metrics.EVENTS.labels(stage, "processed")
 
     @property
     def in_flight(self) -> int:
@@ -267,7 +271,7 @@ class StageRunner:
         of this worker (local hand-over), return that stage's runner and the event to give it."""
         with (
             consume_span(self.stage, msg.topic, msg.partition, msg.offset, msg.headers),
-            metrics.HANDLER_SECONDS.labels(self.stage).time(),
+            self._handler_seconds.time(),
         ):
             result = await self._handle(msg)
             context = propagated_headers(msg.headers)
@@ -281,7 +285,7 @@ class StageRunner:
         local = self._local(msg, result)
         if local is not None:
             self.stats.processed += 1
-            metrics.EVENTS.labels(self.stage, "processed").inc()
+            self._processed.inc()
             return local
         result = await self._deliver(msg, result)
         if result.finished is not None:  # counted once its records are out
@@ -290,7 +294,7 @@ class StageRunner:
         if result.then is not None:
             await self._after_publish(msg, result.then)
         self.stats.processed += 1
-        metrics.EVENTS.labels(self.stage, "processed").inc()
+        self._processed.inc()
         return None
 
     def _local(self, msg: Inbound, result: StageResult) -> tuple[StageRunner, Inbound] | None:
