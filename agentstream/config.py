@@ -113,6 +113,11 @@ class KafkaTuning(BaseModel):
     # Largest record the broker accepts, used only when the broker does not report its topics'
     # max.message.bytes (or its message.max.bytes) at start-up; see streams/message_size.py.
     max_message_bytes: int = Field(default=1024 * 1024, ge=4096)
+    # A worker that runs both validation and generation runs a validated request's first model
+    # turn itself, instead of publishing it to the generation topic and consuming it back: one
+    # produce, one consume and one broker round trip less per request (streams/runner.py,
+    # "Local hand-over"). Off: every turn goes through the generation topic.
+    local_handoff: bool = True
 
 
 class Timeouts(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from typing import Any
 
 from agentstream.processors.base import Inbound, Outbound, StageResult
@@ -272,3 +273,123 @@ async def test_an_idle_runner_drains_at_once_even_with_no_grace() -> None:
     assert not await busy.drain(0)
     done.set()
     assert await busy.drain(5)
+
+
+def _pair(second: Any, **overrides: Any) -> tuple[StageRunner, StageRunner, list[Outbound]]:
+    """A first stage whose output (topic "next") is handed over to a second stage's runner."""
+    published: list[Outbound] = []
+
+    async def publish(records: list[Outbound]) -> None:
+        published.extend(records)
+
+    async def first(msg: Inbound) -> StageResult:
+        if msg.value == b"refuse":  # a refusal: two records, published as usual
+            records = [Outbound(topic="answers", key=msg.key, value=b"no")] * 2
+            return StageResult(records=records)
+        return StageResult(records=[Outbound(topic="next", key=msg.key, value=b"turn" + msg.value)])
+
+    a = make_runner(first, stage="a", publish=publish)
+    b = make_runner(second, stage="b", publish=publish, **overrides)
+    a.hand_over("next", b)
+    return a, b, published
+
+
+async def test_hand_over_acks_the_consumed_offset_only_when_the_next_stage_is_done() -> None:
+    release = asyncio.Event()
+    got: list[Inbound] = []
+
+    async def second(msg: Inbound) -> StageResult:
+        got.append(msg)
+        await release.wait()
+        return StageResult(records=[Outbound(topic="answers", key=msg.key, value=b"done")])
+
+    a, b, published = _pair(second)
+    acked: list[int] = []
+    await a.submit(_msg(7, "s1"), lambda: acked.append(7))
+    await a.submit(_msg(8, "s2", partition=0), lambda: acked.append(8))
+    await wait_until(lambda: len(got) == 2, what="both handed over")
+    assert [m.topic for m in published] == []  # nothing went through the broker
+    first_event = next(m for m in got if m.offset == 7)
+    assert first_event.topic == "next"
+    assert first_event.via == "t"
+    assert first_event.partition == 0
+    assert first_event.value == b"turn7"
+    assert first_event.key == b"s1"
+    assert acked == []
+    assert a.pending(("t", 0)) == 2
+    assert b.pending(("t", 0)) == 2
+    assert a.stats.handed_over == 2
+    assert a.in_flight == 0
+    assert b.in_flight == 2
+    release.set()
+    await wait_until(lambda: acked == [7, 8], what="acked in offset order")
+    assert [m.value for m in published] == [b"done", b"done"]
+    assert a.pending(("t", 0)) == 0
+    assert b.pending(("t", 0)) == 0
+
+
+async def test_an_output_that_is_not_one_record_for_the_topic_is_published() -> None:
+    async def second(msg: Inbound) -> StageResult:  # pragma: no cover - never handed anything
+        raise AssertionError("handed over")
+
+    a, _b, published = _pair(second)
+    acked: list[int] = []
+    await a.submit(replace(_msg(0, "s"), value=b"refuse"), lambda: acked.append(0))
+    await wait_until(lambda: acked == [0], what="acked")
+    assert [m.topic for m in published] == ["answers", "answers"]
+    assert a.stats.handed_over == 0
+
+
+async def test_a_handed_over_failure_takes_the_receiving_stage_s_dead_letter_path() -> None:
+    dead: list[Inbound] = []
+
+    async def second(msg: Inbound) -> StageResult:
+        raise DeadLetter("UNDECODABLE", "bad turn")
+
+    def dead_letter(msg: Inbound, code: str, exc: BaseException, attempt: int) -> StageResult:
+        dead.append(msg)
+        return StageResult(records=[Outbound(topic="next.dlq", key=msg.key, value=msg.value)])
+
+    a, _b, published = _pair(second, dead_letter=dead_letter)
+    acked: list[int] = []
+    await a.submit(_msg(3, "s"), lambda: acked.append(3))
+    await wait_until(lambda: acked == [3], what="acked after the dead letter")
+    assert [(m.topic, m.via) for m in dead] == [("next", "t")]
+    assert [(m.topic, m.value) for m in published] == [("next.dlq", b"turn3")]
+
+
+async def test_revoke_gives_handed_over_work_its_grace_then_leaves_the_offset_unacked() -> None:
+    release = asyncio.Event()
+
+    async def second(msg: Inbound) -> StageResult:
+        if msg.key == b"slow":
+            await release.wait()
+        return StageResult()
+
+    a, b, _ = _pair(second)
+    acked: list[int] = []
+    await a.submit(_msg(0, "fast"), lambda: acked.append(0))
+    await a.submit(_msg(1, "slow"), lambda: acked.append(1))
+    await wait_until(lambda: b.in_flight == 1, what="the fast one done")
+    abandoned = await asyncio.gather(
+        a.revoke({("t", 0)}, grace_s=0.2), b.revoke({("t", 0)}, grace_s=0.2)
+    )
+    assert list(abandoned) == [0, 1]  # the handed-over event was the unfinished one
+    assert acked == [0]
+    assert b.in_flight == 0
+    assert b.pending(("t", 0)) == 0
+    release.set()
+
+
+async def test_nothing_is_handed_to_a_stopping_runner_and_the_offset_stays_unacked() -> None:
+    async def second(msg: Inbound) -> StageResult:  # pragma: no cover - never handed anything
+        raise AssertionError("handed over")
+
+    a, b, published = _pair(second)
+    assert await b.drain(0)
+    acked: list[int] = []
+    await a.submit(_msg(0, "s"), lambda: acked.append(0))
+    assert await a.drain(1)
+    assert acked == []
+    assert published == []
+    assert a.in_flight == 0

@@ -19,6 +19,10 @@ class Inbound:
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    via: str | None = None
+    """The topic of the consumed record this event was handed over from within one worker
+    (streams/runner.py, local hand-over); None: consumed from ``topic`` itself. A handed-over
+    event keeps that record's partition and offset."""
 
     @property
     def position(self) -> str:

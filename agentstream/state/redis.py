@@ -236,7 +236,10 @@ class GatedRedisCluster(RedisCluster):
             yield
             return
         try:
-            async with asyncio.timeout(self._pool_timeout_s):
+            if self._turns.locked():  # none free: wait, bounded
+                async with asyncio.timeout(self._pool_timeout_s):
+                    await self._turns.acquire()
+            else:  # a free turn is taken at once: no timer to arm and cancel per command
                 await self._turns.acquire()
         except TimeoutError as exc:
             raise RedisConnectionError(

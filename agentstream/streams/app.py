@@ -215,6 +215,9 @@ class PipelineWorker:
             else:
                 spec = topology.stage(name)
                 self.runners[name] = self._runner(spec, spec.load_handler()(deps), deps)
+        if s.kafka.local_handoff and {"validation", "generation"} <= self.runners.keys():
+            # a validated request's first model turn runs here, without a hop through the topic
+            self.runners["validation"].hand_over(s.topics.generation, self.runners["generation"])
         # cancel requests reach every worker (streams/control.py)
         self._control = CancelListener(
             s,

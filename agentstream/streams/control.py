@@ -63,6 +63,12 @@ _NOOP = {
 }
 
 
+# The listener's fetch wait, at least: on a broker that holds a fetch for the whole wait (Tansu)
+# a short wait costs idle CPU in every worker for every control partition, and a cancel may
+# take this long more (its target is under a second). Apache Kafka answers a fetch as soon as
+# data arrives, so there it costs nothing.
+CONTROL_FETCH_WAIT_MS = 100
+
 class CancelListener:
     def __init__(
         self,
@@ -82,7 +88,7 @@ class CancelListener:
             **client_kwargs(settings),
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+            fetch_max_wait_ms=max(settings.kafka.fetch_max_wait_ms, CONTROL_FETCH_WAIT_MS),
         )
         self._task: asyncio.Task[None] | None = None
         self.handled = 0

@@ -36,6 +36,17 @@ its payload (schemas/dead_letter.py). A record the broker refuses for good (stre
 too large, invalid, against policy) is never retried: its event's failure outcome is published
 instead, and if even that is refused the event is dropped with one error line, so the offset
 always moves on.
+
+Local hand-over: a runner told to :meth:`~StageRunner.hand_over` a topic to the runner of the stage
+that consumes it in this worker does not publish an event's output when that output is one record
+for that topic and nothing waits on it (no ``then``, no final answer): it submits the record to
+that runner as an event of its own (``Inbound.via`` names the topic it came from; it keeps the
+consumed record's partition and offset). The consumed record's offset is acked only when the
+handed-over event is done, so a crash in between redelivers the consumed record and its stage runs
+again (stages are idempotent on redelivery). The receiving runner treats the event as if consumed
+from the topic: same key order per session, same retries, retry tiers and dead letters (on its own
+topic). It counts the event under the partition it came from, so a revoke of that partition gives
+it the same grace.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -83,6 +94,7 @@ class RunnerStats:
     refused: int = 0
     post_publish_retries: int = 0
     outage_waits: int = 0
+    handed_over: int = 0
 
 
 @dataclass(kw_only=True)
@@ -130,6 +142,10 @@ class StageRunner:
         self._outage_wait_s = outage_wait_s
         self._chains: dict[tuple[str, bytes], _Chain] = {}
         self._partitions: dict[tuple[str, int], PartitionAcks] = {}
+        self._handoff: dict[str, StageRunner] = {}
+        # events handed over by another runner, per partition they came from (not acked here:
+        # the handing runner orders the acks of its partition)
+        self._handed: Counter[tuple[str, int]] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -142,6 +158,16 @@ class StageRunner:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def hand_over(self, topic: str, target: StageRunner) -> None:
+        """Give outputs for ``topic`` to ``target`` (a runner of this worker) instead of
+        publishing them (local hand-over, see the module docstring)."""
+        self._handoff[topic] = target
+
+    @property
+    def accepting(self) -> bool:
+        """False once :meth:`drain` began: new events would wait for ever."""
+        return not self._closing
 
     async def submit(self, msg: Inbound, ack: AckFn) -> None:
         """Hand over one consumed event; waits while the runner is full.
@@ -157,9 +183,13 @@ class StageRunner:
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight)
         self._gauge.inc()
         self._idle.clear()
-        tp = (msg.topic, msg.partition)
-        self._partitions.setdefault(tp, PartitionAcks()).track(msg.offset, ack)
-        key = (msg.topic, msg.key if msg.key is not None else b"\x00p%d" % msg.partition)
+        source = msg.via or msg.topic
+        tp = (source, msg.partition)
+        if msg.via is None:
+            self._partitions.setdefault(tp, PartitionAcks()).track(msg.offset, ack)
+        else:
+            self._handed[tp] += 1
+        key = (source, msg.key if msg.key is not None else b"\x00p%d" % msg.partition)
         chain = self._chains.get(key)
         if chain is None:
             chain = self._chains[key] = _Chain(partition=tp)
@@ -175,11 +205,13 @@ class StageRunner:
         try:
             while chain.items:
                 item = chain.items[0]
-                await self._process(item.msg)
+                local = await self._process(item.msg)
                 chain.items.popleft()
-                acks = self._partitions.get(chain.partition)
-                if acks is not None:
-                    acks.complete(item.msg.offset)
+                done = self._completion(item, chain.partition)
+                if local is None:
+                    done()
+                else:
+                    await self._give(local, done)
                 self._release_slot()
         except Exception as exc:  # noqa: BLE001 - only a publish failing while the runner stops
             # the event stays unacked: the partition's next owner gets it again
@@ -187,9 +219,40 @@ class StageRunner:
         finally:
             if self._chains.get(key) is chain:
                 del self._chains[key]
-            for _ in chain.items:  # abandoned (revoked or cancelled): never acked
+            for item in chain.items:  # abandoned (revoked or cancelled): never acked
+                if item.msg.via is not None:
+                    self._handed[chain.partition] -= 1
                 self._release_slot()
             chain.items.clear()
+
+    def _completion(self, item: _Item, tp: tuple[str, int]) -> Callable[[], None]:
+        """What marks ``item`` done: its offset in order (a consumed event), or the handing
+        runner's ack (a handed-over one). After a revoke of its partition it does nothing."""
+        if item.msg.via is not None:
+            self._handed[tp] -= 1
+
+            def handed_done() -> None:
+                item.ack()
+
+            return handed_done
+        acks = self._partitions.get(tp)
+
+        def done() -> None:
+            if acks is not None and self._partitions.get(tp) is acks:
+                acks.complete(item.msg.offset)
+                self._progress.set()
+
+        return done
+
+    async def _give(self, local: tuple[StageRunner, Inbound], done: Callable[[], None]) -> None:
+        """Submit the event's output to the runner of its topic in this worker; ``done`` runs
+        when that event is done. A receiving runner that is stopping takes nothing: the event
+        stays unacked and is redelivered, as after a crash."""
+        target, event = local
+        if not target.accepting:
+            return
+        self.stats.handed_over += 1
+        await target.submit(event, done)
 
     def _release_slot(self) -> None:
         self._gauge.dec()
@@ -199,7 +262,9 @@ class StageRunner:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _process(self, msg: Inbound) -> None:
+    async def _process(self, msg: Inbound) -> tuple[StageRunner, Inbound] | None:
+        """Handle ``msg`` and publish its output; or, when its output is one record for a stage
+        of this worker (local hand-over), return that stage's runner and the event to give it."""
         with (
             consume_span(self.stage, msg.topic, msg.partition, msg.offset, msg.headers),
             metrics.HANDLER_SECONDS.labels(self.stage).time(),
@@ -212,7 +277,13 @@ class StageRunner:
                 replace(r, headers=[*(h for h in r.headers if h[0] not in names), *context])
                 for r in result.records
             ]
-        result = await self._deliver(msg, self._within_limit(msg, result))
+        result = self._within_limit(msg, result)
+        local = self._local(msg, result)
+        if local is not None:
+            self.stats.processed += 1
+            metrics.EVENTS.labels(self.stage, "processed").inc()
+            return local
+        result = await self._deliver(msg, result)
         if result.finished is not None:  # counted once its records are out
             finished = result.finished
             metrics.REQUESTS.labels(finished.state, finished.error_code or "").inc()
@@ -220,6 +291,28 @@ class StageRunner:
             await self._after_publish(msg, result.then)
         self.stats.processed += 1
         metrics.EVENTS.labels(self.stage, "processed").inc()
+        return None
+
+    def _local(self, msg: Inbound, result: StageResult) -> tuple[StageRunner, Inbound] | None:
+        """The runner and event for a local hand-over of ``result``: one record whose topic a
+        runner of this worker consumes, nothing to run after it, not a request's end."""
+        if len(result.records) != 1 or result.then is not None or result.finished is not None:
+            return None
+        record = result.records[0]
+        target = self._handoff.get(record.topic)
+        if target is None:
+            return None
+        event = Inbound(
+            topic=record.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            timestamp_ms=msg.timestamp_ms,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            via=msg.via or msg.topic,
+        )
+        return target, event
 
     async def _after_publish(self, msg: Inbound, then: Callable[[], Awaitable[None]]) -> None:
         """Run the post-publish step until it succeeds. A transient failure is retried (after
@@ -446,8 +539,9 @@ class StageRunner:
             return False
 
     def pending(self, partition: tuple[str, int]) -> int:
+        """Events of ``partition`` not done yet (handed-over ones included)."""
         acks = self._partitions.get(partition)
-        return len(acks) if acks is not None else 0
+        return (len(acks) if acks is not None else 0) + self._handed[partition]
 
     async def revoke(self, partitions: set[tuple[str, int]], grace_s: float) -> int:
         """The partitions are leaving this worker: let their in-flight work finish for up to
