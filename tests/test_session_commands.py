@@ -139,10 +139,20 @@ async def test_the_session_keeps_its_ttl_and_an_old_claim_refreshes_it(
     await redis.expire(key, 5)
     await _finish(store, _ids("r2"), "resp-2")
     assert await redis.ttl(key) > TTL_S * 0.9
-    # a write that ends no request refreshes it too
+    # a write by a request that does not hold the session refreshes it too
     await redis.expire(key, 5)
     await store.update(_ids("r3"), _answer)
     assert await redis.ttl(key) > TTL_S * 0.9
+    # the holder's writes before its final one (a turn with tool calls) keep its claim's TTL
+    assert await store.claim(_ids("r4"), Claim(stale_s=60)) is ClaimOutcome.CLAIMED
+    await redis.expire(key, 500)
+    await store.update(_ids("r4"), _answer)
+    assert 490 <= await redis.ttl(key) <= 500
+    await store.update(_ids("r4"), _answer, ends_with="resp-4")
+    assert 490 <= await redis.ttl(key) <= 500
+    assert await store.claim(_ids("r5"), Claim(stale_s=60, follows="resp-4")) is (
+        ClaimOutcome.CLAIMED
+    )
 
 
 async def test_a_step_completed_by_its_worker_keeps_at_least_the_retention(

@@ -197,6 +197,7 @@ class ContextStore:
         current: AgentContext | None = _UNSET,
         complete_step: StepDone | None = None,
         owner: tuple[str, str] | None = None,
+        writer: str | None = None,
         ends: tuple[str, str] | None = None,
     ) -> AgentContext | None:
         """Apply ``change`` atomically. ``change`` gets the current context (or None) and returns
@@ -208,6 +209,8 @@ class ContextStore:
         round trip on the hot path).
         ``owner``: (tenant_id, user_id) of the caller; raises :class:`SessionForbiddenError`
         (and changes nothing) when the stored session belongs to another pair.
+        ``writer``: the request making the write: while it holds the session, claimed less
+        than a tenth of the TTL ago, the write keeps the TTL the claim set.
         ``ends``: (request id, response id) of the request this write finishes: the session is
         freed if that request holds it and the response recorded, in the same write (saves the
         release's round trip; see :meth:`release`)."""
@@ -227,7 +230,9 @@ class ContextStore:
             if new is None:
                 return current
             result = int(
-                await self._cas(keys=keys, args=self._cas_args(current, new, ends, complete_step))
+                await self._cas(
+                    keys=keys, args=self._cas_args(current, new, writer, ends, complete_step)
+                )
             )
             if result >= 0:
                 new.version = result
@@ -238,6 +243,7 @@ class ContextStore:
         self,
         current: AgentContext | None,
         new: AgentContext,
+        writer: str | None,
         ends: tuple[str, str] | None,
         complete_step: StepDone | None,
     ) -> list[str | int]:
@@ -251,13 +257,14 @@ class ContextStore:
             new.to_json(),
             self._ttl_s,
             owner_of(new.tenant_id, new.user_id),
-            *(ends or ("", "")),
+            ends[0] if ends else writer or "",
+            *(("1", ends[1]) if ends else ("0", "")),
             RECORDED_RESPONSES,
             new.last_activity,  # now: how long ago the request's claim set the TTL
         ]
         if complete_step:
-            step = complete_step
-            args += [step.result, step.retention_s, "1" if step.ttl_right else "0"]
+            step, ttl_right = complete_step, "1" if complete_step.ttl_right else "0"
+            args += [step.result, step.retention_s, ttl_right]
         return args
 
     async def release(

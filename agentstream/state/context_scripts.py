@@ -11,9 +11,9 @@ of earlier versions read the marker as a claim abandoned long ago, so they take 
 (a rolling upgrade mixes both).
 
 Commands a script can skip (issue 18): the claim reads ``v`` with the other fields instead of an
-``HEXISTS`` (``v`` and ``data`` are always written together); the write that ends a request
-skips the context's ``EXPIRE`` when that request's own claim set it less than a tenth of the TTL
-ago (the claim refreshes the TTL, so the session still has at least 90 % of it), and the step's
+``HEXISTS`` (``v`` and ``data`` are always written together); a write by the request holding the
+session skips the context's ``EXPIRE`` when that request's claim set it less than a tenth of the
+TTL ago (the claim refreshes the TTL, so the session still has at least 90 % of it), and the step's
 ``EXPIRE`` when the caller knows the entry's TTL is right (state/journal.py) and the entry
 existed.
 """
@@ -46,10 +46,12 @@ end
 
 # KEYS[1] context key; KEYS[2] (optional) a step-journal entry completed in the same write
 # ARGV: expected version ("0" = must not exist), data, ttl s, owner ("tenant|user"),
-#       request id this write ends ("" = none), its response id, responses kept, now ms,
+#       request id making the write ("" = none), "1": the write ends that request, its
+#       response id, responses kept, now ms,
 #       [step result, step retention s, "1": the entry's TTL is right (keep it unless the
 #       entry was gone)]
-# Returns the new version, or -1 on a version conflict.
+# The TTL is set again unless the writing request holds the session and its claim (which set
+# the TTL) is less than ttl/10 old. Returns the new version, or -1 on a version conflict.
 CAS = (
     _HELPERS
     + """
@@ -58,24 +60,25 @@ local cur = h[1] or '0'
 if cur ~= ARGV[1] then return -1 end
 local nv = tonumber(cur) + 1
 local ttl = tonumber(ARGV[3])
-local refresh = true
 local set = {'v', nv, 'data', ARGV[2]}
 if not h[4] then set[#set + 1] = 'o'; set[#set + 1] = ARGV[4] end
-if ARGV[5] ~= '' then
-  if held_by(h[2], ARGV[5]) then
-    set[#set + 1] = 'a'; set[#set + 1] = FREE
-    local age = tonumber(ARGV[8]) - since_of(h[2])
-    refresh = age < 0 or age >= ttl * 100  -- the claim set the TTL less than ttl/10 ago
-  end
-  local r = recorded(h[3], ARGV[6], tonumber(ARGV[7]))
+local held = ARGV[5] ~= '' and held_by(h[2], ARGV[5])
+local refresh = true
+if held then
+  local age = tonumber(ARGV[9]) - since_of(h[2])
+  refresh = age < 0 or age >= ttl * 100
+end
+if ARGV[6] == '1' then
+  if held then set[#set + 1] = 'a'; set[#set + 1] = FREE end
+  local r = recorded(h[3], ARGV[7], tonumber(ARGV[8]))
   if r then set[#set + 1] = 'r'; set[#set + 1] = r end
 end
 redis.call('HSET', KEYS[1], unpack(set))
 if refresh then redis.call('EXPIRE', KEYS[1], ttl) end
 if KEYS[2] then
-  local added = redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[9])
-  if ARGV[11] ~= '1' or added == 2 then  -- 2 new fields: the entry was gone, it has no TTL
-    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
+  local added = redis.call('HSET', KEYS[2], 'status', 'done', 'result', ARGV[10])
+  if ARGV[12] ~= '1' or added == 2 then  -- 2 new fields: the entry was gone, it has no TTL
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[11]))
   end
 end
 return nv

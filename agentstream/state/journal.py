@@ -89,7 +89,7 @@ StepStatus = Literal["new", "done", "in_flight", "unknown"]
 #: A begun entry's TTL is the retention plus 1/_SLACK_SHARE of it.
 _SLACK_SHARE = 10
 #: How many begun steps a journal remembers the time of (the oldest are forgotten first).
-_REMEMBERED = 65536
+_REMEMBERED = 16384
 
 
 @dataclass(frozen=True, kw_only=True)

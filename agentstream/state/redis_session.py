@@ -200,6 +200,7 @@ class RedisSessionStore:
             change,
             complete_step=step,
             owner=ids.owner,
+            writer=ids.request_id,
             ends=(ids.request_id, ends_with) if ends_with is not None else None,
             **known,
         )
