@@ -416,3 +416,21 @@ async def test_without_a_tracing_sdk_outputs_carry_the_record_s_trace_context_on
     await runner.submit(msg, lambda: acked.append(0))
     await wait_until(lambda: acked == [0], what="acked")
     assert published[0].headers == [("traceparent", parent)]
+
+
+async def test_a_revoke_while_the_hand_over_waits_for_a_full_stage_frees_the_slot() -> None:
+    release = asyncio.Event()
+
+    async def second(msg: Inbound) -> StageResult:
+        await release.wait()
+        return StageResult()
+
+    a, b, _ = _pair(second, max_in_flight=1)
+    acked: list[int] = []
+    await a.submit(_msg(0, "s1"), lambda: acked.append(0))
+    await a.submit(_msg(1, "s2"), lambda: acked.append(1))  # waits: the second stage is full
+    await wait_until(lambda: b.in_flight == 1 and a.in_flight == 1, what="one handed, one waiting")
+    await asyncio.gather(a.revoke({("t", 0)}, grace_s=0.1), b.revoke({("t", 0)}, grace_s=0.1))
+    await wait_until(lambda: a.in_flight == 0 and b.in_flight == 0, what="slots freed")
+    assert acked == []
+    release.set()

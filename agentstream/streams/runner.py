@@ -212,11 +212,13 @@ class StageRunner:
                 local = await self._process(item.msg)
                 chain.items.popleft()
                 done = self._completion(item, chain.partition)
-                if local is None:
-                    done()
-                else:
-                    await self._give(local, done)
-                self._release_slot()
+                try:
+                    if local is None:
+                        done()
+                    else:  # cancelled while the target is full: left unacked
+                        await self._give(local, done)
+                finally:
+                    self._release_slot()
         except Exception as exc:  # noqa: BLE001 - only a publish failing while the runner stops
             # the event stays unacked: the partition's next owner gets it again
             log.warning("stopped with unfinished work", stage=self.stage, error=type(exc).__name__)
