@@ -9,6 +9,7 @@ call that crosses it may overshoot by its own cost.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,13 @@ MICRO = 1_000_000
 
 
 def utc_day(now_s: float) -> str:
-    return datetime.fromtimestamp(now_s, UTC).strftime("%Y%m%d")
+    """The UTC day of ``now_s`` as YYYYMMDD (asked for every model call: cached per day)."""
+    return _day_of(int(now_s // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _day_of(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, UTC).strftime("%Y%m%d")
 
 
 def seconds_until_next_day(now_s: float) -> float:
