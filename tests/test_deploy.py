@@ -121,17 +121,23 @@ def test_pdb_and_selectors_match_the_pods(k8s: dict[str, dict[str, Any]]) -> Non
     assert k8s["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
 
 
-def test_keda_scales_on_the_generation_topic_lag_of_the_group(
+def test_keda_scales_on_the_lag_of_the_topics_where_model_calls_queue(
     k8s: dict[str, dict[str, Any]], config: Settings
 ) -> None:
     scaled = k8s["ScaledObject"]["spec"]
     assert scaled["scaleTargetRef"]["name"] == k8s["Deployment"]["metadata"]["name"]
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "kafka"
-    meta = trigger["metadata"]
-    assert meta["topic"] == topology.stage("generation").topic(config)
-    assert meta["consumerGroup"] == config.consumer_group
-    assert meta["bootstrapServers"] == config.kafka_bootstrap_servers
+    # the first model turn runs under the request's offset (local hand-over), later turns
+    # under the generation topic's
+    topics = [t["metadata"]["topic"] for t in scaled["triggers"]]
+    assert topics == [
+        topology.stage("validation").topic(config),
+        topology.stage("generation").topic(config),
+    ]
+    for trigger in scaled["triggers"]:
+        assert trigger["type"] == "kafka"
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] == config.consumer_group
+        assert meta["bootstrapServers"] == config.kafka_bootstrap_servers
     # more workers than partitions would sit without an assignment (and never be ready)
     assert scaled["maxReplicaCount"] <= config.topics.partitions
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
