@@ -8,6 +8,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ async def test_sigterm_with_the_broker_gone_exits_within_the_bound(
             assert proc.stderr is not None
             line = await asyncio.to_thread(proc.stderr.readline)
             assert b"worker running" in line
+            # keep reading its log: with the broker gone aiokafka logs a line per reconnect, and
+            # a full pipe would block the worker's logging (and its shutdown) in this test only
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
         except BaseException:
             proc.kill()
             raise
