@@ -54,3 +54,17 @@ async def test_an_unknown_script_is_loaded_and_sent_again(redis: Any, unique_pre
     await redis.script_flush()  # a restarted server or a promoted replica knows no scripts
     assert [int(r) for r in await asyncio.gather(*(incr(keys=[key], args=[1]) for _ in range(3)))]
     assert int(await redis.get(key)) == 4
+
+
+async def test_a_call_alone_in_its_turn_gets_its_reply_its_error_and_a_reloaded_script(
+    redis: Any, unique_prefix: str
+) -> None:
+    pipe = AutoPipeline(redis)
+    incr, fail = pipe.register_script(INCR), pipe.register_script(FAIL)
+    key = f"{unique_prefix}:alone"
+    assert int(await incr(keys=[key], args=[5])) == 5
+    with pytest.raises(ResponseError, match="nope y"):
+        await fail(keys=[key], args=["y"])
+    await redis.script_flush()
+    assert int(await incr(keys=[key], args=[1])) == 6  # NOSCRIPT: loaded and sent again
+    assert pipe.batches == pipe.calls == 3

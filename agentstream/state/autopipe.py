@@ -6,7 +6,7 @@ of its own, and writing to Redis was the largest single CPU cost of a worker (is
 profile: about a fifth of all samples). Here a call is queued, and at the end of the current
 event-loop turn everything queued goes out as one non-transactional pipeline (at most
 ``max_batch`` calls each): one write, one read, one pooled connection. Each caller gets its own
-reply or error, as if it had called alone. A batch of one is a pipeline of one.
+reply or error, as if it had called alone. A batch of one is a plain ``EVALSHA``.
 
 Nothing is atomic across calls in a batch (no ``MULTI``); each script is atomic on its own, as
 before. A connection error fails every call of its batch (the pool's retry and the stages'
@@ -64,6 +64,9 @@ class AutoPipeline:
     async def _send(self, batch: list[_Call]) -> None:
         self.batches += 1
         self.calls += len(batch)
+        if len(batch) == 1:  # most batches under a steady load: no pipeline objects for one call
+            await self._send_one(*batch[0])
+            return
         pipe = self._redis.pipeline(transaction=False)
         for script, keys, args, _ in batch:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -82,6 +85,31 @@ class AutoPipeline:
             return
         for call, reply in zip(batch, replies, strict=True):
             self._answer(call, reply)
+
+    async def _send_one(
+        self,
+        script: AsyncScript,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        future: asyncio.Future[Any],
+    ) -> None:
+        """A batch of one: the call as a plain command (about 20 us of client CPU less than a
+        pipeline of one), with the same outcomes."""
+        try:
+            reply = await self._redis.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except NoScriptError:
+            self._alone(script, keys, args, future)
+            return
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not future.done():
+            future.set_result(reply)
 
     def _answer(self, call: _Call, reply: Any) -> None:
         script, keys, args, future = call
