@@ -57,7 +57,7 @@ from agentstream.state.memory import MemorySessionStore
 from agentstream.streams.failures import StageFailures
 from agentstream.streams.policy import FailurePolicy
 from agentstream.streams.retry import schedule_retry
-from agentstream.streams.runner import StageRunner
+from agentstream.streams.runner import StageRunner, hand_over_first_turns
 from agentstream.streams.topology import STAGES, retry_topics
 from agentstream.tools.base import ManagedTools, ToolExecutor
 from agentstream.tools.factory import build_tools
@@ -166,9 +166,10 @@ class TestPipeline:
                 max_in_flight=s.limits.max_in_flight,
                 too_large=failures.too_large,
             )
-        if s.kafka.local_handoff:  # as a worker running every stage does (streams/app.py)
-            runners[s.topics.requests].hand_over(s.topics.generation, runners[s.topics.generation])
-            self.deps.first_turn_here = True
+        # as a worker running every stage does (streams/app.py)
+        hand_over_first_turns(
+            s, runners[s.topics.requests], runners[s.topics.generation], self.deps
+        )
         return runners
 
     async def __aenter__(self) -> TestPipeline:

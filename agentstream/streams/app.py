@@ -53,7 +53,7 @@ from agentstream.streams.preflight import (
 from agentstream.streams.publisher import Publisher
 from agentstream.streams.retry import RetryForwarder, schedule_retry
 from agentstream.streams.retry_consumer import RetryConsumer
-from agentstream.streams.runner import StageRunner
+from agentstream.streams.runner import StageRunner, hand_over_first_turns
 from agentstream.streams.topology import RETRY, WORKER_STAGES, StageSpec, consumed_topics
 from agentstream.tools.base import ManagedTools, ToolExecutor
 from agentstream.tools.factory import build_tools
@@ -215,10 +215,10 @@ class PipelineWorker:
             else:
                 spec = topology.stage(name)
                 self.runners[name] = self._runner(spec, spec.load_handler()(deps), deps)
-        if s.kafka.local_handoff and {"validation", "generation"} <= self.runners.keys():
-            # a validated request's first model turn runs here, without a hop through the topic
-            self.runners["validation"].hand_over(s.topics.generation, self.runners["generation"])
-            deps.first_turn_here = True
+        # a validated request's first model turn runs here, without a hop through the topic
+        hand_over_first_turns(
+            s, self.runners.get("validation"), self.runners.get("generation"), deps
+        )
         # cancel requests reach every worker (streams/control.py)
         self._control = CancelListener(
             s,

@@ -58,11 +58,12 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability import metrics
 from agentstream.observability.logging import get_logger
 from agentstream.observability.tracing import consume_span, propagated_headers
-from agentstream.processors.base import Handler, Inbound, Outbound, StageResult
+from agentstream.processors.base import Handler, Inbound, Outbound, StageDeps, StageResult
 from agentstream.processors.signals import DeadLetter, RetryLater
 from agentstream.resilience.outage import OutageGate
 from agentstream.schemas.dead_letter import is_dead_letter, prior_attempts, within_limit
@@ -211,6 +212,8 @@ class StageRunner:
                 item = chain.items[0]
                 local = await self._process(item.msg)
                 chain.items.popleft()
+                if item.msg.via is not None:
+                    self._handed[chain.partition] -= 1
                 done = self._completion(item, chain.partition)
                 try:
                     if local is None:
@@ -231,16 +234,11 @@ class StageRunner:
                 self._release_slot()
             chain.items.clear()
 
-    def _completion(self, item: _Item, tp: tuple[str, int]) -> Callable[[], None]:
+    def _completion(self, item: _Item, tp: tuple[str, int]) -> AckFn:
         """What marks ``item`` done: its offset in order (a consumed event), or the handing
         runner's ack (a handed-over one). After a revoke of its partition it does nothing."""
         if item.msg.via is not None:
-            self._handed[tp] -= 1
-
-            def handed_done() -> None:
-                item.ack()
-
-            return handed_done
+            return item.ack
         acks = self._partitions.get(tp)
 
         def done() -> None:
@@ -250,7 +248,7 @@ class StageRunner:
 
         return done
 
-    async def _give(self, local: tuple[StageRunner, Inbound], done: Callable[[], None]) -> None:
+    async def _give(self, local: tuple[StageRunner, Inbound], done: AckFn) -> None:
         """Submit the event's output to the runner of its topic in this worker; ``done`` runs
         when that event is done. A receiving runner that is stopping takes nothing: the event
         stays unacked and is redelivered, as after a crash."""
@@ -584,3 +582,16 @@ class StageRunner:
 def _where(msg: Inbound) -> dict[str, object]:
     """The log fields that place an event: topic, partition, offset (never its payload)."""
     return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+
+
+def hand_over_first_turns(
+    settings: Settings,
+    validation: StageRunner | None,
+    generation: StageRunner | None,
+    deps: StageDeps,
+) -> None:
+    """With ``kafka.local_handoff`` and both stages in this process, validation hands a
+    request's first turn to the generation runner (and reads what it needs with its claim)."""
+    if settings.kafka.local_handoff and validation is not None and generation is not None:
+        validation.hand_over(settings.topics.generation, generation)
+        deps.first_turn_here = True
