@@ -285,3 +285,45 @@ async def test_open_reading_of_a_context_without_an_owner(redis: Any, unique_pre
         "r2:t0:llm",
     )
     assert (refused[0].claim, refused[1:]) == (ClaimOutcome.FORBIDDEN, (None, None))
+
+
+async def _lose(store: SessionStore, session: str = "s") -> None:
+    """The session's hash is gone, as after Redis restarted empty."""
+    if isinstance(store, MemorySessionStore):
+        store.expire("t", session)
+    else:
+        assert isinstance(store, RedisSessionStore)
+        await store.contexts.delete("t", session)
+
+
+async def test_a_session_lost_before_the_release_is_not_revived_by_it(
+    any_store: SessionStore,
+) -> None:
+    """The chaos run's silent history reset: a request that held its session published its
+    answer, Redis restarted empty, then the post-publish release ran. Recording the response
+    then would let the next request, which follows it, run on an empty history unnoticed; the
+    release records nothing and that request is refused CONTEXT_LOST (HISTORY_LOST) instead."""
+    store, claim = any_store, Claim(stale_s=60)
+    opening, _, ctx = await store.open_reading(_ids("r1"), "q/0/1", claim, "r1:t0:llm")
+    assert opening.claim is ClaimOutcome.CLAIMED
+    await store.update(_ids("r1"), _answer, current=ctx)  # a conversation, session still held
+    await _lose(store)
+    await store.release(_ids("r1"), "resp-1")
+    lost = await store.claim(_ids("r2"), Claim(stale_s=60, follows="resp-1"))
+    assert lost is ClaimOutcome.HISTORY_LOST
+    # a request refused before it claimed (no conversation to lose) is recorded all the same:
+    # the request that follows its answer starts the session afresh
+    await _lose(store)
+    await store.release(_ids("r2"), "resp-2", held=False)
+    fresh = await store.claim(_ids("r3"), Claim(stale_s=60, follows="resp-2"))
+    assert fresh is ClaimOutcome.CLAIMED
+    # a held request's release records its response while the session lasts, held or not
+    await store.update(_ids("r3"), _answer, current=None)
+    await store.release(_ids("r3"), "resp-3")
+    assert await store.claim(_ids("r4"), Claim(stale_s=60, follows="resp-3")) is (
+        ClaimOutcome.CLAIMED
+    )
+    await store.release(_ids("r3"), "resp-3b")  # r4 holds it now; the conversation is there
+    assert await store.claim(_ids("r4"), Claim(stale_s=60, follows="resp-3b")) is (
+        ClaimOutcome.HELD
+    )

@@ -69,13 +69,14 @@ class Failure:
 
 
 def session_release(
-    deps: StageDeps, ids: RequestIds, response_id: str | None = None
+    deps: StageDeps, ids: RequestIds, response_id: str | None = None, *, held: bool = True
 ) -> Callable[[], Awaitable[None]]:
     """The step that frees the request's session for its next request and records the
-    response that ended it (runs after publish; idempotent, retried until it succeeds)."""
+    response that ended it (runs after publish; idempotent, retried until it succeeds).
+    ``held``: the request had claimed the session (see ``SessionStore.release``)."""
 
     async def release() -> None:
-        await deps.sessions.release(ids, response_id)
+        await deps.sessions.release(ids, response_id, held=held)
 
     return release
 
@@ -140,12 +141,15 @@ def finish(
     request_metadata: Mapping[str, str] | None = None,
     origin: Inbound | None = None,
     settle: bool = True,
+    held: bool = True,
     agent: Agent | None = None,
 ) -> StageResult:
     """The terminal records of a request: its response, metrics and (on failure) error event.
     Once they are published the session is *settled*: freed if this request holds it, and the
     response recorded as one it knows (a later request may name it as the one it follows).
-    ``settle=False`` for a request that may not touch the session (another user's, bad ids).
+    ``settle=False`` for a request that may not touch the session (another user's, bad ids);
+    ``held=False`` for one refused before it claimed its session (its response is recorded even
+    where the session has no hash yet; a claimed request's only while its session lasts).
     ``metadata`` is the pipeline's (model, cache, limits); ``request_metadata`` the request's,
     echoed. ``agent`` is the agent that served the request (None: it named an unknown one)."""
     response = _response(deps, ids, progress, content, failure, confidence, metadata)
@@ -154,7 +158,7 @@ def finish(
     if request_metadata:
         echo = {k: v for k, v in request_metadata.items() if k not in PIPELINE_KEYS}
         response = msgspec.structs.replace(response, request_metadata=echo)
-    then = session_release(deps, ids, response.response_id) if settle else None
+    then = session_release(deps, ids, response.response_id, held=held) if settle else None
     topics = deps.settings.topics
     out = [
         Outbound(topic=topics.responses, key=ids.key, value=deps.codec.encode_record(response)),

@@ -78,6 +78,7 @@ class ValidationStage(Stage[AgentRequest]):
     ) -> StageResult:
         progress = new_progress(started, len(request.message.encode()))
         agent: Agent | None = None
+        claimed = False
         try:
             agent = self._agent(request)
             valid = self._validate(request, agent)
@@ -89,7 +90,8 @@ class ValidationStage(Stage[AgentRequest]):
             if not opening.first_sighting:
                 return self._duplicate(msg, ids)
             busy = _claimed(opening.claim, self.deps.settings.limits.double_text)
-            cached = await self._admit(msg, ids, progress, request, valid)
+            claimed = not busy
+            cached = await self._admit(msg, ids, progress, request, valid, held=claimed)
             if cached is not None:
                 return cached
             if busy:
@@ -97,7 +99,7 @@ class ValidationStage(Stage[AgentRequest]):
                     await self._wait_for_session(ids, claim)
         except RequestRejected as rej:
             log.info("request refused", code=rej.code)
-            return self._refuse(msg, ids, progress, rej, request.metadata, agent)
+            return self._refuse(msg, ids, progress, rej, request.metadata, agent, held=claimed)
         progress.add_stage_time(STAGE, ms_since(started))
         turn = GenerationTurn(
             request_id=ids.request_id,
@@ -142,8 +144,11 @@ class ValidationStage(Stage[AgentRequest]):
         rej: RequestRejected,
         request_metadata: dict[str, str],
         agent: Agent | None,
+        *,
+        held: bool,
     ) -> StageResult:
-        """Answer the request now with an ERROR response (plus its ErrorEvent and metrics)."""
+        """Answer the request now with an ERROR response (plus its ErrorEvent and metrics).
+        ``held``: it had claimed its session before it was refused."""
         failure = Failure(code=rej.code, message=rej.message, stage=STAGE, retriable=rej.retriable)
         return finish(
             self.deps,
@@ -155,6 +160,7 @@ class ValidationStage(Stage[AgentRequest]):
             request_metadata=request_metadata,
             origin=msg,
             settle=rej.settle,
+            held=held,
             agent=agent,
         )
 
@@ -175,6 +181,8 @@ class ValidationStage(Stage[AgentRequest]):
         progress: RequestProgress,
         request: AgentRequest,
         valid: _Valid,
+        *,
+        held: bool,
     ) -> StageResult | None:
         """Load shedding, rate limits and budgets (RequestRejected), then the response cache:
         a cached answer ends the request here."""
@@ -217,6 +225,7 @@ class ValidationStage(Stage[AgentRequest]):
                     confidence=cached.confidence,
                     metadata=cached.metadata(),
                     request_metadata=request.metadata,
+                    held=held,
                     agent=valid.agent,
                 )
         if deps.settings.degradation.cached_only:  # no cached answer above: refuse

@@ -268,13 +268,28 @@ class ContextStore:
         return args
 
     async def release(
-        self, tenant_id: str, session_id: str, request_id: str, response_id: str | None = None
+        self,
+        tenant_id: str,
+        session_id: str,
+        request_id: str,
+        response_id: str | None = None,
+        *,
+        held: bool = True,
     ) -> None:
         """Mark ``request_id`` finished so the session's next request may start, and record
-        ``response_id`` among the session's latest responses. Idempotent."""
+        ``response_id`` among the session's latest responses. ``held``: the request had claimed
+        the session; its response is then recorded only while the session still holds it or
+        still has a conversation (not when Redis lost the session meanwhile: the next request
+        is refused ``CONTEXT_LOST`` rather than run on an empty history). Idempotent."""
         await self._release(
             keys=[self._keys.context(tenant_id, session_id)],
-            args=[request_id, response_id or "", self._ttl_s, RECORDED_RESPONSES],
+            args=[
+                request_id,
+                response_id or "",
+                self._ttl_s,
+                RECORDED_RESPONSES,
+                "1" if held else "0",
+            ],
         )
 
     async def delete(self, tenant_id: str, session_id: str) -> None:

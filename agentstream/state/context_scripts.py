@@ -85,16 +85,23 @@ return nv
 """
 )
 
-# KEYS[1] context key; ARGV: request_id, response id ("" = none), ttl s, responses kept.
+# KEYS[1] context key; ARGV: request_id, response id ("" = none), ttl s, responses kept,
+# "1": the request held the session (ARGV[5] missing: "0", a script caller of earlier versions).
 # Frees the session (a = FREE) if that request holds it, and records the response among the
-# session's latest (a hash holding only that record expires like a context). Idempotent.
+# session's latest (a hash holding only that record expires like a context). A request that
+# held the session records its response only while the session still holds it or still has a
+# conversation: when Redis lost the session meanwhile (restarted empty), recording the
+# response would let the next request, which follows it, run on an empty history unnoticed;
+# unrecorded, that request is refused CONTEXT_LOST. Idempotent.
 RELEASE = (
     _HELPERS
     + """
-local h = redis.call('HMGET', KEYS[1], 'a', 'r')
+local h = redis.call('HMGET', KEYS[1], 'a', 'r', 'v')
 local set, freed = {}, 0
-if held_by(h[1], ARGV[1]) then set, freed = {'a', FREE}, 1 end
-local r = ARGV[2] ~= '' and recorded(h[2], ARGV[2], tonumber(ARGV[4]))
+local held = held_by(h[1], ARGV[1])
+if held then set, freed = {'a', FREE}, 1 end
+local lost = ARGV[5] == '1' and not held and not h[3]
+local r = ARGV[2] ~= '' and not lost and recorded(h[2], ARGV[2], tonumber(ARGV[4]))
 if r then set[#set + 1] = 'r'; set[#set + 1] = r end
 if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
 if r and redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end

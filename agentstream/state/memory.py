@@ -167,16 +167,22 @@ class MemorySessionStore:
         key = (ids.tenant_id, ids.session_id, step_id)
         self._steps[key] = _Step(status="unknown", owner=self._owner)
 
-    async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
-        self._settle(ids, response_id)
+    async def release(
+        self, ids: RequestIds, response_id: str | None = None, *, held: bool = True
+    ) -> None:
+        self._settle(ids, response_id, held=held)
 
-    def _settle(self, ids: RequestIds, response_id: str | None) -> None:
+    def _settle(self, ids: RequestIds, response_id: str | None, *, held: bool = False) -> None:
         key = (ids.tenant_id, ids.session_id)
         stored = self._contexts.get(key)
-        if stored is not None and stored.active is not None and stored.active[0] == ids.request_id:
+        active = stored.active if stored is not None else None
+        holds = active is not None and active[0] == ids.request_id
+        if holds and stored is not None:
             stored.active = None
         if response_id is None:
             return
+        if held and not holds and (stored is None or stored.data is None):
+            return  # the session was lost since this request claimed it: not recorded
         if stored is None:
             stored = self._contexts[key] = _Stored()
         if response_id not in stored.responses:

@@ -232,5 +232,9 @@ class RedisSessionStore:
     async def mark_step_unknown(self, ids: RequestIds, step_id: str) -> None:
         await self.journal.mark_unknown(ids.tenant_id, ids.session_id, step_id)
 
-    async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
-        await self.contexts.release(ids.tenant_id, ids.session_id, ids.request_id, response_id)
+    async def release(
+        self, ids: RequestIds, response_id: str | None = None, *, held: bool = True
+    ) -> None:
+        await self.contexts.release(
+            ids.tenant_id, ids.session_id, ids.request_id, response_id, held=held
+        )

@@ -163,11 +163,15 @@ class SessionStore(Protocol):
         """The step's outcome cannot be known (dead-lettered): later deliveries are dropped."""
         ...
 
-    async def release(self, ids: RequestIds, response_id: str | None = None) -> None:
+    async def release(
+        self, ids: RequestIds, response_id: str | None = None, *, held: bool = True
+    ) -> None:
         """The request finished: the session's next request may start. ``response_id``: the
         response that ended it, recorded among the session's latest responses (what a later
-        request's ``follows`` is checked against). Idempotent; frees the session only if
-        ``ids.request_id`` holds it."""
+        request's ``follows`` is checked against). ``held``: the request had claimed the
+        session; its response is then recorded only while the session still holds it or has a
+        conversation, so a session lost meanwhile answers the next request ``CONTEXT_LOST``.
+        Idempotent; frees the session only if ``ids.request_id`` holds it."""
         ...
 
 
