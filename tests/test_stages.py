@@ -165,6 +165,50 @@ async def test_a_turn_whose_context_expired_is_answered_context_lost() -> None:
     assert "restate" in answer.content
 
 
+async def test_the_request_that_follows_a_context_lost_answer_starts_afresh() -> None:
+    """The turn's session is gone (Redis lost it): its CONTEXT_LOST answer is recorded all the
+    same, so the request that follows that answer runs on a new history instead of being told
+    twice; one that follows an answer the lost session gave is told."""
+    async with TestPipeline() as p:
+        turn = GenerationTurn(
+            request_id="r",
+            session_id="gone",
+            user_id="u",
+            tenant_id="t",
+            turn=1,
+            allowed_tools=[],
+            metadata={},
+            tool_results=[
+                ToolResult(
+                    call_id="c", name="calculator", content="5", is_error=False, duration_ms=1
+                )
+            ],
+            progress=new_progress(datetime.now(UTC), 10),
+        )
+        p.publish_raw(p.settings.topics.generation, p.codec.encode_record(turn), key="gone")
+        lost = await p.wait_for_response("r")
+        ask = {"session_id": "gone", "user_id": "u", "tenant_id": "t", "message": "hello"}
+        again = await p.send(
+            AgentRequest(
+                request_id="r2",
+                previous_response_id=lost.response_id,
+                created_at=datetime.now(UTC),
+                **ask,
+            )
+        )
+        stale = await p.send(
+            AgentRequest(
+                request_id="r3",
+                previous_response_id="a-response-of-the-lost-history",
+                created_at=datetime.now(UTC),
+                **ask,
+            )
+        )
+    assert lost.error_code == "CONTEXT_LOST"
+    assert (again.state, again.error_code) == ("COMPLETED", None)
+    assert stale.error_code == "CONTEXT_LOST"
+
+
 # --- tools ------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import msgspec
 
 from agentstream.agents import Agent
+from agentstream.exceptions import ErrorCode
 from agentstream.processors.base import (
     Inbound,
     Outbound,
@@ -149,7 +150,8 @@ def finish(
     response recorded as one it knows (a later request may name it as the one it follows).
     ``settle=False`` for a request that may not touch the session (another user's, bad ids);
     ``held=False`` for one refused before it claimed its session (its response is recorded even
-    where the session has no hash yet; a claimed request's only while its session lasts).
+    where the session has no hash yet; a claimed request's only while its session lasts, except
+    a ``CONTEXT_LOST`` answer: the user was told, and the request that follows it starts afresh).
     ``metadata`` is the pipeline's (model, cache, limits); ``request_metadata`` the request's,
     echoed. ``agent`` is the agent that served the request (None: it named an unknown one)."""
     response = _response(deps, ids, progress, content, failure, confidence, metadata)
@@ -158,6 +160,8 @@ def finish(
     if request_metadata:
         echo = {k: v for k, v in request_metadata.items() if k not in PIPELINE_KEYS}
         response = msgspec.structs.replace(response, request_metadata=echo)
+    if failure is not None and failure.code == ErrorCode.CONTEXT_LOST:
+        held = False
     then = session_release(deps, ids, response.response_id, held=held) if settle else None
     topics = deps.settings.topics
     out = [
