@@ -6,6 +6,12 @@ the pipeline holds ``max_in_flight``) and produces the record to ``--sink``. Its
 record is the baseline the benches divide agentstream's by, measured in the same run, on the same
 machine and broker: a multiple that travels between machines where absolute figures do not.
 
+It consumes with the same Kafka consumer settings as the worker it is compared with: the same
+fetch wait (``kafka.fetch_max_wait_ms``, through the same ``TunedApp``; plain Faust hard-codes
+1,500 ms) and the same session, heartbeat and commit intervals. On Tansu, which holds a fetch for
+its whole wait, the fetch wait sets how often a consumer polls: a baseline polling 300 times less
+often than the worker would hide the polling both pay in the multiple (issue 18's fifth round).
+
 :func:`measure` drives it from a bench: N records through it, CPU per record in steady state.
 """
 
@@ -22,23 +28,24 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agentstream.config import Settings
+from agentstream.config import KafkaTuning, Settings
 from agentstream.streams.admin import ensure_topics
 from agentstream.streams.kafka_config import client_kwargs
 
 
 def _app(args: argparse.Namespace) -> None:
-    import faust
+    from agentstream.streams.faust_app import TunedApp
 
-    app = faust.App(
+    app = TunedApp(
         f"bare-{uuid.uuid4().hex[:6]}",
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
         broker=f"kafka://{args.bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
-        broker_session_timeout=2.0,
-        broker_heartbeat_interval=0.5,
-        broker_rebalance_timeout=2.0,
-        broker_commit_interval=1.0,
+        broker_session_timeout=args.session_timeout_s,
+        broker_heartbeat_interval=args.heartbeat_interval_s,
+        broker_rebalance_timeout=args.rebalance_timeout_s,
+        broker_commit_interval=args.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
         topic_disable_leader=True,
@@ -138,6 +145,7 @@ def _spawn(
     settings: Settings, source: str, sink: str, latency: float, concurrency: int, data: Path
 ) -> subprocess.Popen[bytes]:
     data.mkdir(parents=True, exist_ok=True)
+    kafka = settings.kafka
     return subprocess.Popen(
         [
             sys.executable,
@@ -154,6 +162,16 @@ def _spawn(
             str(concurrency),
             "--datadir",
             str(data),
+            "--fetch-max-wait-ms",
+            str(kafka.fetch_max_wait_ms),
+            "--session-timeout-s",
+            str(kafka.session_timeout_s),
+            "--heartbeat-interval-s",
+            str(kafka.heartbeat_interval_s),
+            "--rebalance-timeout-s",
+            str(kafka.rebalance_timeout_s),
+            "--commit-interval-s",
+            str(kafka.commit_interval_s),
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(data.parent / "bare-agent.log", "ab"),
@@ -178,4 +196,10 @@ if __name__ == "__main__":
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--datadir", default="/tmp/bare-agent-data")
+    kafka = KafkaTuning()
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=kafka.fetch_max_wait_ms)
+    parser.add_argument("--session-timeout-s", type=float, default=kafka.session_timeout_s)
+    parser.add_argument("--heartbeat-interval-s", type=float, default=kafka.heartbeat_interval_s)
+    parser.add_argument("--rebalance-timeout-s", type=float, default=kafka.rebalance_timeout_s)
+    parser.add_argument("--commit-interval-s", type=float, default=kafka.commit_interval_s)
     _app(parser.parse_args())

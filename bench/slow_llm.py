@@ -133,7 +133,7 @@ async def run(
             "broker CPU": f"{broker_cpu:.1f} s ({broker})",
             "redis-server CPU": f"{redis_cpu:.1f} s",
             "worker peak RSS": f"{rss:.0f} MB   (target <= 250 MB)",
-            "fetch_max_wait_ms": str(fetch_ms),
+            "fetch_max_wait_ms": f"{fetch_ms} (worker and bare agent)",
             "machine": f"{os.cpu_count()} cores",
         },
     )
