@@ -174,6 +174,11 @@ def report(
         f"CPU multiple          {per_request / bare.cpu_ms_per_record:.2f}x the bare agent's"
         "   (target <= 2.5x)"
     )
+    # the same without what each would have burnt idle over the run (polling at the fetch wait):
+    # a second view, which the fetch wait and the broker move less
+    net = (cpu - idle_cores * elapsed) / requests * 1000
+    bare_net = (bare.cpu_s - bare.idle_cores * bare.elapsed_s) / bare.records * 1000
+    print(f"net of idle (ms)      {bare_net:10.2f}    {net:11.2f}   multiple {net / bare_net:.2f}x")
     print(f"redis commands/req    {commands:.1f} (Lua-internal included): {top}")
     print(f"redis scripts/req     {scripts:.2f}")
     print(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
 from agentstream.llm.base import LLMRequest, LLMResult
 from agentstream.processors.cancellation import Cancellations, CancelNotice, RequestCancelled
-from agentstream.schemas.contracts import AgentState
+from agentstream.schemas.contracts import AgentRequest, AgentState
 from agentstream.testing import FunctionModel, TestPipeline
 
 
@@ -89,3 +90,24 @@ async def test_test_pipeline_cancel_stops_a_slow_model_call() -> None:
     assert response.state is AgentState.CANCELLED
     assert response.error_code == "CANCELLED"
     assert response.metadata["cancel_reason"] == "stop"
+
+
+async def test_the_request_after_a_new_session_s_cancelled_first_request_starts_it() -> None:
+    """A request cancelled before validation took it never claimed its session (a new one has
+    no hash yet): its CANCELLED answer is recorded all the same, so the request that follows
+    that answer starts the session instead of being refused CONTEXT_LOST."""
+    async with TestPipeline() as pipeline:
+        assert pipeline.cancel("r-first") == 0  # nothing running yet: ends at the boundary
+        cancelled = await pipeline.ask("hello", session_id="new", request_id="r-first")
+        follows = AgentRequest(
+            request_id="r-next",
+            session_id="new",
+            user_id="user-1",
+            tenant_id="tenant-1",
+            message="hello again",
+            previous_response_id=cancelled.response_id,
+            created_at=datetime.now(UTC),
+        )
+        answer = await pipeline.send(follows)
+    assert cancelled.state is AgentState.CANCELLED
+    assert (answer.state, answer.error_code) == (AgentState.COMPLETED, None)

@@ -31,8 +31,10 @@ def cancelled_outcome(
     progress: RequestProgress,
     notice: CancelNotice,
     request_metadata: Mapping[str, str] | None = None,
+    held: bool = True,
 ) -> StageResult:
-    """The terminal records of a cancelled request (response, metrics) and the release step."""
+    """The terminal records of a cancelled request (response, metrics) and the release step.
+    ``held=False``: cancelled before it claimed its session (see ``finish``)."""
     meta = {"cancelled_by": notice.requested_by[:MAX_REASON_CHARS]}
     if notice.reason:
         meta["cancel_reason"] = notice.reason[:MAX_REASON_CHARS]
@@ -43,6 +45,7 @@ def cancelled_outcome(
         content=CANCELLED_TEXT,
         metadata=meta,
         request_metadata=request_metadata,
+        held=held,
     )
     assert done.finished is not None
     response = msgspec.structs.replace(

@@ -60,15 +60,21 @@ class Stage(Generic[E]):
     def _cancelled(
         self, event: E, ids: RequestIds, notice: CancelNotice, started: datetime
     ) -> StageResult:
+        held = True
         if isinstance(event, AgentRequest):  # not taken yet: its progress starts here
             progress = new_progress(started, len(event.message.encode()))
-            metadata = event.metadata
+            metadata, held = event.metadata, False  # nor its session claimed
         elif isinstance(event, GenerationTurn | ToolCallBatch):
             progress, metadata = event.progress, event.metadata
         else:  # pragma: no cover - stages of other contracts are not cancellable
             raise TypeError(f"{type(event).__name__} is not a request's work")
         return cancelled_outcome(
-            self.deps, ids=ids, progress=progress, notice=notice, request_metadata=metadata
+            self.deps,
+            ids=ids,
+            progress=progress,
+            notice=notice,
+            request_metadata=metadata,
+            held=held,
         )
 
     async def decode(self, msg: Inbound) -> E:
