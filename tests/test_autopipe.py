@@ -132,3 +132,18 @@ async def test_a_lone_call_goes_out_at_once(redis: Any, unique_prefix: str) -> N
     for n in range(1, 4):  # nothing else in flight: no linger however long the bound
         assert int(await asyncio.wait_for(incr(keys=[key], args=[1]), timeout=1)) == n
     assert pipe.sizes[-3:] == [1, 1, 1]
+
+
+def test_a_batch_is_packed_to_the_bytes_redis_py_sends() -> None:
+    """The hiredis packer gives the bytes of redis-py's own asyncio packer (what is sent to
+    Redis does not change), floats, integers, bytes and non-ASCII text included."""
+    from redis.asyncio.connection import Connection
+
+    from agentstream.state.autopipe import _pack
+
+    conn = Connection()
+    commands = [
+        ("EVALSHA", "e0e1f9fa", 2, "as:{t:s}:ctx", b"as:{t:s}:step", "r1", 30, 0.1, -1, "é"),
+        ("EVALSHA", "e0e1f9fa", 1, "k", 1e20, 3.0, b"\x00\xff", ""),
+    ]
+    assert bytes(_pack(conn, commands)) == b"".join(conn.pack_commands(commands))

@@ -35,12 +35,15 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.commands.core import AsyncScript
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.utils import HIREDIS_AVAILABLE
 
 from agentstream.state.redis import RedisClient
 
 _Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+_HIREDIS = HiredisRespSerializer()
 
 
 class AutoPipeline:
@@ -190,12 +193,10 @@ class AutoPipeline:
 
 
 async def _write_and_read(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
-    """Every call of the batch in one write (redis-py's packer), then every reply (its parser:
-    hiredis where installed); an error reply is its caller's reply."""
-    packed = conn.pack_commands(
-        [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in batch]
-    )
-    await conn.send_packed_command(packed)
+    """Every call of the batch in one write, then every reply (redis-py's parser: hiredis where
+    installed); an error reply is its caller's reply."""
+    commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in batch]
+    await conn.send_packed_command(_pack(conn, commands))
     replies: list[Any] = []
     for _ in batch:
         try:
@@ -203,6 +204,14 @@ async def _write_and_read(conn: AbstractConnection, batch: list[_Call]) -> list[
         except ResponseError as exc:
             replies.append(exc)
     return replies
+
+
+def _pack(conn: AbstractConnection, commands: list[tuple[Any, ...]]) -> bytes | list[bytes]:
+    """redis-py's hiredis packer (its sync connections use it; the asyncio connection packs in
+    Python, about 4x the CPU): the same bytes."""
+    if not HIREDIS_AVAILABLE:
+        return conn.pack_commands(commands)
+    return b"".join(chunk for command in commands for chunk in _HIREDIS.pack(*command))
 
 
 class BatchedScript:
