@@ -23,6 +23,7 @@ from _harness import bench_settings
 from agentstream.client import AgentClient, new_request
 from agentstream.config import Settings
 from agentstream.embedded import DevStack
+from agentstream.state.autopipe import AutoPipeline
 from agentstream.streams.app import PipelineWorker
 
 trips: Counter[tuple[str, str]] = Counter()
@@ -42,9 +43,16 @@ def _site() -> str:
 
 
 def _install() -> None:
-    """Wrap redis-py's single-command and pipeline paths to count round trips."""
+    """Wrap redis-py's single-command and pipeline paths, and the auto-pipeline's own batch
+    exchange on one server, to count round trips."""
     command = redis_client.Redis.execute_command
     pipeline = redis_client.Pipeline.execute
+    exchange = AutoPipeline._exchange
+
+    async def count_exchange(self: Any, pool: Any, batch: Any) -> Any:
+        if counting:
+            trips[(f"autopipe[{len(batch)}]:EVALSHA", _site())] += 1
+        return await exchange(self, pool, batch)
 
     async def count_command(self: Any, *args: Any, **kwargs: Any) -> Any:
         if counting:
@@ -59,6 +67,7 @@ def _install() -> None:
 
     redis_client.Redis.execute_command = count_command  # type: ignore[method-assign]
     redis_client.Pipeline.execute = count_pipeline  # type: ignore[method-assign]
+    AutoPipeline._exchange = count_exchange  # type: ignore[method-assign]
 
 
 async def run(requests: int) -> None:

@@ -33,11 +33,16 @@ from agentstream.config import Settings
 from agentstream.embedded import BROKER_KINDS, BrokerKind, DevStack
 
 IDLE_S = 3.0
+READS = "server reads"  # not a command: kept apart in the report
 
 
 async def commandstats(redis: Redis) -> dict[str, int]:
+    """Calls per command, and the server's socket reads (``reads``: one per client write that
+    reached it, so about the round trips; Redis >= 6)."""
     info: dict[str, Any] = await redis.info("commandstats")
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+    stats: dict[str, Any] = await redis.info("stats")
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+    return {**calls, READS: int(stats.get("total_reads_processed", 0))}
 
 
 async def run(
@@ -152,6 +157,7 @@ def report(
     latencies: list[float],
     extra: dict[str, str],
 ) -> None:
+    reads = calls.pop(READS, 0)
     ideal = in_flight / latency if latency else float("inf")
     throughput = requests / elapsed
     per_request = cpu / requests * 1000
@@ -181,6 +187,7 @@ def report(
     print(f"net of idle (ms)      {bare_net:10.2f}    {net:11.2f}   multiple {net / bare_net:.2f}x")
     print(f"redis commands/req    {commands:.1f} (Lua-internal included): {top}")
     print(f"redis scripts/req     {scripts:.2f}")
+    print(f"redis reads/req       {reads / requests:.2f} (server socket reads: client writes)")
     print(
         f"latency p50 / p99     {percentile(latencies, 0.5) * 1000:.0f} / "
         f"{percentile(latencies, 0.99) * 1000:.0f} ms"
