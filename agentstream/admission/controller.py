@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import RedisError
@@ -98,32 +98,57 @@ class TokenGrant:
             await self._settle(self, usage)
 
 
-@asynccontextmanager
-async def admitted_llm_call(
-    admission: Admission | None,
-    *,
-    tenant_id: str,
-    user_id: str,
-    call_id: str,
-    history: Sequence[Mapping[str, Any]],
-    agent: Agent | None = None,
-) -> AsyncIterator[TokenGrant]:
+class admitted_llm_call:
     """Reserve an LLM call's estimated tokens on entry (raise :class:`AdmissionDenied` when a
     token window or the daily budget says no) and settle the usage given to
     :meth:`TokenGrant.record` on exit (none recorded = the call failed: release the reservation).
-    ``admission`` None = no admission control: a no-op."""
-    if admission is None:
-        yield TokenGrant()
-        return
-    grant = await admission.reserve_tokens(
-        tenant_id=tenant_id, user_id=user_id, call_id=call_id, history=history, agent=agent
-    )
-    if grant.denial is not None:
-        raise AdmissionDenied(grant.denial)
-    try:
-        yield grant
-    finally:
-        await grant.settle(grant.usage)
+    ``admission`` None = no admission control: a no-op. A plain class rather than a
+    generator-based context manager: it is entered once per model call."""
+
+    __slots__ = ("_admission", "_agent", "_call_id", "_grant", "_history", "_tenant_id", "_user_id")
+
+    def __init__(
+        self,
+        admission: Admission | None,
+        *,
+        tenant_id: str,
+        user_id: str,
+        call_id: str,
+        history: Sequence[Mapping[str, Any]],
+        agent: Agent | None = None,
+    ) -> None:
+        self._admission = admission
+        self._tenant_id = tenant_id
+        self._user_id = user_id
+        self._call_id = call_id
+        self._history = history
+        self._agent = agent
+        self._grant: TokenGrant | None = None
+
+    async def __aenter__(self) -> TokenGrant:
+        if self._admission is None:
+            return TokenGrant()
+        grant = await self._admission.reserve_tokens(
+            tenant_id=self._tenant_id,
+            user_id=self._user_id,
+            call_id=self._call_id,
+            history=self._history,
+            agent=self._agent,
+        )
+        if grant.denial is not None:
+            raise AdmissionDenied(grant.denial)
+        self._grant = grant
+        return grant
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        grant, self._grant = self._grant, None
+        if grant is not None:
+            await grant.settle(grant.usage)
 
 
 class ContextReader(Protocol):

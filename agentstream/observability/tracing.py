@@ -9,7 +9,7 @@ carry ids, topics, offsets, model names and token counts — never prompts, answ
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -24,15 +24,24 @@ def recording() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-@contextmanager
+# what a span helper gives when no SDK is installed: no span, and no generator to run per event
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
 def consume_span(
     stage: str, topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]]
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """The span of handling one consumed record. With no SDK installed, none is started (about
     16 us a stage event saved): :func:`propagated_headers` passes the record's trace on."""
     if not recording():
-        yield trace.INVALID_SPAN
-        return
+        return _NO_SPAN
+    return _consume_span(stage, topic, partition, offset, headers)
+
+
+@contextmanager
+def _consume_span(
+    stage: str, topic: str, partition: int, offset: int, headers: list[tuple[str, bytes]]
+) -> Iterator[Span]:
     carrier = {k: v.decode(errors="replace") for k, v in headers if k in _TRACE_HEADERS}
     with tracer.start_as_current_span(
         f"{stage} process",
@@ -66,8 +75,16 @@ def propagated_headers(incoming: list[tuple[str, bytes]]) -> list[tuple[str, byt
     return trace_headers()
 
 
+def chat_span(model: str, **attributes: Any) -> AbstractContextManager[Span]:
+    """The span of one model call (none with no SDK installed: the API's no-op span would only
+    hide the outer span, which does not exist either then)."""
+    if not recording():
+        return _NO_SPAN
+    return _chat_span(model, **attributes)
+
+
 @contextmanager
-def chat_span(model: str, **attributes: Any) -> Iterator[Span]:
+def _chat_span(model: str, **attributes: Any) -> Iterator[Span]:
     with tracer.start_as_current_span(
         f"chat {model}",
         kind=SpanKind.CLIENT,

@@ -16,11 +16,10 @@ journaled; the tool calls of a batch that have not started are skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import TracebackType
 
 from agentstream.exceptions import ControlSignal
 
@@ -118,22 +117,59 @@ class Cancellations:
         """Work of ``request_id`` runs in an abortable scope on this worker."""
         return bool(self._scopes.get(request_id))
 
-    @contextlib.asynccontextmanager
-    async def abortable(self, request_id: str) -> AsyncIterator[None]:
-        """Run the body so that a cancel of ``request_id`` stops it (RequestCancelled)."""
-        self.check(request_id)
-        timeout = asyncio.timeout(None)
-        scope = _Scope(timeout)
-        scopes = self._scopes.setdefault(request_id, set())
-        scopes.add(scope)
+    def abortable(self, request_id: str) -> Abortable:
+        """Run the body (``async with``) so that a cancel of ``request_id`` stops it
+        (RequestCancelled)."""
+        return Abortable(self, request_id)
+
+    def _enter(self, request_id: str, scope: _Scope) -> None:
+        self._scopes.setdefault(request_id, set()).add(scope)
+
+    def _leave(self, request_id: str, scope: _Scope) -> None:
+        scopes = self._scopes.get(request_id)
+        if scopes is not None:
+            scopes.discard(scope)
+            if not scopes:
+                del self._scopes[request_id]
+
+
+class Abortable:
+    """The scope of :meth:`Cancellations.abortable`: an ``asyncio.timeout`` that a cancel of the
+    request expires at once, turned into :class:`RequestCancelled`. A plain class rather than a
+    generator-based context manager: it is entered once per model call."""
+
+    __slots__ = ("_cancellations", "_request_id", "_scope")
+
+    def __init__(self, cancellations: Cancellations, request_id: str) -> None:
+        self._cancellations = cancellations
+        self._request_id = request_id
+        self._scope: _Scope | None = None
+
+    async def __aenter__(self) -> None:
+        self._cancellations.check(self._request_id)
+        scope = self._scope = _Scope(asyncio.timeout(None))
+        self._cancellations._enter(self._request_id, scope)
         try:
-            async with timeout:
-                yield
-        except TimeoutError:
+            await scope.timeout.__aenter__()
+        except BaseException:
+            self._cancellations._leave(self._request_id, scope)
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        assert scope is not None
+        try:
+            await scope.timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:  # the scope expired: only a cancel expires it
             if scope.notice is None:
                 raise
             raise RequestCancelled(scope.notice) from None
         finally:
-            scopes.discard(scope)
-            if not scopes:
-                self._scopes.pop(request_id, None)
+            self._cancellations._leave(self._request_id, scope)
+        if isinstance(exc, TimeoutError) and scope.notice is not None:
+            raise RequestCancelled(scope.notice) from None

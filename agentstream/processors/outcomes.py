@@ -9,6 +9,7 @@ records has no side effects: the runner counts a finished request once its recor
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -51,7 +52,11 @@ FORBIDDEN_TEXT = "This session belongs to another user."
 PIPELINE_KEYS = frozenset({"degraded_reason"})
 
 
+@functools.lru_cache(maxsize=4096)
 def response_id_for(request_id: str) -> str:
+    """The response id of ``request_id`` (stable: a redelivery republishes the same response).
+    Remembered for the latest requests: a request asks for it twice (the write that records its
+    answer, then the response), and a UUID5 costs a few microseconds."""
     return str(uuid.uuid5(_RESPONSE_NS, request_id))
 
 

@@ -14,10 +14,9 @@ passed or would pass before the next attempt, and raises ``DeadlineExceededError
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from types import TracebackType
 
 _DEADLINE: ContextVar[float | None] = ContextVar("agentstream_deadline", default=None)
 
@@ -35,17 +34,32 @@ def to_epoch_s(deadline: DeadlineLike) -> float | None:
     return float(deadline)
 
 
-@contextmanager
-def deadline_scope(deadline: DeadlineLike) -> Iterator[float | None]:
-    """Set the current deadline for the block (the earlier one wins when nested)."""
-    new = to_epoch_s(deadline)
-    outer = _DEADLINE.get()
-    effective = new if outer is None else (outer if new is None else min(outer, new))
-    token = _DEADLINE.set(effective)
-    try:
-        yield effective
-    finally:
-        _DEADLINE.reset(token)
+class deadline_scope:
+    """Set the current deadline for the block (the earlier one wins when nested); ``as`` gives
+    the deadline in effect. A plain class: it is entered once per model call."""
+
+    __slots__ = ("_deadline", "_token")
+
+    def __init__(self, deadline: DeadlineLike) -> None:
+        self._deadline = deadline
+        self._token: Token[float | None] | None = None
+
+    def __enter__(self) -> float | None:
+        new = to_epoch_s(self._deadline)
+        outer = _DEADLINE.get()
+        effective = new if outer is None else (outer if new is None else min(outer, new))
+        self._token = _DEADLINE.set(effective)
+        return effective
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _DEADLINE.reset(self._token)
+            self._token = None
 
 
 def current_deadline() -> float | None:
