@@ -58,6 +58,8 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from prometheus_client import Counter as Series
+
 from agentstream.config import Settings
 from agentstream.exceptions import AgentStreamError
 from agentstream.observability import metrics
@@ -159,6 +161,14 @@ class StageRunner:
         # under a lock)
         self._handler_seconds = metrics.HANDLER_SECONDS.labels(stage)
         self._processed = metrics.EVENTS.labels(stage, "processed")
+        self._finished: dict[tuple[str, str], Series] = {}
+
+    def _requests(self, state: str, code: str) -> Series:
+        """The finished-requests series of (state, code), looked up once per pair."""
+        series = self._finished.get((state, code))
+        if series is None:
+            series = self._finished[(state, code)] = metrics.REQUESTS.labels(state, code)
+        return series
 
     @property
     def in_flight(self) -> int:
@@ -191,7 +201,10 @@ class StageRunner:
         source = msg.via or msg.topic
         tp = (source, msg.partition)
         if msg.via is None:
-            self._partitions.setdefault(tp, PartitionAcks()).track(msg.offset, ack)
+            acks = self._partitions.get(tp)
+            if acks is None:
+                acks = self._partitions[tp] = PartitionAcks()
+            acks.track(msg.offset, ack)
         else:
             self._handed[tp] += 1
         key = (source, msg.key if msg.key is not None else b"\x00p%d" % msg.partition)
@@ -290,7 +303,7 @@ class StageRunner:
         result = await self._deliver(msg, result)
         if result.finished is not None:  # counted once its records are out
             finished = result.finished
-            metrics.REQUESTS.labels(finished.state, finished.error_code or "").inc()
+            self._requests(finished.state, finished.error_code or "").inc()
         if result.then is not None:
             await self._after_publish(msg, result.then)
         self.stats.processed += 1
