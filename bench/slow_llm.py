@@ -3,7 +3,8 @@
 5,000 requests on 5,000 sessions, local model latency 1.0 s, 500 in flight, one worker process
 running all stages, embedded broker + Redis on this machine. First a bare Faust agent that
 sleeps and forwards (bench/bare_agent.py) carries the same number of records with the same
-latency and concurrency on the same broker; then agentstream. Prints, for both: throughput
+latency and concurrency on the same broker, consuming with the worker's Kafka settings (the same
+fetch wait); then agentstream. Prints, for both: throughput
 against the ideal (in flight / latency), steady worker CPU per request, and agentstream's CPU per
 request as a multiple of the bare agent's; then agentstream's Redis commands per request (INFO
 commandstats deltas, Lua-internal calls included), script calls per request, broker and Redis
