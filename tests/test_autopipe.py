@@ -86,15 +86,20 @@ class HeldPipeline(AutoPipeline):
         await super()._send(batch)
 
 
-async def test_calls_that_arrive_while_a_batch_is_out_share_the_next_write(
-    redis: Any, unique_prefix: str
-) -> None:
-    pipe = HeldPipeline(redis, max_in_flight=1, linger_s=5.0)
+async def _held(redis: Any, key: str, *, linger_s: float) -> tuple[HeldPipeline, Any, str]:
+    """A held pipeline (one batch in flight at most) with INCR loaded, its gate closed."""
+    pipe = HeldPipeline(redis, max_in_flight=1, linger_s=linger_s)
     incr = pipe.register_script(INCR)
-    key = f"{unique_prefix}:linger"
     await incr(keys=[key], args=[0])  # loads the script
     pipe.sizes.clear()
     pipe.gate.clear()
+    return pipe, incr, key
+
+
+async def test_calls_that_arrive_while_a_batch_is_out_share_the_next_write(
+    redis: Any, unique_prefix: str
+) -> None:
+    pipe, incr, key = await _held(redis, f"{unique_prefix}:linger", linger_s=5.0)
     first = asyncio.ensure_future(incr(keys=[key], args=[1]))
     later = []
     for _ in range(4):  # one call per event-loop turn, while the first is out
@@ -109,12 +114,7 @@ async def test_calls_that_arrive_while_a_batch_is_out_share_the_next_write(
 
 
 async def test_a_queued_call_waits_at_most_the_linger_bound(redis: Any, unique_prefix: str) -> None:
-    pipe = HeldPipeline(redis, max_in_flight=1, linger_s=0.01)
-    incr = pipe.register_script(INCR)
-    key = f"{unique_prefix}:bound"
-    await incr(keys=[key], args=[0])  # loads the script
-    pipe.sizes.clear()
-    pipe.gate.clear()
+    pipe, incr, key = await _held(redis, f"{unique_prefix}:bound", linger_s=0.01)
     first = asyncio.ensure_future(incr(keys=[key], args=[1]))
     await asyncio.sleep(0.002)
     second = asyncio.ensure_future(incr(keys=[key], args=[1]))

@@ -142,24 +142,27 @@ async def test_a_model_that_stays_down_goes_through_the_retry_tiers_to_the_dlq()
     assert dl.header_map(letter.headers)[dl.ERROR_CODE] == "LLM_SERVER_ERROR"
 
 
+def _publish_orphan_turn(p: TestPipeline) -> None:
+    """Request "r"'s turn after tool results, for session "gone", which has no context."""
+    turn = GenerationTurn(
+        request_id="r",
+        session_id="gone",
+        user_id="u",
+        tenant_id="t",
+        turn=1,
+        allowed_tools=[],
+        metadata={},
+        tool_results=[
+            ToolResult(call_id="c", name="calculator", content="5", is_error=False, duration_ms=1)
+        ],
+        progress=new_progress(datetime.now(UTC), 10),
+    )
+    p.publish_raw(p.settings.topics.generation, p.codec.encode_record(turn), key="gone")
+
+
 async def test_a_turn_whose_context_expired_is_answered_context_lost() -> None:
     async with TestPipeline() as p:
-        turn = GenerationTurn(
-            request_id="r",
-            session_id="gone",
-            user_id="u",
-            tenant_id="t",
-            turn=1,
-            allowed_tools=[],
-            metadata={},
-            tool_results=[
-                ToolResult(
-                    call_id="c", name="calculator", content="5", is_error=False, duration_ms=1
-                )
-            ],
-            progress=new_progress(datetime.now(UTC), 10),
-        )
-        p.publish_raw(p.settings.topics.generation, p.codec.encode_record(turn), key="gone")
+        _publish_orphan_turn(p)
         answer = await p.wait_for_response("r")
     assert answer.error_code == "CONTEXT_LOST"
     assert "restate" in answer.content
@@ -170,22 +173,7 @@ async def test_the_request_that_follows_a_context_lost_answer_starts_afresh() ->
     same, so the request that follows that answer runs on a new history instead of being told
     twice; one that follows an answer the lost session gave is told."""
     async with TestPipeline() as p:
-        turn = GenerationTurn(
-            request_id="r",
-            session_id="gone",
-            user_id="u",
-            tenant_id="t",
-            turn=1,
-            allowed_tools=[],
-            metadata={},
-            tool_results=[
-                ToolResult(
-                    call_id="c", name="calculator", content="5", is_error=False, duration_ms=1
-                )
-            ],
-            progress=new_progress(datetime.now(UTC), 10),
-        )
-        p.publish_raw(p.settings.topics.generation, p.codec.encode_record(turn), key="gone")
+        _publish_orphan_turn(p)
         lost = await p.wait_for_response("r")
         ask = {"session_id": "gone", "user_id": "u", "tenant_id": "t", "message": "hello"}
         again = await p.send(

@@ -21,7 +21,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import RedisError
@@ -140,12 +139,7 @@ class admitted_llm_call:
         self._grant = grant
         return grant
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         grant, self._grant = self._grant, None
         if grant is not None:
             await grant.settle(grant.usage)

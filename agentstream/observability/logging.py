@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import string
 import sys
 from contextvars import Token
-from types import TracebackType
 from typing import Any
 
 import structlog
@@ -106,10 +106,11 @@ def get_logger(name: str) -> Any:
 
 
 _LOG_ID_MAX = 64
-_LOG_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
-# an id that is already safe as it is (the usual case): returned unchanged, with no per-character
-# work
-_PLAIN_ID = re.compile(rf"[A-Za-z0-9._:@-]{{0,{_LOG_ID_MAX}}}")
+_LOG_ID_PUNCT = "._:@-"
+_LOG_ID_SAFE = frozenset(string.ascii_letters + string.digits + _LOG_ID_PUNCT)
+# an id made of those characters only (the usual case) is returned unchanged, without
+# per-character work
+_PLAIN_ID = re.compile(rf"[A-Za-z0-9{re.escape(_LOG_ID_PUNCT)}]{{0,{_LOG_ID_MAX}}}")
 
 
 def log_safe_id(value: str) -> str:
@@ -149,10 +150,5 @@ class bind_request:
         }
         self._tokens = dict(bind_contextvars(**clean))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         reset_contextvars(**self._tokens)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from types import TracebackType
 
 _DEADLINE: ContextVar[float | None] = ContextVar("agentstream_deadline", default=None)
 
@@ -51,12 +50,7 @@ class deadline_scope:
         self._token = _DEADLINE.set(effective)
         return effective
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
             _DEADLINE.reset(self._token)
             self._token = None
